@@ -1,0 +1,134 @@
+"""The ``shipa`` command line: one command per pipeline stage (same name as its DVC stage and module)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from pipelines.config import (
+    DEFAULT_PARAMS,
+    ConfigError,
+    IngestParams,
+    SynthesizeParams,
+    get_settings,
+    load_section,
+    validate_all,
+)
+from pipelines.errors import ShipaError
+from pipelines.logging_setup import configure_logging
+
+log = logging.getLogger("shipa")
+
+app = typer.Typer(
+    name="shipa",
+    help="Shipa: FHIR R4 + DICOM to validated, de-identified tables, models, registry and service.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+T = TypeVar("T")
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params file with one section per stage")]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")]
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run a stage; expected errors become one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        return fn()
+    except (ConfigError, ShipaError) as exc:
+        typer.echo(f"shipa: error: {exc}", err=True)
+        raise typer.Exit(getattr(exc, "exit_code", 2)) from None
+    except KeyboardInterrupt:
+        typer.echo("shipa: interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+@app.callback()
+def _main() -> None:
+    """Configure logging and the process environment shared by every command."""
+    configure_logging(get_settings().log_level)
+    # Sovereign by default: no telemetry leaves the machine.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    typer.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+
+
+@app.command()
+def synthesize(
+    out: Annotated[Path, typer.Option("--out", help="folder to write the raw export into")] = Path("data/raw"),
+    params: ParamsOpt = DEFAULT_PARAMS,
+    n_patients: Annotated[int | None, typer.Option("--n-patients", help="override synthesize.n_patients")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="override synthesize.seed")] = None,
+    progress: ProgressOpt = True,
+) -> None:
+    """Generate the built-in synthetic national cohort (FHIR R4, DICOM, audit findings, manifests) into OUT.
+
+    Reads the `synthesize` section of the params file. The same seed and params give byte-identical output.
+    """
+
+    def go() -> dict[str, Any]:
+        cfg = load_section(SynthesizeParams, "synthesize", params)
+        from pipelines.stages import synthesize as stage
+
+        overrides = {k: v for k, v in {"n_patients": n_patients, "seed": seed}.items() if v is not None}
+        if overrides:
+            cfg = SynthesizeParams.model_validate({**cfg.model_dump(), **overrides})
+        return stage.run(cfg, out, progress=progress)
+
+    _print_summary(_guard(go))
+
+
+@app.command()
+def ingest(
+    input_dir: Annotated[Path, typer.Option("--input", help="raw export: FHIR NDJSON/Bundles and DICOM")] = Path(
+        "data/raw"
+    ),
+    output_dir: Annotated[Path, typer.Option("--output", help="folder for tables, images, quarantine")] = Path(
+        "data/interim"
+    ),
+    params: ParamsOpt = DEFAULT_PARAMS,
+    workers: Annotated[int | None, typer.Option("--workers", help="override ingest.workers (0 = cores)")] = None,
+    progress: ProgressOpt = True,
+) -> None:
+    """Validate, de-identify and flatten a FHIR R4 + DICOM export into Parquet tables, quarantining bad records.
+
+    The pseudonymisation key comes from the environment variable SHIPA_PSEUDONYM_KEY. Without it, the documented
+    demo key is used, which is accepted only for the built-in synthetic cohort.
+    """
+
+    def go() -> dict[str, Any]:
+        cfg = load_section(IngestParams, "ingest", params)
+        from pipelines.stages import ingest as stage
+
+        if workers is not None:
+            cfg = IngestParams.model_validate({**cfg.model_dump(), "workers": workers})
+        return stage.run(cfg, input_dir, output_dir, key=get_settings().pseudonym_key, progress=progress)
+
+    report = _guard(go)
+    _print_summary({k: report[k] for k in ("totals",) if k in report} or report)
+
+
+@app.command("check-params")
+def check_params(params: ParamsOpt = DEFAULT_PARAMS) -> None:
+    """Validate every section of the params file and print the effective values."""
+    sections = _guard(lambda: validate_all(params))
+    _print_summary({name: model.model_dump() for name, model in sections.items()})
+
+
+def main() -> None:  # pragma: no cover - entry point used by `python -m pipelines.cli`
+    app(prog_name="shipa")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Typed configuration: one frozen pydantic model per ``params.yaml`` section, and settings from the environment.
+
+Only ``stages/``, ``cli.py`` and ``service/`` import this module; library code takes plain arguments.
+A mistyped or unknown key stops the stage with a :class:`ConfigError` naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+# The demo pseudonymisation key: documented in the README and accepted only for the built-in cohort.
+DEMO_PSEUDONYM_KEY = "shipa-demo-key-not-for-real-data"
+
+
+class ConfigError(ValueError):
+    """A params file or environment setting that cannot be used; the message names the key and the file."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FraudRates(_Section):
+    """Share of all claims injected with each fraud pattern (see docs/cohort.md)."""
+
+    phantom_billing: float = Field(0.006, ge=0, le=0.2)
+    upcoding: float = Field(0.006, ge=0, le=0.2)
+    unbundling: float = Field(0.005, ge=0, le=0.2)
+    duplicate_claim: float = Field(0.005, ge=0, le=0.2)
+    services_after_death: float = Field(0.003, ge=0, le=0.2)
+    excessive_volume: float = Field(0.005, ge=0, le=0.2)
+    collusion_ring: float = Field(0.004, ge=0, le=0.2)
+
+    def total(self) -> float:
+        """Sum of all pattern rates."""
+        return float(sum(self.model_dump().values()))
+
+
+class DirtyRates(_Section):
+    """Share of records (of the kind each defect applies to) injected with each data-quality defect."""
+
+    missing_required_field: float = Field(0.002, ge=0, le=0.2)
+    invalid_code: float = Field(0.002, ge=0, le=0.2)
+    invalid_date: float = Field(0.001, ge=0, le=0.2)
+    implausible_date: float = Field(0.001, ge=0, le=0.2)
+    iin_checksum: float = Field(0.003, ge=0, le=0.2)
+    iin_mismatch: float = Field(0.003, ge=0, le=0.2)
+    dangling_reference: float = Field(0.001, ge=0, le=0.2)
+    duplicate: float = Field(0.002, ge=0, le=0.2)
+    invalid_json: float = Field(0.0005, ge=0, le=0.2)
+    dicom_unreadable: float = Field(0.005, ge=0, le=0.2)
+    dicom_not_dicom: float = Field(0.002, ge=0, le=0.2)
+    dicom_no_pixels: float = Field(0.003, ge=0, le=0.2)
+
+
+class SynthesizeParams(_Section):
+    """Parameters of the ``synthesize`` stage (the built-in synthetic national cohort)."""
+
+    seed: int = 20250101
+    n_patients: int = Field(4000, ge=1, le=10_000_000)
+    format: Literal["ndjson", "bundle"] = "ndjson"
+    gzip: bool = False
+    start_date: str = "2023-01-01"
+    months: int = Field(24, ge=1, le=240)
+    n_organizations: int = Field(40, ge=3)
+    practitioners_per_organization: int = Field(8, ge=1)
+    imaging_rate: float = Field(0.4, ge=0, le=1, description="share of patients with a chest radiograph study")
+    pneumonia_rate: float = Field(0.35, ge=0, le=1, description="pneumonia prevalence among imaged patients")
+    image_size: int = Field(256, ge=32, le=4096, description="side of the generated radiographs in pixels")
+    deceased_rate: float = Field(0.03, ge=0, le=1)
+    fraud_provider_share: float = Field(0.15, gt=0, le=1, description="share of organizations that commit fraud")
+    labelled_share: float = Field(0.7, ge=0, le=1, description="share of fraudulent claims found by audits")
+    fraud: FraudRates = FraudRates()
+    dirty: DirtyRates = DirtyRates()
+
+    @model_validator(mode="after")
+    def _fraud_total(self) -> SynthesizeParams:
+        if self.fraud.total() > 0.25:
+            raise ValueError(f"fraud rates sum to {self.fraud.total():.3f}; keep them under 0.25")
+        return self
+
+
+class IngestParams(_Section):
+    """Parameters of the ``ingest`` stage."""
+
+    workers: int = Field(0, ge=0, description="processes for validation; 0 means one per core")
+    chunk_size: int = Field(2000, ge=1, description="resources per work unit sent to a worker")
+    image_size: int = Field(128, ge=16, le=2048, description="side of the stored, resampled image arrays")
+    max_queue: int = Field(4, ge=1, description="chunks in flight per worker (bounds memory)")
+
+
+_SECTIONS: dict[str, type[_Section]] = {
+    "synthesize": SynthesizeParams,
+    "ingest": IngestParams,
+}
+
+S = TypeVar("S", bound=_Section)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of stage sections")
+    return data
+
+
+def _format_error(path: Path, section: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in (section, *err["loc"]))
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{key}'")
+        else:
+            parts.append(f"key '{key}': {err['msg']}")
+    return f"{path}: " + "; ".join(parts)
+
+
+def load_section(model: type[S], section: str, path: Path = DEFAULT_PARAMS) -> S:
+    """Load and validate one section of a params file.
+
+    Args:
+        model: the pydantic model of that section.
+        section: the section's key in the file (the stage name).
+        path: the params file.
+
+    Raises:
+        ConfigError: the file is missing or malformed, or a key is unknown or of the wrong type.
+    """
+    data = _read_yaml(path)
+    unknown = sorted(set(data) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown section '{unknown[0]}' (known: {', '.join(_SECTIONS)})")
+    raw = data.get(section) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: section '{section}' must be a mapping")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(path, section, exc)) from None
+
+
+def validate_all(path: Path = DEFAULT_PARAMS) -> dict[str, _Section]:
+    """Validate every known section of a params file (used by ``shipa check-params``)."""
+    return {name: load_section(model, name, path) for name, model in _SECTIONS.items()}
+
+
+class Settings(BaseSettings):
+    """Deployment settings and secrets, read from the environment (prefix ``SHIPA_``), never from params.yaml."""
+
+    model_config = SettingsConfigDict(env_prefix="SHIPA_", extra="ignore", frozen=True)
+
+    pseudonym_key: str | None = Field(
+        None, description="HMAC key for pseudonyms; unset means the demo key (built-in cohort only)"
+    )
+    log_level: str = "INFO"
+
+
+def get_settings() -> Settings:
+    """Read settings from the environment now (never at import time)."""
+    return Settings()
+
+
+def mlflow_tracking_uri(root: Path | None = None) -> str:
+    """The MLflow tracking URI: ``MLFLOW_TRACKING_URI`` or an sqlite file at the repository root."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    base = (root or Path.cwd()).resolve()
+    return f"sqlite:///{base / 'mlflow.db'}"

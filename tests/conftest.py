@@ -1,0 +1,48 @@
+"""Test-wide set-up: quiet threads, sovereign MLflow defaults, GPU marker, shared data location."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Set before torch/MLflow are imported by any test module.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ["DO_NOT_TRACK"] = "1"
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+SYNTHEA_DIR = SHARED_DATA / "synthea-r4"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked ``gpu`` when no CUDA device is present."""
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        has_cuda = False
+    if has_cuda:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own sqlite MLflow store unless it sets another one: no test touches ./mlflow.db."""
+    store = tmp_path_factory.mktemp("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+
+
+@pytest.fixture
+def synthea_dir() -> Path:
+    """The real Synthea R4 bundles beside the repository; skips when they are absent."""
+    if not SYNTHEA_DIR.is_dir():
+        pytest.skip(f"Synthea R4 sample data not found at {SYNTHEA_DIR}")
+    return SYNTHEA_DIR
