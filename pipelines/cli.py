@@ -116,7 +116,14 @@ def ingest(
         return stage.run(cfg, input_dir, output_dir, key=get_settings().pseudonym_key, progress=progress)
 
     report = _guard(go)
-    _print_summary({k: report[k] for k in ("totals",) if k in report} or report)
+    _print_summary(
+        {
+            "resources": report["fhir"]["resources"],
+            "dicom": report["dicom"],
+            "quarantined_total": report["quarantined_total"],
+            "report": str(output_dir / "ingest_report.json"),
+        }
+    )
 
 
 @app.command("check-params")
