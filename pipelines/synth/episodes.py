@@ -149,7 +149,9 @@ def imaging_episode(chart: Chart, ev: Event, directory: Directory, write_image: 
             if chart.person.copd and d.chance(0.5)
             else d.pick_weighted(("J20.9", "J06.9", "R05"), (0.45, 0.75, 1.0))
         )
-        s = state(chart, ev.day, illness="mild" if d.chance(0.7) else "none")
+        # Most patients X-rayed for suspected pneumonia are ill with something that looks like it.
+        illness = "febrile" if d.chance(0.7) else "mild" if d.chance(0.7) else "none"
+        s = state(chart, ev.day, illness=illness, severity=d.u() if illness == "febrile" else 0.0)
     stratum = "pneumonia" if ev.pneumonia else "imaged, no pneumonia"
     cond = chart.condition(v, icd, chronic=icd == "J44.9")
     chart.observe(v, cl.vitals(d, s, (cl.TEMP, cl.HR, cl.RR, cl.SPO2)), stratum)
