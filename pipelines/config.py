@@ -97,9 +97,89 @@ class IngestParams(_Section):
     max_queue: int = Field(4, ge=1, description="chunks in flight per worker (bounds memory)")
 
 
+DEFAULT_OBSERVATIONS: dict[str, str] = {
+    "temperature": "8310-5",
+    "heart_rate": "8867-4",
+    "respiratory_rate": "9279-1",
+    "spo2": "59408-5",
+    "wbc": "6690-2",
+    "crp": "1988-5",
+    "glucose": "2345-7",
+    "hba1c": "4548-4",
+}
+
+
+class DiagnosisFeaturesParams(_Section):
+    """The diagnosis task (a second task on the same data needs only another section like this)."""
+
+    task: str = Field("pneumonia", pattern=r"^[a-z0-9][a-z0-9-]*$")
+    icd10_prefixes: tuple[str, ...] = ("J12", "J13", "J14", "J15", "J16", "J17", "J18")
+    label_source: Literal["condition", "report", "either"] = "condition"
+    modalities: tuple[str, ...] = ("CR", "DX")
+    lookback_hours: float = Field(72.0, gt=0)
+    observations: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_OBSERVATIONS))
+    val_share: float = Field(0.15, gt=0, lt=0.5)
+    test_share: float = Field(0.2, gt=0, lt=0.5)
+    split_file: str | None = Field(None, description="CSV patient_id,split honoured exactly instead of a split")
+    seed: int = 42
+
+
+class FeaturesParams(_Section):
+    """Parameters of the ``features`` stage, one subsection per model."""
+
+    diagnosis: DiagnosisFeaturesParams = DiagnosisFeaturesParams()
+
+
+class DiagnosisTrainParams(_Section):
+    """Training of the diagnosis models (see pipelines/modeling/options.py for each option's meaning)."""
+
+    seed: int = 42
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")
+    modes: tuple[Literal["fused", "image", "ehr"], ...] = ("fused", "image", "ehr")
+    network: str = "densenet-tiny"
+    image_size: int = Field(64, ge=16, le=1024)
+    embed_dim: int = Field(32, ge=1)
+    ehr_hidden: int = Field(32, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    scheduler: Literal["cosine", "onecycle", "none"] = "cosine"
+    patience: int = Field(4, ge=1)
+    augment: bool = True
+    cache: bool = True
+    num_workers: int = Field(0, ge=0)
+    num_threads: int = Field(0, ge=0, description="torch threads on CPU; 0 = one per core")
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
+
+
+class TrainParams(_Section):
+    """Parameters of the ``train`` stage, one subsection per model."""
+
+    diagnosis: DiagnosisTrainParams = DiagnosisTrainParams()
+
+
+class EvaluateParams(_Section):
+    """Parameters of the ``evaluate`` stage (shared by every model)."""
+
+    seed: int = 42
+    n_boot: int = Field(1000, ge=0)
+    ci_level: float = Field(0.95, gt=0.5, lt=1)
+    calibration_bins: int = Field(10, ge=2)
+    min_group_size: int = Field(30, ge=1)
+    threshold_rule: Literal["youden", "target_sensitivity"] = "youden"
+    target_sensitivity: float = Field(0.9, gt=0, lt=1)
+    subgroups: tuple[str, ...] = ("sex", "age_band", "region", "facility_id")
+
+
 _SECTIONS: dict[str, type[_Section]] = {
     "synthesize": SynthesizeParams,
     "ingest": IngestParams,
+    "features": FeaturesParams,
+    "train": TrainParams,
+    "evaluate": EvaluateParams,
 }
 
 S = TypeVar("S", bound=_Section)

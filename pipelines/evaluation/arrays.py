@@ -34,9 +34,7 @@ def as_labels(y_true: npt.ArrayLike) -> IntArray:
     return arr.astype(np.int64)
 
 
-def as_scores(
-    scores: npt.ArrayLike, n: int, *, name: str = "scores", probability: bool = False
-) -> FloatArray:
+def as_scores(scores: npt.ArrayLike, n: int, *, name: str = "scores", probability: bool = False) -> FloatArray:
     """Scores as a 1-D float64 array of length ``n``.
 
     Args:

@@ -85,9 +85,7 @@ def resample_weights(
     return counts if group_of is None else counts[:, group_of]
 
 
-def _weight_chunks(
-    n: int, n_boot: int, seed: int, group_of: IntArray | None, n_groups: int
-) -> Iterator[FloatArray]:
+def _weight_chunks(n: int, n_boot: int, seed: int, group_of: IntArray | None, n_groups: int) -> Iterator[FloatArray]:
     rng = np.random.default_rng(seed)
     per_chunk = max(1, _CHUNK_CELLS // max(n, n_groups))
     for start in range(0, n_boot, per_chunk):
@@ -165,9 +163,9 @@ def bootstrap_ci(
     level: float = 0.95,
 ) -> Estimate:
     """Point estimate and percentile CI of one metric kernel; see :func:`bootstrap_metrics`."""
-    return bootstrap_metrics(
-        y_true, scores, {"metric": metric}, groups=groups, n_boot=n_boot, seed=seed, level=level
-    )["metric"]
+    return bootstrap_metrics(y_true, scores, {"metric": metric}, groups=groups, n_boot=n_boot, seed=seed, level=level)[
+        "metric"
+    ]
 
 
 def per_resample(fn: Callable[[IntArray, FloatArray], float]) -> BatchMetric:

@@ -20,9 +20,7 @@ class Curve:
     thresholds: FloatArray
 
 
-def _cumulative_counts(
-    y_true: npt.ArrayLike, scores: npt.ArrayLike
-) -> tuple[FloatArray, FloatArray, FloatArray]:
+def _cumulative_counts(y_true: npt.ArrayLike, scores: npt.ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Per distinct score, highest first: cumulative true positives and false positives at ``score >= it``."""
     y = as_labels(y_true)
     s = as_scores(scores, y.shape[0])

@@ -53,9 +53,7 @@ def average_precision(y_true: npt.ArrayLike, scores: npt.ArrayLike) -> float:
 def brier_score(y_true: npt.ArrayLike, probs: npt.ArrayLike) -> float:
     """Mean squared error of predicted probabilities against outcomes (0 is perfect)."""
     y = as_labels(y_true)
-    return _point(
-        "Brier score", weighted.brier, y, as_scores(probs, y.shape[0], name="probs", probability=True)
-    )
+    return _point("Brier score", weighted.brier, y, as_scores(probs, y.shape[0], name="probs", probability=True))
 
 
 @dataclass(frozen=True)

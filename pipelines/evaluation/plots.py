@@ -34,14 +34,10 @@ def roc_points(y_true: npt.ArrayLike, scores: npt.ArrayLike) -> list[dict[str, f
 def pr_points(y_true: npt.ArrayLike, scores: npt.ArrayLike) -> list[dict[str, float]]:
     """Precision-recall curve as ``[{"recall": ..., "precision": ...}, ...]``, recall increasing."""
     curve = precision_recall_curve(y_true, scores)
-    return [
-        {"recall": float(x), "precision": float(y)} for x, y in zip(curve.x[::-1], curve.y[::-1], strict=True)
-    ]
+    return [{"recall": float(x), "precision": float(y)} for x, y in zip(curve.x[::-1], curve.y[::-1], strict=True)]
 
 
-def calibration_points(
-    y_true: npt.ArrayLike, probs: npt.ArrayLike, n_bins: int = 10
-) -> list[dict[str, float | int]]:
+def calibration_points(y_true: npt.ArrayLike, probs: npt.ArrayLike, n_bins: int = 10) -> list[dict[str, float | int]]:
     """Reliability bins as ``[{"bin_lower", "bin_upper", "mean_predicted", "observed", "count"}, ...]``."""
     return [
         {
@@ -83,9 +79,7 @@ def _square_axes(fig: Figure, title: str, xlabel: str, ylabel: str) -> Axes:
     return ax
 
 
-def plot_roc(
-    y_true: npt.ArrayLike, scores: npt.ArrayLike, path: str | Path, *, title: str = "ROC curve"
-) -> Path:
+def plot_roc(y_true: npt.ArrayLike, scores: npt.ArrayLike, path: str | Path, *, title: str = "ROC curve") -> Path:
     """Write the ROC curve, with its AUROC in the legend, to ``path`` (PNG); returns the path."""
     curve = roc_curve(y_true, scores)
     fig = Figure(figsize=_SIZE)

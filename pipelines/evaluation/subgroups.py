@@ -71,9 +71,7 @@ def _labels_of(values: npt.ArrayLike, n: int, column: str) -> list[str]:
     arr = np.asarray(values, dtype=object)
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"subgroup column {column!r} must be 1-D with {n} values, got shape {arr.shape}")
-    return [
-        MISSING if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in arr.tolist()
-    ]
+    return [MISSING if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in arr.tolist()]
 
 
 def largest_gap(points: Mapping[str, float | None]) -> Gap | None:
@@ -188,9 +186,7 @@ def age_band(ages: npt.ArrayLike, edges: Sequence[int] = (18, 40, 60, 75)) -> np
         raise ValueError(f"edges must be positive and increasing, got {list(edges)}")
     names = [f"{lo}-{hi - 1}" for lo, hi in zip([0, *bounds[:-1]], bounds, strict=True)] + [f"{bounds[-1]}+"]
     a = np.asarray(ages, dtype=np.float64)
-    idx = np.searchsorted(
-        np.asarray(bounds, dtype=np.float64), np.floor(np.nan_to_num(a, nan=-1.0)), side="right"
-    )
+    idx = np.searchsorted(np.asarray(bounds, dtype=np.float64), np.floor(np.nan_to_num(a, nan=-1.0)), side="right")
     out = np.asarray(names, dtype=object)[idx]
     out[~(a >= 0)] = MISSING
     return out.astype(np.str_)

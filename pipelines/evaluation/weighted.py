@@ -200,9 +200,7 @@ def recall_at_k(y_true: IntArray, scores: FloatArray, weights: FloatArray, k: in
     return _safe_divide(top.tp, weights @ y_true.astype(np.float64))
 
 
-def money_at_k(
-    y_true: IntArray, scores: FloatArray, weights: FloatArray, k: int, amounts: FloatArray
-) -> FloatArray:
+def money_at_k(y_true: IntArray, scores: FloatArray, weights: FloatArray, k: int, amounts: FloatArray) -> FloatArray:
     """Sum of ``amounts`` over the true positives among the ``k`` highest scores (money recovered by review).
 
     Raises:
@@ -233,9 +231,7 @@ def bin_sums(values: FloatArray, bins: IntArray, weights: FloatArray, n_bins: in
 def ece(y_true: IntArray, probs: FloatArray, weights: FloatArray, n_bins: int = 10) -> FloatArray:
     """Expected calibration error: sum over equal-width bins of (bin share) x |mean predicted - observed|."""
     bins = equal_width_bins(probs, n_bins)
-    gap = np.abs(
-        bin_sums(probs, bins, weights, n_bins) - bin_sums(y_true.astype(np.float64), bins, weights, n_bins)
-    )
+    gap = np.abs(bin_sums(probs, bins, weights, n_bins) - bin_sums(y_true.astype(np.float64), bins, weights, n_bins))
     return _safe_divide(gap.sum(axis=1), weights.sum(axis=1))
 
 

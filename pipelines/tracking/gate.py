@@ -117,9 +117,7 @@ def _check_gaps(candidate: Mapping[str, Any], metric: str, max_gap: float) -> li
             continue
         ok = value <= max_gap
         pair = f"{gap.get('max_group')} vs {gap.get('min_group')}"
-        results.append(
-            (ok, f"{metric} gap across {column} {value:.4f} ({pair}) {'<=' if ok else '>'} {max_gap:.4f}")
-        )
+        results.append((ok, f"{metric} gap across {column} {value:.4f} ({pair}) {'<=' if ok else '>'} {max_gap:.4f}"))
     if not results:
         return [(False, f"no subgroup gap of {metric} could be computed: subgroup fairness is unchecked")]
     return results

@@ -38,9 +38,7 @@ def is_dirty(repo: Path) -> bool | None:
     ``dvc.lock`` and ``.gitignore`` files are not counted (see :data:`PIPELINE_WRITTEN`).
     """
     try:
-        out = _git(
-            repo, "status", "--porcelain", "--untracked-files=normal", "--", ".", *PIPELINE_WRITTEN
-        ).stdout
+        out = _git(repo, "status", "--porcelain", "--untracked-files=normal", "--", ".", *PIPELINE_WRITTEN).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return bool(out.strip())
@@ -55,9 +53,7 @@ def state_digest(repo: Path) -> str:
     digest = hashlib.sha256()
     try:
         digest.update(_git(repo, "diff", "HEAD", "--binary", "--", ".", *PIPELINE_WRITTEN).stdout)
-        digest.update(
-            _git(repo, "ls-files", "--others", "--exclude-standard", "--", ".", *PIPELINE_WRITTEN).stdout
-        )
+        digest.update(_git(repo, "ls-files", "--others", "--exclude-standard", "--", ".", *PIPELINE_WRITTEN).stdout)
     except (OSError, subprocess.SubprocessError):
         digest.update(b"no-git")
     return digest.hexdigest()

@@ -54,9 +54,7 @@ def param_items(data: Mapping[str, Any], prefix: str = "", max_len: int = 6000) 
     """
     out: dict[str, str] = {}
     for key, value in flatten(data, prefix):
-        text = (
-            json.dumps(value, sort_keys=True, default=str) if isinstance(value, list | tuple) else str(value)
-        )
+        text = json.dumps(value, sort_keys=True, default=str) if isinstance(value, list | tuple) else str(value)
         if len(text) > max_len:
             text = text[: max_len - 14] + "...[truncated]"
         out[safe_key(key)] = text

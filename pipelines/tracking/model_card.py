@@ -70,15 +70,9 @@ def _lineage_section(lineage: Mapping[str, str]) -> dict[str, Any]:
         "git_dirty": lineage.get(names.GIT_DIRTY, ""),
         "params_sha256": lineage.get(names.PARAMS_SHA256, ""),
         "device": lineage.get(names.DEVICE, ""),
-        "data": {
-            k[len(names.DATA_PREFIX) :]: v
-            for k, v in sorted(lineage.items())
-            if k.startswith(names.DATA_PREFIX)
-        },
+        "data": {k[len(names.DATA_PREFIX) :]: v for k, v in sorted(lineage.items()) if k.startswith(names.DATA_PREFIX)},
         "versions": {
-            k[len(names.VERSION_PREFIX) :]: v
-            for k, v in sorted(lineage.items())
-            if k.startswith(names.VERSION_PREFIX)
+            k[len(names.VERSION_PREFIX) :]: v for k, v in sorted(lineage.items()) if k.startswith(names.VERSION_PREFIX)
         },
     }
 
@@ -93,9 +87,7 @@ def _subgroup_section(report: Mapping[str, Any], metrics: Sequence[str]) -> dict
                 "n": group.get("n"),
                 "n_positive": group.get("n_positive"),
                 "prevalence": _num(group.get("prevalence")),
-                "metrics": {m: _estimate(group_metrics.get(m)) for m in metrics}
-                if group.get("metrics")
-                else None,
+                "metrics": {m: _estimate(group_metrics.get(m)) for m in metrics} if group.get("metrics") else None,
             }
         gaps = table.get("gaps") or {}
         out[column] = {"groups": groups, "gaps": {m: gaps.get(m) for m in metrics if m in gaps}}
@@ -259,15 +251,11 @@ def render_markdown(card: Mapping[str, Any]) -> str:
                 for m in shown
             ]
             out.append(
-                f"| {value} | {g['n']} | {g['n_positive']} | {_f(g['prevalence'])} | "
-                + " | ".join(cells)
-                + " |"
+                f"| {value} | {g['n']} | {g['n_positive']} | {_f(g['prevalence'])} | " + " | ".join(cells) + " |"
             )
         for metric, gap in table["gaps"].items():
             if gap:
-                out.append(
-                    f"\nLargest {metric} gap: {_f(gap['gap'])} ({gap['max_group']} vs {gap['min_group']})."
-                )
+                out.append(f"\nLargest {metric} gap: {_f(gap['gap'])} ({gap['max_group']} vs {gap['min_group']}).")
     out += ["", "## Limitations and known failure modes", ""]
     out += [f"- {x}" for x in card["limitations"]] + [f"- failure mode: {x}" for x in card["failure_modes"]]
     lin = card["lineage"]

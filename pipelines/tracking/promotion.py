@@ -64,9 +64,7 @@ def attach_evaluation(name: str, version: str, report: Mapping[str, Any], *, tra
         tracking_uri: the MLflow store.
     """
     info = get_version(name, version, tracking_uri=tracking_uri)
-    connect(tracking_uri).log_dict(
-        _run_of(info), dict(report), f"{artifact_dir(name, version)}/{EVALUATION_FILE}"
-    )
+    connect(tracking_uri).log_dict(_run_of(info), dict(report), f"{artifact_dir(name, version)}/{EVALUATION_FILE}")
     # One tag for all headline metrics: each model-version tag is one request to a tracking server.
     lines = [f"{k}: {_fmt_metric(v)}" for k, v in (report.get("metrics") or {}).items()]
     version_tags = {names.METRICS: "\n".join(lines)}

@@ -94,9 +94,7 @@ def log_pyfunc_model(
             artifacts={k: str(v) for k, v in (artifacts or {}).items()} or None,
             signature=signature,
             input_example=input_example,
-            pip_requirements=list(pip_requirements)
-            if pip_requirements is not None
-            else pinned_requirements(),
+            pip_requirements=list(pip_requirements) if pip_requirements is not None else pinned_requirements(),
             code_paths=[str(p) for p in code_paths] if code_paths else None,
             metadata=dict(metadata) if metadata else None,
         )

@@ -81,9 +81,7 @@ def _info(client: MlflowClient, name: str, version: str) -> VersionInfo:
         mv = client.get_model_version(name, version)
     except MlflowException as exc:
         if _not_found(exc):
-            raise ModelVersionNotFoundError(
-                f"models:/{name}/{version} does not exist in the registry"
-            ) from None
+            raise ModelVersionNotFoundError(f"models:/{name}/{version} does not exist in the registry") from None
         raise
     return VersionInfo(
         name=mv.name,

@@ -92,12 +92,8 @@ def reproduction_plan(
         raise UnknownCommitError(f"{info.uri}: run {info.run_id} recorded no git commit")
     target = stage or run_tags.get(names.STAGE)
     if not target:
-        raise ReproductionError(
-            f"{info.uri}: run {info.run_id} recorded no DVC stage; pass the stage to rerun"
-        )
-    data = {
-        k[len(names.DATA_PREFIX) :]: v for k, v in sorted(run_tags.items()) if k.startswith(names.DATA_PREFIX)
-    }
+        raise ReproductionError(f"{info.uri}: run {info.run_id} recorded no DVC stage; pass the stage to rerun")
+    data = {k[len(names.DATA_PREFIX) :]: v for k, v in sorted(run_tags.items()) if k.startswith(names.DATA_PREFIX)}
     dirty = run_tags.get(names.GIT_DIRTY, git.UNKNOWN)
     params_hash = run_tags.get(names.PARAMS_SHA256, "")
     commands = [
@@ -106,8 +102,7 @@ def reproduction_plan(
         "dvc " + shlex.join(_repro_args(target, single_item)),
     ]
     notes = [
-        f"params: params.yaml as committed in {commit[:12]}; "
-        f"the run's params section had sha256 {params_hash or '?'}",
+        f"params: params.yaml as committed in {commit[:12]}; the run's params section had sha256 {params_hash or '?'}",
         "data: dvc checkout restores the recorded data versions from the DVC cache "
         "(run dvc pull first if the cache is remote)",
     ]
@@ -141,24 +136,18 @@ def _subprocess_env(extra: Mapping[str, str] | None) -> dict[str, str]:
     return env
 
 
-def _run(
-    cmd: Sequence[str], cwd: Path, env: Mapping[str, str], log_file: Path, timeout_s: float | None
-) -> str:
+def _run(cmd: Sequence[str], cwd: Path, env: Mapping[str, str], log_file: Path, timeout_s: float | None) -> str:
     shown = shlex.join(["dvc", *cmd[3:]] if cmd[:3] == [sys.executable, "-m", "dvc"] else cmd)
     log.info("reproduce: %s (in %s)", shown, cwd)
     try:
-        proc = subprocess.run(
-            list(cmd), cwd=cwd, env=dict(env), capture_output=True, text=True, timeout=timeout_s
-        )
+        proc = subprocess.run(list(cmd), cwd=cwd, env=dict(env), capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise ReproductionError(f"`{shown}` did not finish within {timeout_s} s (log: {log_file})") from None
     with log_file.open("a", encoding="utf-8") as fh:
         fh.write(f"$ {shown}\n{proc.stdout}{proc.stderr}\n")
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or [""])[-1][:300]
-        raise ReproductionError(
-            f"`{shown}` failed with exit code {proc.returncode}: {last} (log: {log_file})"
-        )
+        raise ReproductionError(f"`{shown}` failed with exit code {proc.returncode}: {last} (log: {log_file})")
     return proc.stdout
 
 
@@ -167,9 +156,7 @@ def _declared_metrics(worktree: Path, stage: str) -> tuple[Path, ...]:
 
     with Repo(str(worktree)) as repo:
         return tuple(
-            worktree / str(m.def_path)
-            for s in repo.stage.collect(dvc_target(worktree, stage))
-            for m in s.metrics
+            worktree / str(m.def_path) for s in repo.stage.collect(dvc_target(worktree, stage)) for m in s.metrics
         )
 
 
@@ -207,13 +194,9 @@ def run_reproduction(
     plan = reproduction_plan(uri, tracking_uri=tracking_uri, stage=stage, single_item=single_item)
     top = git.toplevel(repo)
     if top is None or not git.commit_exists(top, plan.commit):
-        raise UnknownCommitError(
-            f"{plan.uri}: commit {plan.commit} is not in the git repository at {repo.resolve()}"
-        )
+        raise UnknownCommitError(f"{plan.uri}: commit {plan.commit} is not in the git repository at {repo.resolve()}")
     if plan.dirty != "false" and not allow_dirty:
-        raise ReproductionError(
-            f"{plan.uri}: run {plan.run_id} came from a dirty work tree; pass allow_dirty to try"
-        )
+        raise ReproductionError(f"{plan.uri}: run {plan.run_id} came from a dirty work tree; pass allow_dirty to try")
     workdir.mkdir(parents=True, exist_ok=True)
     worktree = (workdir / f"{plan.name}-v{plan.version}").resolve()
     if worktree.exists():
@@ -235,9 +218,7 @@ def run_reproduction(
     _run([*dvc, *_repro_args(plan.stage, single_item)], worktree, run_env, log_file, timeout_s)
     rebuilt = lock_dep_hashes(worktree / "dvc.lock", plan.stage)
     mismatches = {
-        path: (md5, rebuilt.get(path, "missing"))
-        for path, md5 in plan.data.items()
-        if rebuilt.get(path) != md5
+        path: (md5, rebuilt.get(path, "missing")) for path, md5 in plan.data.items() if rebuilt.get(path) != md5
     }
     if mismatches:
         log.warning("reproduce %s: %d data versions differ from the original run", plan.uri, len(mismatches))

@@ -77,9 +77,7 @@ def find_or_create_parent(
 class StageRun:
     """An open stage run: log metrics, params, tags, artifacts and models to it."""
 
-    def __init__(
-        self, client: MlflowClient, tracking_uri: str, run_id: str, parent_run_id: str | None
-    ) -> None:
+    def __init__(self, client: MlflowClient, tracking_uri: str, run_id: str, parent_run_id: str | None) -> None:
         self._client = client
         self.tracking_uri = tracking_uri
         self.run_id = run_id
@@ -108,9 +106,7 @@ class StageRun:
         now = int(time.time() * 1000)
         items = [Metric(k, v, now, step or 0) for k, v in metric_items(metrics, prefix).items()]
         for start in range(0, len(items), _BATCH_METRICS):
-            self._client.log_batch(
-                self.run_id, metrics=items[start : start + _BATCH_METRICS], synchronous=True
-            )
+            self._client.log_batch(self.run_id, metrics=items[start : start + _BATCH_METRICS], synchronous=True)
 
     def log_evaluation(self, report: Mapping[str, Any], prefix: str = "test") -> None:
         """Log an ``evaluate_binary`` report: headline metrics with CI bounds, the JSON, its test-data tag.
@@ -200,9 +196,7 @@ def stage_run(
     run_tags[names.RUN_KIND] = names.RUN_KIND_STAGE
     parent_id = None
     if pipeline_run_id is not None:
-        inherited = {
-            k: v for k, v in run_tags.items() if k in (names.GIT_COMMIT, names.GIT_DIRTY, names.HOST)
-        }
+        inherited = {k: v for k, v in run_tags.items() if k in (names.GIT_COMMIT, names.GIT_DIRTY, names.HOST)}
         parent_id = find_or_create_parent(client, experiment_id, pipeline_run_id, inherited)
         run_tags[names.PIPELINE_RUN_ID] = pipeline_run_id
         run_tags[names.MLFLOW_PARENT_RUN_ID] = parent_id

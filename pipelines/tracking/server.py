@@ -155,9 +155,7 @@ def mlflow_server(
         deadline = time.monotonic() + startup_timeout_s
         while True:
             if proc.poll() is not None:
-                raise MlflowServerError(
-                    f"mlflow server on {url} exited with {proc.returncode}: {_tail(log_file)}"
-                )
+                raise MlflowServerError(f"mlflow server on {url} exited with {proc.returncode}: {_tail(log_file)}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
                     break

@@ -71,10 +71,7 @@ def test_report_is_json_serialisable_and_complete(cohort: dict[str, np.ndarray])
     assert set(sex["groups"]) == {"female", "male"}
     assert sum(g["n"] for g in sex["groups"].values()) == report["n"]
     assert sex["gaps"]["auroc"]["gap"] == pytest.approx(
-        abs(
-            sex["groups"]["female"]["metrics"]["auroc"]["value"]
-            - sex["groups"]["male"]["metrics"]["auroc"]["value"]
-        )
+        abs(sex["groups"]["female"]["metrics"]["auroc"]["value"] - sex["groups"]["male"]["metrics"]["auroc"]["value"])
     )
     assert "money_at_10" not in sex["gaps"]
 
@@ -94,9 +91,7 @@ def test_undefined_values_become_none() -> None:
     y = np.array([0] * 60 + [1, 1])
     p = np.linspace(0.9, 0.0, 62)
     region = np.array(["a"] * 31 + ["b"] * 31)
-    report = evaluate_binary(
-        y, p, threshold=0.5, subgroups={"region": region}, n_boot=50, seed=0, min_group_size=5
-    )
+    report = evaluate_binary(y, p, threshold=0.5, subgroups={"region": region}, n_boot=50, seed=0, min_group_size=5)
     json.dumps(report, allow_nan=False)
     assert report["subgroups"]["region"]["groups"]["a"]["metrics"]["auroc"]["value"] is None
     assert report["subgroups"]["region"]["gaps"]["auroc"] is None

@@ -48,9 +48,7 @@ def test_gap_needs_two_groups_with_enough_data() -> None:
     report = subgroup_metrics(y, s, "region", region, {"auroc": weighted.auroc}, min_size=41, n_boot=0)
     assert report.gaps["auroc"] is None
     assert largest_gap({"x": 0.7, "y": None}) is None
-    assert largest_gap({"x": 0.7, "y": 0.9, "z": 0.8}) == Gap(
-        gap=pytest.approx(0.2), max_group="y", min_group="x"
-    )
+    assert largest_gap({"x": 0.7, "y": 0.9, "z": 0.8}) == Gap(gap=pytest.approx(0.2), max_group="y", min_group="x")
 
 
 def test_missing_values_and_table_of_columns() -> None:

@@ -54,9 +54,7 @@ class DoublingModel(PythonModel):
         return model_input[["x"]] * 2.0
 
 
-def make_report(
-    quality: float, seed: int = 0, n: int = 240, test_data_md5: str = TEST_DATA_MD5
-) -> dict[str, Any]:
+def make_report(quality: float, seed: int = 0, n: int = 240, test_data_md5: str = TEST_DATA_MD5) -> dict[str, Any]:
     """A real ``evaluate_binary`` report on a fixed synthetic test set; higher ``quality`` ranks better."""
     rng = np.random.default_rng(123)
     y = (rng.random(n) < 0.4).astype(int)

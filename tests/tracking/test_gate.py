@@ -35,9 +35,7 @@ def test_worse_than_champion_on_the_same_test_data_is_refused(
     assert "champion's" in decision.failures[0] and "on the same test data" in decision.failures[0]
 
 
-def test_champion_on_other_test_data_is_not_compared(
-    good_report: dict[str, Any], weak_report: dict[str, Any]
-) -> None:
+def test_champion_on_other_test_data_is_not_compared(good_report: dict[str, Any], weak_report: dict[str, Any]) -> None:
     other = {**good_report, "test_data_md5": "another-test-set"}
 
     decision = decide(weak_report, other, RULES)

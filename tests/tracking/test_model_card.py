@@ -67,9 +67,7 @@ def card(good_report: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def test_card_json_carries_metrics_with_cis_subgroups_and_lineage(
-    card: dict[str, Any], good_report: dict
-) -> None:
+def test_card_json_carries_metrics_with_cis_subgroups_and_lineage(card: dict[str, Any], good_report: dict) -> None:
     auroc = good_report["metrics"]["auroc"]
 
     assert card["evaluation"]["metrics"]["auroc"] == {k: auroc[k] for k in ("value", "low", "high")}
@@ -80,8 +78,7 @@ def test_card_json_carries_metrics_with_cis_subgroups_and_lineage(
     assert set(card["subgroups"]) == {"region", "sex"}
     female = card["subgroups"]["sex"]["groups"]["female"]
     assert female["metrics"]["auroc"] == {
-        k: good_report["subgroups"]["sex"]["groups"]["female"]["metrics"]["auroc"][k]
-        for k in ("value", "low", "high")
+        k: good_report["subgroups"]["sex"]["groups"]["female"]["metrics"]["auroc"][k] for k in ("value", "low", "high")
     }
     assert card["lineage"]["data"] == {"data/processed/diagnosis": "7215ee9c7d9dc229d2921a40e899ec5f.dir"}
     assert card["lineage"]["versions"] == {"torch": "2.13.0"}
@@ -101,9 +98,7 @@ def test_markdown_shows_each_metric_with_its_ci(card: dict[str, Any], good_repor
     assert "| 1 | 2026-03-01T09:00:00+00:00 | champion | promote | gate | first model |" in md
 
 
-def test_rendering_is_deterministic_and_free_of_phi(
-    card: dict[str, Any], good_report: dict, tmp_path: Path
-) -> None:
+def test_rendering_is_deterministic_and_free_of_phi(card: dict[str, Any], good_report: dict, tmp_path: Path) -> None:
     shuffled = build_model_card(
         name="shipa-diagnosis-pneumonia",
         version="2",

@@ -44,9 +44,7 @@ def _gate_reports(tracking_uri: str, name: str, version: str, tmp_path: Path) ->
     paths = {a.path for a in client.list_artifacts(run_id, f"registry/{name}/v{version}")}
     reports = sorted(p for p in paths if "/gate-" in p and p.endswith(".json"))
     assert {p.replace(".json", ".md") for p in reports} <= paths
-    return [
-        json.loads(Path(client.download_artifacts(run_id, p, str(tmp_path))).read_text()) for p in reports
-    ]
+    return [json.loads(Path(client.download_artifacts(run_id, p, str(tmp_path))).read_text()) for p in reports]
 
 
 def test_gate_promotes_first_refuses_worse_promotes_better(
@@ -75,11 +73,7 @@ def test_gate_promotes_first_refuses_worse_promotes_better(
     assert "refused (champion unchanged)" in info.description
     assert info.aliases == ("challenger",)
     (report,) = _gate_reports(tracking_uri, NAME, v2, tmp_path)
-    assert (
-        report["decision"] == "refuse"
-        and report["champion_after"] == v1
-        and report["reasons"] == refused.reasons
-    )
+    assert report["decision"] == "refuse" and report["champion_after"] == v1 and report["reasons"] == refused.reasons
 
     v3 = _new_version(tracking_uri, input_example)
     assert gate_version(NAME, v3, strong_report, RULES, tracking_uri=tracking_uri, now=AT).promote

@@ -41,9 +41,7 @@ def _logged(tracking_uri: str, example: pd.DataFrame, stage: str = "train@diagno
 def test_new_versions_get_challenger_and_load_back(tracking_uri: str, input_example: pd.DataFrame) -> None:
     name = diagnosis_model_name("pneumonia")
     first = _logged(tracking_uri, input_example)
-    v1 = register_version(
-        first.model_uri, name, tracking_uri=tracking_uri, run_id=first.run_id, tags={"k": "v"}
-    )
+    v1 = register_version(first.model_uri, name, tracking_uri=tracking_uri, run_id=first.run_id, tags={"k": "v"})
     assert (v1, alias_version(name, "challenger", tracking_uri=tracking_uri)) == ("1", "1")
     assert champion_version(name, tracking_uri=tracking_uri) is None
 

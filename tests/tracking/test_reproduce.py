@@ -76,9 +76,7 @@ def _register(tracking_uri: str, project: Path, example: pd.DataFrame, **overrid
     return register_version(logged.model_uri, NAME, tracking_uri=tracking_uri, run_id=logged.run_id)
 
 
-def test_plan_names_commit_stage_and_commands(
-    tracking_uri: str, project: Path, input_example: pd.DataFrame
-) -> None:
+def test_plan_names_commit_stage_and_commands(tracking_uri: str, project: Path, input_example: pd.DataFrame) -> None:
     version = _register(tracking_uri, project, input_example)
     commit = git(project, "rev-parse", "HEAD")
 
@@ -119,9 +117,7 @@ def test_unknown_commit_dirty_run_and_missing_version_are_named_errors(
     dirty = _register(tracking_uri, project, input_example, **{"shipa.git_dirty": "true"})
 
     with pytest.raises(UnknownCommitError, match=f"commit {'f' * 40} is not in the git repository"):
-        run_reproduction(
-            f"models:/{NAME}/{foreign}", workdir=tmp_path, tracking_uri=tracking_uri, repo=project
-        )
+        run_reproduction(f"models:/{NAME}/{foreign}", workdir=tmp_path, tracking_uri=tracking_uri, repo=project)
     with pytest.raises(ReproductionError, match="dirty work tree"):
         run_reproduction(f"models:/{NAME}/{dirty}", workdir=tmp_path, tracking_uri=tracking_uri, repo=project)
     with pytest.raises(ModelVersionNotFoundError, match="does not exist"):

@@ -31,15 +31,11 @@ def test_stages_of_one_pipeline_run_nest_under_one_parent(tracking_uri: str) -> 
         pass
 
     runs = _runs(MlflowClient(tracking_uri), "shipa")
-    parents = {
-        r.data.tags["shipa.pipeline_run_id"]: r for r in runs if r.data.tags["shipa.run_kind"] == "pipeline"
-    }
+    parents = {r.data.tags["shipa.pipeline_run_id"]: r for r in runs if r.data.tags["shipa.run_kind"] == "pipeline"}
     stages = [r for r in runs if r.data.tags["shipa.run_kind"] == "stage"]
     assert sorted(parents) == ["p-1", "p-2"]
     first = parents["p-1"].info.run_id
-    assert sorted(
-        r.data.tags["shipa.stage"] for r in stages if r.data.tags["mlflow.parentRunId"] == first
-    ) == [
+    assert sorted(r.data.tags["shipa.stage"] for r in stages if r.data.tags["mlflow.parentRunId"] == first) == [
         "evaluate@diagnosis",
         "features",
         "train@diagnosis",

@@ -44,9 +44,7 @@ def test_register_over_http_and_read_aliases_through_rest(
 ) -> None:
     name = "shipa-diagnosis-pneumonia"
     (tmp_path / "server").mkdir()
-    shutil.copy(
-        _template_store, tmp_path / "server" / "mlflow.db"
-    )  # already migrated: the server starts faster
+    shutil.copy(_template_store, tmp_path / "server" / "mlflow.db")  # already migrated: the server starts faster
     started = time.monotonic()
     with mlflow_server(tmp_path / "server") as server:
         log.info("mlflow server answered after %.1f s", time.monotonic() - started)
@@ -73,9 +71,7 @@ def test_register_over_http_and_read_aliases_through_rest(
             response = _alias(server.url, name, alias)
             assert response.status_code == 200
             assert response.json()["model_version"]["version"] == version
-        tags = {
-            t["key"]: t["value"] for t in _alias(server.url, name, "champion").json()["model_version"]["tags"]
-        }
+        tags = {t["key"]: t["value"] for t in _alias(server.url, name, "champion").json()["model_version"]["tags"]}
         assert tags["shipa.gate.decision"] == "promote"
         # Artifacts went through the server into its artifacts destination, not the client's disk layout.
         assert list((tmp_path / "server" / "mlartifacts").rglob("MLmodel"))
