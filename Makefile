@@ -12,13 +12,14 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test test-fast lint format typecheck bench lock clean-data help
+.PHONY: install run test test-fast lint format typecheck bench lock clean-data help mlflow-ui
 
 help:
 	@echo "make run     - set up .venv and run the whole pipeline (dvc repro) on the built-in cohort"
 	@echo "make test    - set up .venv and run the test suite"
 	@echo "make lint    - ruff check + format check + mypy"
 	@echo "make bench   - run the benchmarks under benchmarks/"
+	@echo "make mlflow-ui - the MLflow UI on 127.0.0.1:$(MLFLOW_PORT)"
 	@echo "make lock    - refresh constraints.txt from the current .venv"
 
 install: $(STAMP)
@@ -31,6 +32,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
+# Every stage of one `make run` nests its MLflow run under one parent run.
+run: export SHIPA_PIPELINE_RUN_ID ?= make-$(shell date -u +%Y%m%dT%H%M%SZ)
 run: $(STAMP)
 	$(BIN)/dvc repro
 	@echo
@@ -38,6 +41,8 @@ run: $(STAMP)
 	@echo "  raw cohort        data/raw/ (datasheet: data/raw/datasheet.md)"
 	@echo "  ingest tables     data/interim/tables/  report: data/interim/ingest_report.json"
 	@echo "  quarantine        data/interim/quarantine/"
+	@echo "  diagnosis         models/diagnosis/metrics.json, plots in models/diagnosis/eval/"
+	@echo "  MLflow            $(MLFLOW_TRACKING_URI) (make mlflow-ui)"
 	@$(BIN)/dvc metrics show 2>/dev/null || true
 
 test: $(STAMP)
@@ -57,6 +62,11 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; OMP_NUM_THREADS=1 $(BIN)/python $$b || exit 1; done
+
+# The MLflow UI on 127.0.0.1 over the embedded store (override MLFLOW_PORT).
+MLFLOW_PORT ?= 5000
+mlflow-ui: $(STAMP)
+	$(BIN)/python -m pipelines.tracking.server --root $(CURDIR) --port $(MLFLOW_PORT)
 
 lock: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -viE '^(torch|nvidia-|triton)' > constraints.txt

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -15,8 +16,11 @@ import typer
 from pipelines.config import (
     DEFAULT_PARAMS,
     ConfigError,
+    EvaluateParams,
+    FeaturesParams,
     IngestParams,
     SynthesizeParams,
+    TrainParams,
     get_settings,
     load_section,
     validate_all,
@@ -124,6 +128,92 @@ def ingest(
             "report": str(output_dir / "ingest_report.json"),
         }
     )
+
+
+class ModelName(StrEnum):
+    """The models a per-model stage runs for (the DVC ``foreach`` items)."""
+
+    diagnosis = "diagnosis"
+    fraud = "fraud"
+
+
+ModelArg = Annotated[ModelName, typer.Argument(help="which model: diagnosis or fraud")]
+InterimOpt = Annotated[Path, typer.Option("--interim", help="ingest output folder")]
+ProcessedOpt = Annotated[Path, typer.Option("--processed", help="features output root (one folder per model)")]
+ModelsOpt = Annotated[Path, typer.Option("--models", help="models root (one folder per model)")]
+
+
+@app.command()
+def features(
+    model: ModelArg,
+    interim: InterimOpt = Path("data/interim"),
+    processed: ProcessedOpt = Path("data/processed"),
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Build the model-ready dataset and its saved split under PROCESSED/MODEL from the ingest tables.
+
+    Reads `features.<model>` of the params file.
+    """
+
+    def go() -> dict[str, Any]:
+        cfg = load_section(FeaturesParams, "features", params)
+        from pipelines.stages import features as stage
+
+        if model is ModelName.diagnosis:
+            return stage.run_diagnosis(cfg.diagnosis, interim, processed / model.value)
+        return stage.run_fraud(cfg.fraud, interim, processed / model.value)
+
+    _print_summary(_guard(go))
+
+
+@app.command()
+def train(
+    model: ModelArg,
+    processed: ProcessedOpt = Path("data/processed"),
+    models: ModelsOpt = Path("models"),
+    params: ParamsOpt = DEFAULT_PARAMS,
+    progress: ProgressOpt = True,
+) -> None:
+    """Train MODEL on its processed dataset into MODELS/MODEL/train (diagnosis: one model per mode).
+
+    Reads `train.<model>`. A killed run resumes from its last epoch checkpoint.
+    """
+
+    def go() -> dict[str, Any]:
+        cfg = load_section(TrainParams, "train", params)
+        from pipelines.stages import train as stage
+
+        if model is ModelName.diagnosis:
+            return stage.run_diagnosis(
+                cfg.diagnosis, processed / model.value, models / model.value / "train", progress=progress
+            )
+        return stage.run_fraud(cfg.fraud, processed / model.value, models / model.value / "train")
+
+    _print_summary(_guard(go))
+
+
+@app.command()
+def evaluate(
+    model: ModelArg,
+    processed: ProcessedOpt = Path("data/processed"),
+    models: ModelsOpt = Path("models"),
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Evaluate MODEL on its test split: metrics with CIs, calibration, subgroups, plots, predictions.
+
+    Writes MODELS/MODEL/metrics.json (DVC metrics) and MODELS/MODEL/eval/. Reads `evaluate`.
+    """
+
+    def go() -> dict[str, Any]:
+        cfg = load_section(EvaluateParams, "evaluate", params)
+        from pipelines.stages import evaluate as stage
+
+        root = models / model.value
+        run = stage.run_diagnosis if model is ModelName.diagnosis else stage.run_fraud
+        metrics = run(cfg, processed / model.value, root / "train", root / "eval", root / "metrics.json")
+        return {"metrics": str(root / "metrics.json"), "comparison": metrics.get("comparison")}
+
+    _print_summary(_guard(go))
 
 
 @app.command("check-params")

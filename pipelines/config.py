@@ -246,6 +246,10 @@ class Settings(BaseSettings):
         None, description="HMAC key for pseudonyms; unset means the demo key (built-in cohort only)"
     )
     log_level: str = "INFO"
+    pipeline_run_id: str | None = Field(
+        None, description="groups the MLflow runs of one pipeline run (make run sets one per invocation)"
+    )
+    mlflow_experiment: str = "shipa"
 
 
 def get_settings() -> Settings:

@@ -46,3 +46,20 @@ def synthea_dir() -> Path:
     if not SYNTHEA_DIR.is_dir():
         pytest.skip(f"Synthea R4 sample data not found at {SYNTHEA_DIR}")
     return SYNTHEA_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny built-in cohort, synthesized and ingested once per test session: ``<root>/data/{raw,interim}``."""
+    from pipelines.config import IngestParams, SynthesizeParams
+    from pipelines.stages import ingest, synthesize
+
+    root = tmp_path_factory.mktemp("tiny-cohort")
+    raw, interim = root / "data" / "raw", root / "data" / "interim"
+    synthesize.run(
+        SynthesizeParams(n_patients=240, image_size=32, imaging_rate=0.7, n_organizations=6, seed=7),
+        raw,
+        progress=False,
+    )
+    ingest.run(IngestParams(workers=1, image_size=32), raw, interim, key=None, progress=False)
+    return root

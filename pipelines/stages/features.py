@@ -1,0 +1,96 @@
+"""Stage ``features``: model-ready datasets and saved splits under ``data/processed/<model>/``.
+
+``shipa features diagnosis`` writes ``dataset.parquet`` (one row per imaging study: label, image path, EHR values
+and flags, split), ``features.json`` (task, EHR columns, fitted scaler), ``splits.csv`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipelines.config import DiagnosisFeaturesParams
+from pipelines.features import diagnosis as dx
+from pipelines.features.splits import grouped_split, read_split_file
+from pipelines.io import atomic_dir, write_json
+
+log = logging.getLogger(__name__)
+
+
+def task_of(params: DiagnosisFeaturesParams) -> dx.DiagnosisTask:
+    """The library's task description from the params section."""
+    return dx.DiagnosisTask(
+        name=params.task,
+        icd10_prefixes=params.icd10_prefixes,
+        label_source=params.label_source,
+        modalities=params.modalities,
+        observations=dict(params.observations),
+        lookback_hours=params.lookback_hours,
+    )
+
+
+def _summary(df: pl.DataFrame) -> dict[str, Any]:
+    out: dict[str, Any] = {"studies": df.height, "patients": df["patient_id"].n_unique()}
+    for split in ("train", "val", "test"):
+        part = df.filter(pl.col("split") == split)
+        out[split] = {
+            "studies": part.height,
+            "patients": part["patient_id"].n_unique(),
+            "positives": int(part["label"].sum()),
+            "prevalence": float(part["label"].mean() or 0.0) if part.height else None,
+        }
+    started = df["started"].drop_nulls()
+    out["date_range"] = [str(started.min())[:10], str(started.max())[:10]] if started.len() else None
+    out["regions"] = sorted(r for r in df["region"].unique().to_list() if r)
+    return out
+
+
+def run_diagnosis(params: DiagnosisFeaturesParams, interim: Path, out_dir: Path) -> dict[str, Any]:
+    """Build the diagnosis dataset from ingest output.
+
+    Args:
+        params: the ``features.diagnosis`` section.
+        interim: ingest output folder (``tables/`` and ``images/``).
+        out_dir: ``data/processed/diagnosis``.
+
+    Returns:
+        The summary written to ``summary.json``.
+    """
+    task = task_of(params)
+    df = dx.build_dataset(interim / "tables", interim / "images", task)
+    if params.split_file:
+        split_of = read_split_file(Path(params.split_file))
+    else:
+        split_of = grouped_split(
+            df["patient_id"], df["label"], val=params.val_share, test=params.test_share, seed=params.seed
+        )
+    df, scaler = dx.finalize(df, split_of, task)
+    value_cols, flag_cols = dx.ehr_columns(task.raw_features)
+    summary = _summary(df)
+    with atomic_dir(out_dir) as tmp:
+        df.write_parquet(tmp / "dataset.parquet")
+        (df.select("patient_id", "split").unique().sort("patient_id").write_csv(tmp / "splits.csv"))
+        write_json(
+            tmp / "features.json",
+            {
+                "task": task.name,
+                "icd10_prefixes": list(task.icd10_prefixes),
+                "label_source": task.label_source,
+                "observations": dict(task.observations),
+                "lookback_hours": task.lookback_hours,
+                "raw_features": task.raw_features,
+                "ehr_columns": value_cols + flag_cols,
+                "scaler": scaler.to_dict(),
+            },
+        )
+        write_json(tmp / "summary.json", summary)
+    log.info(
+        "diagnosis features: %d studies of %d patients; test prevalence %.3f",
+        summary["studies"],
+        summary["patients"],
+        summary["test"]["prevalence"] or 0.0,
+    )
+    return summary
