@@ -163,15 +163,11 @@ def run(
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.modeling.ddp", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m pipelines.modeling.ddp", description=__doc__.splitlines()[0])
     parser.add_argument("--table", type=Path, required=True, help="study table (.parquet or .csv)")
     parser.add_argument("--out-dir", type=Path, required=True)
     parser.add_argument("--options", type=Path, help="JSON file of TrainOptions fields")
-    parser.add_argument(
-        "--ehr-columns", default=None, help="comma-separated; default: every ehr_* and miss_* column"
-    )
+    parser.add_argument("--ehr-columns", default=None, help="comma-separated; default: every ehr_* and miss_* column")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     return parser.parse_args(argv)
@@ -187,11 +183,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parse_args(argv)
     configure_logging("INFO" if os.environ.get("RANK", "0") == "0" else "WARNING")
     table = pd.read_parquet(args.table) if args.table.suffix == ".parquet" else pd.read_csv(args.table)
-    options = (
-        TrainOptions(**json.loads(args.options.read_text(encoding="utf-8")))
-        if args.options
-        else TrainOptions()
-    )
+    options = TrainOptions(**json.loads(args.options.read_text(encoding="utf-8"))) if args.options else TrainOptions()
     columns = (
         args.ehr_columns.split(",")
         if args.ehr_columns

@@ -144,15 +144,11 @@ def _check_table(frame: pd.DataFrame, ehr_columns: Sequence[str], uses_image: bo
         if non_numeric:
             raise InputError(f"study table: EHR column(s) {', '.join(non_numeric)} are not numeric")
         if not np.isfinite(values.to_numpy(dtype=np.float64)).all():
-            raise InputError(
-                "study table: EHR columns hold missing or infinite values (fill them in features)"
-            )
+            raise InputError("study table: EHR columns hold missing or infinite values (fill them in features)")
     for split in ("train", "val"):
         labels = frame.loc[frame["split"] == split, "label"]
         if labels.nunique() < 2:
-            raise InputError(
-                f"study table: split '{split}' needs studies of both labels (has {len(labels)} rows)"
-            )
+            raise InputError(f"study table: split '{split}' needs studies of both labels (has {len(labels)} rows)")
 
 
 def _split(frame: pd.DataFrame, name: str, ehr_columns: Sequence[str], uses_image: bool) -> _Split:
@@ -160,21 +156,15 @@ def _split(frame: pd.DataFrame, name: str, ehr_columns: Sequence[str], uses_imag
     return _Split(
         study_ids=part["study_id"].astype(str).tolist(),
         image_paths=part["image_path"].astype(str).tolist() if uses_image else None,
-        ehr=part[list(ehr_columns)].to_numpy(dtype=np.float32)
-        if ehr_columns
-        else np.zeros((len(part), 0), np.float32),
+        ehr=part[list(ehr_columns)].to_numpy(dtype=np.float32) if ehr_columns else np.zeros((len(part), 0), np.float32),
         labels=part["label"].to_numpy(dtype=np.float32),
     )
 
 
-def _fingerprint(
-    options: TrainOptions, ehr_columns: Sequence[str], seed: int, splits: Sequence[_Split]
-) -> str:
+def _fingerprint(options: TrainOptions, ehr_columns: Sequence[str], seed: int, splits: Sequence[_Split]) -> str:
     """Hash of what decides the weights: a checkpoint is resumed only under the same fingerprint."""
     h = hashlib.sha256()
-    h.update(
-        json.dumps({"options": options.fingerprint_dict(), "ehr": list(ehr_columns), "seed": seed}).encode()
-    )
+    h.update(json.dumps({"options": options.fingerprint_dict(), "ehr": list(ehr_columns), "seed": seed}).encode())
     for split in splits:
         h.update("\x1f".join(split.study_ids).encode())
         h.update(split.labels.tobytes())
@@ -188,9 +178,7 @@ def _auroc(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(roc_auc_score(labels, probs))
 
 
-def _to_device(
-    batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool
-) -> dict[str, torch.Tensor]:
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     if channels_last and IMAGE in out:
         out[IMAGE] = out[IMAGE].contiguous(memory_format=torch.channels_last)
@@ -264,9 +252,7 @@ def _scheduler(
     options: TrainOptions, optimizer: torch.optim.Optimizer, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
     if options.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=total_steps, eta_min=options.lr * 0.01
-        )
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=options.lr * 0.01)
     if options.scheduler == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=options.lr, total_steps=total_steps)
     return None
@@ -439,9 +425,7 @@ def _build_loop(options: TrainOptions, splits: tuple[_Split, _Split], seed: int,
         drop_last=len(sampler) > options.batch_size,
     )
     val_indices = list(range(rank, len(val_split.labels), world))
-    val_loader = _make_loader(
-        val_set, val_indices, options.eval_batch_size, options, setup.device, drop_last=False
-    )
+    val_loader = _make_loader(val_set, val_indices, options.eval_batch_size, options, setup.device, drop_last=False)
 
     model = build_model(
         options.network,
@@ -526,9 +510,7 @@ def _log_epoch(record: EpochRecord) -> None:
     )
 
 
-def _meta(
-    options: TrainOptions, ehr_columns: list[str], seed: int, state: _State, setup: _Setup
-) -> ModelMeta:
+def _meta(options: TrainOptions, ehr_columns: list[str], seed: int, state: _State, setup: _Setup) -> ModelMeta:
     return ModelMeta(
         network=options.network,
         mode=options.mode,
@@ -547,9 +529,7 @@ def _meta(
     )
 
 
-def _finish(
-    out_dir: Path, meta: ModelMeta, state: _State, val_split: _Split, loop: _Loop, setup: _Setup
-) -> None:
+def _finish(out_dir: Path, meta: ModelMeta, state: _State, val_split: _Split, loop: _Loop, setup: _Setup) -> None:
     """Rank 0 writes the model, its metadata and validation predictions; under DDP also ``ddp.json``."""
     if setup.dist_ctx is not None:
         digests = ddp.gather_objects(ddp.state_digest(loop.model.state_dict()), setup.dist_ctx)
@@ -594,9 +574,7 @@ def _run_epoch(state: _State, loop: _Loop, setup: _Setup) -> EpochRecord:
     )
     all_probs = torch.zeros(len(loop.val_labels), dtype=torch.float32)
     val_loss = 0.0
-    for indices, part, part_loss in ddp.gather_objects(
-        (loop.val_indices, probs.cpu(), float(val_loss_sum)), ctx
-    ):
+    for indices, part, part_loss in ddp.gather_objects((loop.val_indices, probs.cpu(), float(val_loss_sum)), ctx):
         all_probs[indices] = part
         val_loss += part_loss / len(loop.val_labels)
     auroc = _auroc(loop.val_labels, all_probs.numpy())

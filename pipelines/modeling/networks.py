@@ -8,9 +8,7 @@ from torch import nn
 from pipelines.modeling.options import IMAGE_NETWORKS, MODES
 
 
-def build_image_net(
-    name: str, *, in_channels: int = 1, out_features: int, spatial_dims: int = 2
-) -> nn.Module:
+def build_image_net(name: str, *, in_channels: int = 1, out_features: int, spatial_dims: int = 2) -> nn.Module:
     """Build an image backbone that maps ``(B, C, *spatial)`` to ``(B, out_features)``; nothing is downloaded.
 
     Args:
@@ -169,9 +167,7 @@ def build_model(
     image_net = None
     ehr_net = None
     if mode in ("fused", "image"):
-        image_net = build_image_net(
-            network, in_channels=in_channels, out_features=embed_dim, spatial_dims=spatial_dims
-        )
+        image_net = build_image_net(network, in_channels=in_channels, out_features=embed_dim, spatial_dims=spatial_dims)
     if mode in ("fused", "ehr"):
         ehr_net = EhrMLP(n_ehr, ehr_hidden, ehr_hidden, dropout)
     return FusionNet(

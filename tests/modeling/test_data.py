@@ -41,9 +41,7 @@ def test_items_carry_ehr_and_label(study_table: pd.DataFrame) -> None:
     item = _dataset(study_table, augment=False, cache=False)[5]
     row = study_table.iloc[5]
     assert item["label"].item() == row["label"]
-    np.testing.assert_array_equal(
-        item["ehr"].numpy(), row[["ehr_temperature", "ehr_crp"]].to_numpy(np.float32)
-    )
+    np.testing.assert_array_equal(item["ehr"].numpy(), row[["ehr_temperature", "ehr_crp"]].to_numpy(np.float32))
     assert type(item["image"]) is torch.Tensor
 
 
@@ -65,9 +63,7 @@ def test_augmentation_depends_only_on_seed_epoch_and_index(study_table: pd.DataF
 def test_epoch_key_sampler_reshuffles_by_epoch_and_shards_by_rank(study_table: pd.DataFrame) -> None:
     dataset = _dataset(study_table, augment=False, cache=False)
     ranks = [
-        EpochKeySampler(
-            DistributedSampler(dataset, num_replicas=2, rank=r, shuffle=True, seed=3, drop_last=True)
-        )
+        EpochKeySampler(DistributedSampler(dataset, num_replicas=2, rank=r, shuffle=True, seed=3, drop_last=True))
         for r in (0, 1)
     ]
     for sampler in ranks:

@@ -129,12 +129,8 @@ def test_resume_after_a_real_sigkill(
     assert killed.returncode == -signal.SIGKILL
     assert not list((tmp_path / "killed" / "checkpoints").glob("*.tmp"))
 
-    resumed = train(
-        options, study_table, ehr_columns=ehr_columns, out_dir=tmp_path / "killed", device="cpu", seed=3
-    )
-    straight = train(
-        options, study_table, ehr_columns=ehr_columns, out_dir=tmp_path / "straight", device="cpu", seed=3
-    )
+    resumed = train(options, study_table, ehr_columns=ehr_columns, out_dir=tmp_path / "killed", device="cpu", seed=3)
+    straight = train(options, study_table, ehr_columns=ehr_columns, out_dir=tmp_path / "straight", device="cpu", seed=3)
     assert resumed.resumed_from_epoch == 2
     a = torch.load(straight.model_path, weights_only=True)
     b = torch.load(resumed.model_path, weights_only=True)
@@ -146,13 +142,9 @@ def test_weights_do_not_depend_on_the_number_of_loader_workers(
 ) -> None:
     # Augmentation is seeded per (seed, epoch, index), so worker processes cannot change what is drawn.
     options = dataclasses.replace(tiny_options, epochs=2)
-    inline = train(
-        options, study_table, ehr_columns=ehr_columns, out_dir=tmp_path / "w0", device="cpu", seed=2
-    )
+    inline = train(options, study_table, ehr_columns=ehr_columns, out_dir=tmp_path / "w0", device="cpu", seed=2)
     workers = dataclasses.replace(options, num_workers=2)
-    forked = train(
-        workers, study_table, ehr_columns=ehr_columns, out_dir=tmp_path / "w2", device="cpu", seed=2
-    )
+    forked = train(workers, study_table, ehr_columns=ehr_columns, out_dir=tmp_path / "w2", device="cpu", seed=2)
     a = torch.load(inline.model_path, weights_only=True)
     b = torch.load(forked.model_path, weights_only=True)
     assert all(torch.equal(a[name], b[name]) for name in a)
@@ -177,9 +169,7 @@ def test_checkpoint_of_other_options_is_refused_unless_resume_is_off(
     other = dataclasses.replace(options, lr=1e-3)
     with pytest.raises(CheckpointMismatchError, match=r"last\.pt"):
         train(other, study_table, ehr_columns=ehr_columns, out_dir=out_dir, device="cpu", seed=1)
-    result = train(
-        other, study_table, ehr_columns=ehr_columns, out_dir=out_dir, device="cpu", seed=1, resume=False
-    )
+    result = train(other, study_table, ehr_columns=ehr_columns, out_dir=out_dir, device="cpu", seed=1, resume=False)
     assert result.resumed_from_epoch == 0
     assert len(result.history) == 1
 
@@ -256,9 +246,7 @@ def test_a_pyarrow_table_is_accepted(
     import pyarrow as pa
 
     options = dataclasses.replace(tiny_options, mode="ehr", epochs=1)
-    result = train(
-        options, pa.Table.from_pandas(study_table), ehr_columns=ehr_columns, out_dir=out_dir, seed=0
-    )
+    result = train(options, pa.Table.from_pandas(study_table), ehr_columns=ehr_columns, out_dir=out_dir, seed=0)
     model, meta = load_model(out_dir)
     probs = predict(model, meta, pa.Table.from_pandas(study_table[study_table["split"] == "val"]))
     assert roc_auc(study_table.loc[study_table["split"] == "val", "label"], probs) == pytest.approx(
