@@ -1,0 +1,460 @@
+"""Benchmark: fraud feature building and scoring throughput, and peak memory at two sizes.
+
+Each size runs in its own subprocess on the same generated claims (``make_tables``: a national-looking stream
+of claims with items, encounters, observations, deaths and referrals, built directly as the normalised tables
+so that generation does not dominate). In that subprocess:
+
+- ``features``: :func:`pipelines.features.fraud.claim_features` (all feature groups), claims/s;
+- ``subset polars`` vs ``subset pandas``: the same nine features (clinical trace, death, near-duplicates,
+  daily volume, unbundling, peer-median amount ratio) computed by Shipa's polars blocks and by a plain pandas
+  groupby implementation, checked equal, timed in the same run; the ratio is pandas time / polars time;
+- ``score``: the trained fraud model's :func:`pipelines.modeling.fraud_model.score` on every claim, claims/s;
+- ``explain``: reasons for 1,000 claims, claims/s;
+- peak RSS of the subprocess.
+
+    python benchmarks/bench_fraud.py                         # 20,000 and 100,000 claims
+    python benchmarks/bench_fraud.py --sizes 5000,20000      # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipelines import codes  # noqa: E402
+from pipelines.features import fraud as F  # noqa: E402
+from pipelines.features.fraud_tables import FraudTables  # noqa: E402
+
+START = dt.date(2023, 1, 1)
+DAYS = 730
+SUBSET = (
+    "has_encounter",
+    "encounter_observations",
+    "days_after_death",
+    "dup_prior_same_service",
+    "dup_min_days",
+    "provider_day_services",
+    "package_unbundled",
+    "unbundling_excess_kzt",
+    "amount_ratio_dx",
+)
+
+
+# --- input
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _ids(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}{i:028x}" for i in range(n)]
+
+
+def make_tables(n_claims: int, seed: int = 0) -> FraudTables:
+    """Normalised fraud tables with ``n_claims`` claims: ~3 per patient, 40 providers per 10,000 claims."""
+    rng = np.random.default_rng(seed)
+    n_pat = max(50, n_claims // 3)
+    n_org = max(10, n_claims // 250)
+    regions = np.array(list(codes.REGIONS))
+    orgs = pl.DataFrame(
+        {
+            "organization_id": _ids("o", n_org),
+            "kind": np.where(np.arange(n_org) % 3 == 2, "hospital", "polyclinic"),
+            "region": regions[np.arange(n_org) % len(regions)],
+        }
+    )
+    roles = pl.DataFrame(
+        {
+            "organization_id": np.repeat(orgs["organization_id"].to_numpy(), 8),
+            "practitioner_id": _ids("r", n_org * 8),
+            "active": np.ones(n_org * 8, dtype=bool),
+        }
+    )
+    death = np.where(rng.random(n_pat) < 0.03, rng.integers(0, DAYS, n_pat), -1)
+    patients = pl.DataFrame(
+        {
+            "patient_id": _ids("p", n_pat),
+            "deceased_date": [START + dt.timedelta(days=int(d)) if d >= 0 else None for d in death],
+            "region": regions[rng.integers(0, len(regions), n_pat)],
+        },
+        schema_overrides={"deceased_date": pl.Date},
+    )
+    pat = rng.integers(0, n_pat, n_claims)
+    # 2 % near-duplicates: the previous claim (a day or less earlier, days are sorted) billed again for its
+    # patient.
+    dup = np.flatnonzero(rng.random(n_claims) < 0.02)
+    dup = dup[dup > 0]
+    pat[dup] = pat[dup - 1]
+    home = pat % n_org
+    org = np.where(rng.random(n_claims) < 0.9, home, rng.integers(0, n_org, n_claims))
+    day = np.sort(rng.integers(0, DAYS - 15, n_claims))
+    created = day + 1 + rng.integers(0, 10, n_claims)
+    has_enc = rng.random(n_claims) > 0.01
+    claim_ids = _ids("c", n_claims)
+    enc_ids = np.array(_ids("e", n_claims), dtype=object)
+    dx = rng.choice(list(codes.ICD10_CODES), n_claims)
+    service_dates = [START + dt.timedelta(days=int(d)) for d in day]
+    # Items: a visit code and 0-3 labs or a package.
+    visit = rng.choice(["A01", "A02", "A03", "P01", "P02", "H01"], n_claims, p=[0.5, 0.2, 0.05, 0.1, 0.1, 0.05])
+    extra = rng.integers(0, 4, n_claims)
+    lines = [
+        [str(visit[i]), *map(str, rng.choice(["L01", "L02", "L03", "L04", "I01"], extra[i], replace=False))]
+        for i in range(n_claims)
+    ]
+    for i in dup:
+        lines[i] = lines[i - 1]
+        org[i] = org[i - 1] if rng.random() < 0.5 else org[i]
+    item_claim = [i for i, codes_ in enumerate(lines) for _ in codes_]
+    item_code = [code for codes_ in lines for code in codes_]
+    item_claim_arr = np.array(item_claim)
+    price = np.array([codes.TARIFFS[c].price_kzt for c in item_code], dtype=float)
+    qty = np.where(np.array(item_code) == "H01", rng.integers(2, 8, len(item_code)), 1).astype(float)
+    items = pl.DataFrame(
+        {
+            "claim_id": np.array(claim_ids, dtype=object)[item_claim_arr].tolist(),
+            "tariff_code": item_code,
+            "quantity": qty,
+            "unit_price": price,
+            "net": price * qty,
+            "serviced_date": [service_dates[i] for i in item_claim],
+        },
+        schema_overrides={"serviced_date": pl.Date},
+    )
+    totals = items.group_by("claim_id").agg(pl.col("net").sum().alias("total"))
+    claims = (
+        pl.DataFrame(
+            {
+                "claim_id": claim_ids,
+                "patient_id": np.array(patients["patient_id"].to_list(), dtype=object)[pat].tolist(),
+                "provider_id": np.array(orgs["organization_id"].to_list(), dtype=object)[org].tolist(),
+                "encounter_id": np.where(has_enc, enc_ids, None).tolist(),
+                "type_code": "professional",
+                "asof": [START + dt.timedelta(days=int(d)) for d in created],
+                "service_start": service_dates,
+                "service_end": service_dates,
+                "primary_diagnosis": np.where(has_enc, None, dx).tolist(),
+                "referral_id": None,
+            },
+            schema_overrides={
+                "asof": pl.Date,
+                "service_start": pl.Date,
+                "service_end": pl.Date,
+                "referral_id": pl.String,
+                "primary_diagnosis": pl.String,
+            },
+        )
+        .with_columns(pl.col("asof").cast(pl.Datetime("us", "UTC")).alias("created"))
+        .join(totals, on="claim_id", how="left")
+    )
+    enc_rows = np.flatnonzero(has_enc)
+    encounters = pl.DataFrame(
+        {
+            "encounter_id": enc_ids[enc_rows].tolist(),
+            "patient_id": claims["patient_id"].to_numpy()[enc_rows],
+            "organization_id": claims["provider_id"].to_numpy()[enc_rows],
+            "class_code": np.where(visit[enc_rows] == "H01", "IMP", "AMB"),
+            "date": [service_dates[i] for i in enc_rows],
+        },
+        schema_overrides={"date": pl.Date},
+    )
+    obs_rows = np.repeat(enc_rows, 3)
+    loinc = np.tile(np.array(["8310-5", "8867-4", "59408-5"]), len(enc_rows))
+    observations = pl.DataFrame(
+        {
+            "encounter_id": enc_ids[obs_rows].tolist(),
+            "patient_id": claims["patient_id"].to_numpy()[obs_rows],
+            "loinc_code": loinc,
+            "value": np.where(loinc == "8310-5", 36.8, np.where(loinc == "8867-4", 75.0, 97.0))
+            + rng.normal(0, 1, len(obs_rows)),
+            "date": [service_dates[i] for i in obs_rows],
+        },
+        schema_overrides={"date": pl.Date},
+    )
+    conditions = pl.DataFrame(
+        {
+            "encounter_id": enc_ids[enc_rows].tolist(),
+            "icd10_code": dx[enc_rows],
+            "condition_id": _ids("k", len(enc_rows)),
+            "date": [service_dates[i] for i in enc_rows],
+        },
+        schema_overrides={"date": pl.Date},
+    )
+    sr_rows = enc_rows[rng.random(len(enc_rows)) < 0.02]
+    service_requests = pl.DataFrame(
+        {
+            "service_request_id": _ids("s", len(sr_rows)),
+            "patient_id": claims["patient_id"].to_numpy()[sr_rows],
+            "encounter_id": enc_ids[sr_rows].tolist(),
+            "performer_id": np.array(orgs["organization_id"].to_list(), dtype=object)[
+                rng.integers(0, n_org, len(sr_rows))
+            ].tolist(),
+            "date": [service_dates[i] for i in sr_rows],
+        },
+        schema_overrides={"date": pl.Date},
+    )
+    procedures = pl.DataFrame(
+        {"encounter_id": [], "patient_id": [], "tariff_code": [], "date": []},
+        schema={
+            "encounter_id": pl.String,
+            "patient_id": pl.String,
+            "tariff_code": pl.String,
+            "date": pl.Date,
+        },
+    )
+    return FraudTables(
+        claims=claims,
+        claim_items=items,
+        encounters=encounters,
+        observations=observations,
+        procedures=procedures,
+        conditions=conditions,
+        patients=patients,
+        organizations=orgs,
+        practitioner_roles=roles,
+        service_requests=service_requests,
+    )
+
+
+# --- the same nine features, with plain pandas groupbys
+# ---------------------------------------------------------
+
+
+def pandas_subset(t: FraudTables, opt: F.FraudFeatureOptions) -> pd.DataFrame:
+    """:data:`SUBSET` computed with pandas merges and groupbys (the baseline)."""
+    c = t.claims.to_pandas()
+    items = t.claim_items.to_pandas()
+    enc = t.encounters.to_pandas()
+    obs = t.observations.to_pandas()
+    pats = t.patients.to_pandas()
+    orgs = t.organizations.to_pandas()
+    conds = t.conditions.to_pandas()
+    for df, cols in (
+        (c, ("asof", "service_start", "service_end")),
+        (items, ("serviced_date",)),
+        (enc, ("date",)),
+        (obs, ("date",)),
+        (pats, ("deceased_date",)),
+        (conds, ("date",)),
+    ):
+        for col in cols:
+            df[col] = pd.to_datetime(df[col])
+    c = c.sort_values(["asof", "claim_id"]).reset_index(drop=True)
+    c["ord"] = np.arange(len(c))
+    c = c.merge(
+        enc[["encounter_id", "date", "class_code"]].rename(columns={"date": "_ed"}),
+        on="encounter_id",
+        how="left",
+    )
+    out = pd.DataFrame({"claim_id": c["claim_id"]})
+    has = c["_ed"].notna() & (c["_ed"] <= c["asof"])
+    out["has_encounter"] = has.astype(float)
+    o = c[["claim_id", "encounter_id", "asof"]].merge(obs[["encounter_id", "date"]], on="encounter_id")
+    n_obs = o[o["date"] <= o["asof"]].groupby("claim_id").size()
+    out["encounter_observations"] = out["claim_id"].map(n_obs).fillna(0).astype(float)
+
+    d = c[["claim_id", "patient_id", "asof", "service_end"]].merge(pats, on="patient_id", how="left")
+    known = d["deceased_date"].notna() & (d["deceased_date"] <= d["asof"])
+    days = (d["service_end"] - d["deceased_date"]).dt.days.clip(lower=0)
+    out["days_after_death"] = np.where(known, days, 0).astype(float)
+
+    sig = items.groupby("claim_id")["tariff_code"].agg(lambda s: "+".join(sorted(set(s))))
+    c["_sig"] = c["claim_id"].map(sig)
+    prior = c[["patient_id", "_sig", "ord", "service_start"]].rename(columns={"ord": "_o", "service_start": "_s"})
+    pairs = c[["claim_id", "patient_id", "_sig", "ord", "service_start"]].merge(prior, on=["patient_id", "_sig"])
+    pairs["_gap"] = (pairs["_s"] - pairs["service_start"]).dt.days.abs()
+    pairs = pairs[(pairs["_o"] < pairs["ord"]) & (pairs["_gap"] <= opt.duplicate_days)]
+    g = pairs.groupby("claim_id")
+    out["dup_prior_same_service"] = out["claim_id"].map(g.size()).fillna(0).astype(float)
+    out["dup_min_days"] = out["claim_id"].map(g["_gap"].min()).fillna(opt.duplicate_days + 1).astype(float)
+
+    kinds = {code: tariff.kind for code, tariff in codes.TARIFFS.items()}
+    it = items.merge(c[["claim_id", "ord", "patient_id", "provider_id"]], on="claim_id")
+    svc = it[it["tariff_code"].map(kinds).fillna("other") != "inpatient"]
+    svc = svc.sort_values(["provider_id", "serviced_date", "ord"])
+    svc["_cum"] = svc.groupby(["provider_id", "serviced_date"]).cumcount() + 1
+    per_day = svc.groupby(["claim_id", "provider_id", "serviced_date"])["_cum"].max()
+    out["provider_day_services"] = out["claim_id"].map(per_day.groupby(level=0).max()).fillna(0).astype(float)
+
+    pk = pd.DataFrame(
+        [
+            (p.code, comp, float(p.price_kzt), len(p.components))
+            for p in codes.TARIFFS.values()
+            if p.kind == "package"
+            for comp in p.components
+        ],
+        columns=["package", "tariff_code", "package_price", "n_components"],
+    )
+    keys = ["patient_id", "provider_id", "serviced_date"]
+    claim_days = it[it["tariff_code"].isin(pk["tariff_code"])][["claim_id", "ord", *keys]].drop_duplicates()
+    ctx = claim_days.merge(it[[*keys, "ord", "tariff_code", "net"]].rename(columns={"ord": "_o"}), on=keys)
+    ctx = ctx[ctx["_o"] <= ctx["ord"]]
+    billed = ctx[ctx["tariff_code"].isin(pk["package"])][["claim_id", "serviced_date", "tariff_code"]]
+    billed = billed.drop_duplicates().rename(columns={"tariff_code": "package"}).assign(_pkg=True)
+    per = (
+        ctx.merge(pk, on="tariff_code")
+        .groupby(["claim_id", "serviced_date", "package"])
+        .agg(
+            _k=("tariff_code", "nunique"),
+            _sum=("net", "sum"),
+            price=("package_price", "first"),
+            n=("n_components", "first"),
+        )
+        .reset_index()
+        .merge(billed, on=["claim_id", "serviced_date", "package"], how="left")
+    )
+    per["_full"] = (per["_k"] == per["n"]) & per["_pkg"].isna()
+    per["_x"] = np.where(per["_full"], (per["_sum"] - per["price"]).clip(lower=0), 0.0)
+    g = per.groupby("claim_id")
+    out["package_unbundled"] = out["claim_id"].map(g["_full"].any().astype(float)).fillna(0.0)
+    out["unbundling_excess_kzt"] = out["claim_id"].map(g["_x"].max()).fillna(0.0)
+
+    first_dx = conds.sort_values(["encounter_id", "date", "condition_id"]).groupby("encounter_id").first()
+    c["_dx"] = c["encounter_id"].map(first_dx["icd10_code"])
+    c["_dxd"] = c["encounter_id"].map(first_dx["date"])
+    c["dx"] = c["primary_diagnosis"].fillna(c["_dx"].where(c["_dxd"].isna() | (c["_dxd"] <= c["asof"])))
+    c["dx"] = c["dx"].fillna("none")
+    c["setting"] = c["class_code"].where(c["_ed"] <= c["asof"]).fillna("none")
+    c = c.merge(
+        orgs.rename(columns={"organization_id": "provider_id", "kind": "pk", "region": "pr"}),
+        on="provider_id",
+        how="left",
+    )
+    c["pk"] = c["pk"].fillna("unknown")
+    c["pr"] = c["pr"].fillna("unknown")
+    c["month"] = c["asof"].dt.to_period("M").dt.to_timestamp()
+    median = pd.Series(np.nan, index=c.index)
+    levels = (["dx", "setting", "pr", "pk"], ["dx", "setting", "pk"], ["dx", "setting"], ["dx"])
+    for level in levels:
+        parts = []
+        for m in sorted(c["month"].unique()):
+            window = c[(c["asof"] < m) & (c["asof"] >= m - pd.Timedelta(days=opt.peer_window_days or 10**6))]
+            agg = window.groupby(level)["total"].agg(["median", "size"])
+            parts.append(agg[agg["size"] >= opt.peer_min_count]["median"].reset_index().assign(month=m))
+        if parts:
+            snap = pd.concat(parts)
+            found = c[[*level, "month"]].merge(snap, on=[*level, "month"], how="left")["median"]
+            median = median.fillna(pd.Series(found.to_numpy(), index=c.index))
+    ratio = (c["total"] / median).replace([np.inf, -np.inf], np.nan).fillna(1.0).clip(0, 1000)
+    out["amount_ratio_dx"] = ratio.to_numpy()
+    return out
+
+
+def polars_subset(t: FraudTables, opt: F.FraudFeatureOptions) -> pl.DataFrame:
+    """The same features through Shipa's polars blocks (as :func:`claim_features` builds them)."""
+    base = F._base(t)
+    items = F._items(t, base)
+    trace = F._trace(t, base, opt)
+    out = base.select("claim_id")
+    for block in (
+        trace,
+        F._after_death(base),
+        F._duplicates(base, items, opt),
+        F._volume(t, base, items, opt),
+        F._unbundling(items),
+        F._upcoding(base, items, trace, opt),
+    ):
+        out = out.join(block, on="claim_id", how="left", maintain_order="left")
+    return out.with_columns(pl.col("package_unbundled").fill_null(0.0), pl.col("unbundling_excess_kzt").fill_null(0.0))
+
+
+# --- one size, in a subprocess
+# ------------------------------------------------------------------------------------
+
+
+def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - t0
+
+
+def child(n: int) -> dict[str, Any]:
+    """Measure one size in this process; returns the numbers (peak RSS last)."""
+    import torch
+
+    from pipelines.modeling.fraud_model import FraudModelConfig, score, train_fraud_model
+    from pipelines.modeling.fraud_reasons import explain
+
+    torch.set_num_threads(1)
+    opt = F.FraudFeatureOptions()
+    t, gen_s = _timed(make_tables, n)
+    feats, feat_s = _timed(F.claim_features, t, opt)
+    pol, pol_s = _timed(polars_subset, t, opt)
+    pan, pan_s = _timed(pandas_subset, t, opt)
+    a = pol.sort("claim_id").select(SUBSET).to_numpy()
+    b = pl.from_pandas(pan).sort("claim_id").select(SUBSET).to_numpy()
+    same = bool(np.allclose(a, b, equal_nan=True))
+    # A model to score with: labels from the obvious flags (the benchmark times scoring, not accuracy).
+    y = (feats["after_death"] > 0) | (feats["has_encounter"] == 0) | (feats["dup_prior_same_service"] > 0)
+    y = y.cast(pl.Int64).to_numpy()
+    half = n // 2
+    cfg = FraudModelConfig(epochs=3, iforest_trees=50)
+    model = train_fraud_model(
+        feats[:half],
+        y[:half],
+        feats[half:],
+        y[half:],
+        numeric=F.NUMERIC_FEATURES,
+        categorical=F.CATEGORICAL_FEATURES,
+        config=cfg,
+    )
+    _, score_s = _timed(score, model, feats)
+    sample = feats.head(1000)
+    _, explain_s = _timed(explain, model, sample)
+    return {
+        "claims": n,
+        "generate_s": round(gen_s, 2),
+        "features_s": round(feat_s, 2),
+        "features_claims_per_s": round(n / feat_s),
+        "subset_polars_s": round(pol_s, 3),
+        "subset_pandas_s": round(pan_s, 3),
+        "subset_speedup_vs_pandas": round(pan_s / pol_s, 2),
+        "subset_equal": same,
+        "score_claims_per_s": round(n / score_s),
+        "explain_claims_per_s": round(sample.height / explain_s),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def main() -> None:
+    """Run every size in its own subprocess and print one JSON line per size and a summary table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="20000,100000", help="claims per run, comma-separated")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child)))
+        return
+    rows = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        proc = subprocess.run([sys.executable, __file__, "--child", str(n)], capture_output=True, text=True, check=True)
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(json.dumps(row))
+    cols = (
+        "claims",
+        "features_claims_per_s",
+        "subset_speedup_vs_pandas",
+        "subset_equal",
+        "score_claims_per_s",
+        "explain_claims_per_s",
+        "peak_rss_mb",
+    )
+    print(" | ".join(cols))
+    for row in rows:
+        print(" | ".join(str(row[c]) for c in cols))
+
+
+if __name__ == "__main__":
+    main()

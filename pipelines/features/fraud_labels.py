@@ -1,0 +1,48 @@
+"""Audit labels of the fraud features: a claim is positive when the Fund's audit confirmed it as fraud."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+
+from pipelines.errors import InputError
+
+LABEL = "label"
+
+
+def load_audit_findings(tables: Path) -> pl.DataFrame:
+    """The ingest's ``audit_findings`` table (pseudonymous claim_id, provider_id, pattern, finding_date).
+
+    Raises:
+        InputError: the table is missing.
+    """
+    file = Path(tables) / "audit_findings.parquet"
+    if not file.exists():
+        raise InputError(f"{file}: audit findings table not found (labels/audit_findings.csv at ingest)")
+    df = pl.read_parquet(file, columns=["claim_id", "provider_id", "pattern", "finding_date"])
+    return df.filter(pl.col("claim_id").is_not_null())
+
+
+def label_claims(claim_ids: pl.Series, findings: pl.DataFrame, *, as_of: dt.date | None = None) -> pl.Series:
+    """1 for each claim with an audit finding (dated on or before ``as_of`` when given), else 0.
+
+    Args:
+        claim_ids: claim pseudonyms (the feature frame's ``claim_id``).
+        findings: the audit findings table.
+        as_of: only findings known by this date count (simulates training at that date).
+    """
+    f = findings
+    if as_of is not None:
+        f = f.filter(pl.col("finding_date").cast(pl.Date) <= as_of)
+    known = set(f["claim_id"].drop_nulls().to_list())
+    return pl.Series(LABEL, [int(c in known) for c in claim_ids.to_list()], dtype=pl.Int8)
+
+
+def finding_patterns(claim_ids: pl.Series, findings: pl.DataFrame) -> pl.Series:
+    """The confirmed pattern of each claim (null when none), e.g. to check reasons against labels."""
+    first = findings.unique("claim_id", keep="first", maintain_order=True).select("claim_id", "pattern")
+    return pl.DataFrame({"claim_id": claim_ids}).join(first, on="claim_id", how="left", maintain_order="left")[
+        "pattern"
+    ]
