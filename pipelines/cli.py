@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -197,9 +198,13 @@ def evaluate(
     model: ModelArg,
     processed: ProcessedOpt = Path("data/processed"),
     models: ModelsOpt = Path("models"),
+    raw: Annotated[Path, typer.Option("--raw", help="raw export (fraud: the cohort's ground truth)")] = Path(
+        "data/raw"
+    ),
+    interim: InterimOpt = Path("data/interim"),
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
-    """Evaluate MODEL on its test split: metrics with CIs, calibration, subgroups, plots, predictions.
+    """Evaluate MODEL on its test split: metrics with CIs, calibration, subgroups or review-queue metrics, plots.
 
     Writes MODELS/MODEL/metrics.json (DVC metrics) and MODELS/MODEL/eval/. Reads `evaluate`.
     """
@@ -209,9 +214,38 @@ def evaluate(
         from pipelines.stages import evaluate as stage
 
         root = models / model.value
-        run = stage.run_diagnosis if model is ModelName.diagnosis else stage.run_fraud
-        metrics = run(cfg, processed / model.value, root / "train", root / "eval", root / "metrics.json")
+        args = (cfg, processed / model.value, root / "train", root / "eval", root / "metrics.json")
+        if model is ModelName.diagnosis:
+            metrics = stage.run_diagnosis(*args)
+        else:
+            key = get_settings().pseudonym_key
+            metrics = stage.run_fraud(*args, raw=raw, tables=interim / "tables", key=key)
         return {"metrics": str(root / "metrics.json"), "comparison": metrics.get("comparison")}
+
+    _print_summary(_guard(go))
+
+
+fraud_app = typer.Typer(help="Claims fraud: investigators' tools.", no_args_is_help=True)
+app.add_typer(fraud_app, name="fraud")
+
+
+@fraud_app.command("worklist")
+def fraud_worklist(
+    date: Annotated[datetime, typer.Option("--date", formats=["%Y-%m-%d"], help="the day whose claims to review")],
+    k: Annotated[int, typer.Option("--k", min=1, help="cases the investigators can review that day")] = 20,
+    processed: ProcessedOpt = Path("data/processed"),
+    models: ModelsOpt = Path("models"),
+    out: Annotated[Path, typer.Option("--out", help="folder for the worklist files")] = Path("models/fraud/worklists"),
+) -> None:
+    """Write the ranked worklist of DATE: claim, provider, score, money at stake and reasons (kk/ru/en).
+
+    Writes OUT/worklist-DATE.parquet and .csv with pseudonymous ids only.
+    """
+
+    def go() -> dict[str, Any]:
+        from pipelines.stages import worklist as stage
+
+        return stage.run(date.date(), k, processed / "fraud", models / "fraud" / "train" / "model", out)
 
     _print_summary(_guard(go))
 

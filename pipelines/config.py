@@ -124,10 +124,36 @@ class DiagnosisFeaturesParams(_Section):
     seed: int = 42
 
 
+class FraudSplitParams(_Section):
+    """How claims are split: by time (train on earlier months) or by provider."""
+
+    kind: Literal["temporal", "provider"] = "temporal"
+    test_months: int = Field(8, ge=1)
+    val_months: int = Field(2, ge=1)
+    gap_days: int = Field(30, ge=0)
+    seed: int = 0
+
+
+class FraudFeaturesParams(_Section):
+    """Windows and thresholds of the claim features (see pipelines/features/fraud.py)."""
+
+    duplicate_days: int = Field(7, ge=0)
+    trace_days: int = Field(1, ge=0)
+    peer_min_count: int = Field(5, ge=1)
+    peer_window_days: int | None = Field(365, ge=1)
+    graph_window_days: int = Field(365, ge=1)
+    near_days: int = Field(90, ge=1)
+    cycle_days: int = Field(180, ge=1)
+    min_shared: int = Field(3, ge=1)
+    timezone: str = Field("+05:00", pattern=r"^[+-][0-9]{2}:[0-9]{2}$")
+    split: FraudSplitParams = FraudSplitParams()
+
+
 class FeaturesParams(_Section):
     """Parameters of the ``features`` stage, one subsection per model."""
 
     diagnosis: DiagnosisFeaturesParams = DiagnosisFeaturesParams()
+    fraud: FraudFeaturesParams = FraudFeaturesParams()
 
 
 class DiagnosisTrainParams(_Section):
@@ -155,10 +181,45 @@ class DiagnosisTrainParams(_Section):
     compile: bool = False
 
 
+class GbmParams(_Section):
+    """The gradient-boosted trees baseline (scikit-learn HistGradientBoosting)."""
+
+    max_iter: int = Field(300, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    max_leaf_nodes: int = Field(31, ge=2)
+    l2_regularization: float = Field(1.0, ge=0)
+    min_category_count: int = Field(5, ge=1)
+
+
+class FraudTrainParams(_Section):
+    """The fraud model (embeddings + monotone MLP, combined with an isolation-forest anomaly score)."""
+
+    seed: int = 0
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")
+    hidden: tuple[int, ...] = (64, 32)
+    embedding_dim: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(512, ge=1)
+    lr: float = Field(0.003, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    pos_weight: float | None = Field(None, gt=0, description="null = sqrt(negatives / positives)")
+    focal_gamma: float = Field(0.0, ge=0)
+    patience: int = Field(0, ge=0, description="0 = no early stopping (audit labels are positive-unlabelled)")
+    iforest_trees: int = Field(200, ge=1)
+    iforest_max_samples: int = Field(256, ge=2)
+    anomaly_weight: float = Field(0.5, ge=0)
+    anomaly_margin: float = 2.0
+    min_category_count: int = Field(5, ge=1)
+    monotone: bool = True
+    gbm: GbmParams = GbmParams()
+
+
 class TrainParams(_Section):
     """Parameters of the ``train`` stage, one subsection per model."""
 
     diagnosis: DiagnosisTrainParams = DiagnosisTrainParams()
+    fraud: FraudTrainParams = FraudTrainParams()
 
 
 class EvaluateParams(_Section):
@@ -172,6 +233,7 @@ class EvaluateParams(_Section):
     threshold_rule: Literal["youden", "target_sensitivity"] = "youden"
     target_sensitivity: float = Field(0.9, gt=0, lt=1)
     subgroups: tuple[str, ...] = ("sex", "age_band", "region", "facility_id")
+    fraud_k: int = Field(150, ge=1, description="fraud review-queue size for precision/recall/money@k")
 
 
 _SECTIONS: dict[str, type[_Section]] = {
