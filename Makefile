@@ -43,7 +43,9 @@ run: $(STAMP)
 	@echo "  quarantine        data/interim/quarantine/"
 	@echo "  diagnosis         models/diagnosis/metrics.json, plots in models/diagnosis/eval/"
 	@echo "  MLflow            $(MLFLOW_TRACKING_URI) (make mlflow-ui)"
-	@$(BIN)/dvc metrics show 2>/dev/null || true
+	@echo "  fraud             models/fraud/metrics.json, worklists: shipa fraud worklist --date YYYY-MM-DD"
+	@echo
+	@$(BIN)/shipa results
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest

@@ -250,6 +250,15 @@ def fraud_worklist(
     _print_summary(_guard(go))
 
 
+@app.command()
+def results(root: Annotated[Path, typer.Option("--root", help="project folder")] = Path(".")) -> None:
+    """Print the headline numbers of the last pipeline run (ingest counts, test metrics with 95 % CIs)."""
+    from pipelines.stages.results import summary_lines
+
+    for line in summary_lines(root) or ["no results yet: run `make run` (dvc repro)"]:
+        typer.echo(line)
+
+
 @app.command("check-params")
 def check_params(params: ParamsOpt = DEFAULT_PARAMS) -> None:
     """Validate every section of the params file and print the effective values."""
