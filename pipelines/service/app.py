@@ -1,0 +1,90 @@
+"""The app factory: settings, one engine, tokens, audit log, rate limiter, error handlers, middleware, routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from pipelines.service.audit import AuditLog
+from pipelines.service.db import make_engine
+from pipelines.service.handlers import install_exception_handlers
+from pipelines.service.middleware import (
+    BodyLimitMiddleware,
+    CatchAllMiddleware,
+    ContentTypeMiddleware,
+    RequestLogMiddleware,
+)
+from pipelines.service.provider import ModelProvider
+from pipelines.service.ratelimit import TokenBucketLimiter
+from pipelines.service.routes import audit, health, models
+from pipelines.service.settings import ServiceSettings
+from pipelines.service.threads import apply_thread_settings
+from pipelines.service.tokens import TokenStore
+
+log = logging.getLogger(__name__)
+
+# FastAPI's built-in OpenTelemetry would record exception messages (possibly personal data) whenever some library
+# installs a global tracer provider; the service keeps its own PHI-free logs instead.
+_NO_TELEMETRY = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False, "auto_configure": False}
+
+
+def create_app(settings: ServiceSettings, model_provider: ModelProvider | None = None) -> FastAPI:
+    """Build the service app; the model routes are added to it with ``app.include_router``.
+
+    Args:
+        settings: validated service settings (``load_service_settings()``).
+        model_provider: loads and serves the models; without one, /ready, /models and /admin/reload answer 503.
+
+    Returns:
+        The FastAPI app. ``app.state`` holds ``settings``, ``tokens``, ``audit_log``, ``limiter``, ``provider``
+        and ``engine`` (one engine, created here, disposed at shutdown).
+    """
+    engine = make_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        apply_thread_settings(settings.threads)
+        log.info("service ready on the %s database backend", engine.dialect.name)
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="Shipa inference service",
+        summary="Diagnosis and claims-fraud models behind bearer tokens, with a hash-chained audit log.",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        telemetry=_NO_TELEMETRY,  # type: ignore[arg-type]
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.tokens = TokenStore(engine, settings.pepper())
+    app.state.audit_log = AuditLog(engine, observer=settings.service_name)
+    app.state.limiter = TokenBucketLimiter(settings.rate_per_s, settings.burst)
+    app.state.provider = model_provider
+
+    install_exception_handlers(app)
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(audit.router)
+
+    # Added innermost first: logging sees every final status, including the catch-all's 500.
+    app.add_middleware(ContentTypeMiddleware, allowed=settings.content_types)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CatchAllMiddleware)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(RequestLogMiddleware)
+    return app

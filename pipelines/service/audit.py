@@ -1,0 +1,482 @@
+"""The append-only, hash-chained audit log of every request that reaches a model.
+
+Each record carries ``prev_hash`` (the hash of the record before it) and ``hash`` (sha256 over its canonical JSON,
+``prev_hash`` included), and a one-row ``audit_head`` table holds the last sequence number and hash, written in the
+same transaction. So :meth:`AuditLog.verify` finds any record altered, deleted from the middle or cut off the end,
+and names the first bad one. Works on any SQLAlchemy backend (plain portable SQL; SQLite in WAL mode by default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from pipelines.service.audit_fhir import audit_event_to_fhir
+from pipelines.service.db import make_engine
+from pipelines.service.roles import PURPOSE_OF_USE, Role
+
+GENESIS_HASH = "0" * 64
+MAX_OUTPUT_BYTES = 64 * 1024
+APPEND_ATTEMPTS = 20
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_IIN_LIKE = re.compile(r"^\d{12}$")
+
+
+class AuditOutcome(StrEnum):
+    """FHIR R4 AuditEvent.outcome codes."""
+
+    success = "0"
+    minor_failure = "4"
+    serious_failure = "8"
+    major_failure = "12"
+
+
+def parse_outcome(value: str) -> AuditOutcome:
+    """An outcome from its code (``0``) or name (``success``, ``minor_failure`` ...)."""
+    text = value.strip().lower().replace("-", "_")
+    if text in AuditOutcome.__members__:
+        return AuditOutcome[text]
+    return AuditOutcome(text)
+
+
+metadata = MetaData()
+events_table = Table(
+    "audit_events",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("recorded", String(32), nullable=False, index=True),
+    Column("token_name", String(64), nullable=False),
+    Column("role", String(16), nullable=False, index=True),
+    Column("purpose_of_use", String(32), nullable=False),
+    Column("endpoint", String(200), nullable=False),
+    Column("model_name", String(200), nullable=False, index=True),
+    Column("model_version", String(64), nullable=False),
+    Column("model_alias", String(64), nullable=False),
+    Column("input_sha256", String(64), nullable=False),
+    Column("patient_pseudonym", String(64), nullable=True),
+    Column("output_json", Text, nullable=False),
+    Column("latency_us", BigInteger, nullable=False),
+    Column("outcome", String(4), nullable=False, index=True),
+    Column("outcome_desc", String(500), nullable=True),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+head_table = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+_HASHED_FIELDS = tuple(c.name for c in events_table.columns if c.name != "hash")
+# Checked before writing: PostgreSQL would refuse an over-long value, SQLite would silently keep it.
+_STRING_LIMITS = {c.name: c.type.length for c in events_table.columns if isinstance(c.type, String) and c.type.length}
+_REQUIRED_TEXT = frozenset({"token_name", "role", "endpoint", "model_name", "model_version", "model_alias"})
+
+# Built once: statements executed with parameter dicts skip SQLAlchemy's per-call value coercion (3x faster).
+_SELECT_HEAD = select(head_table.c.seq, head_table.c.hash).where(head_table.c.id == 1)
+_MOVE_HEAD = (
+    update(head_table)
+    .where(
+        head_table.c.id == 1,
+        head_table.c.seq == bindparam("old_seq"),
+        head_table.c.hash == bindparam("old_hash"),
+    )
+    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+)
+_INSERT_EVENT = insert(events_table)
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex sha256 of ``data`` (the input hash recorded for a request body)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy scalars and small arrays
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def compact_json(value: Any) -> str:
+    """Canonical compact JSON (sorted keys, no spaces, UTF-8, no NaN)."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
+    )
+
+
+def format_time(moment: datetime) -> str:
+    """A UTC timestamp in the fixed-width form stored in the log (sorts as text on every backend)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One request that reached a model, as the route hands it to :meth:`AuditLog.append`.
+
+    Attributes:
+        token_name: the name of the bearer token (the agent).
+        role: the token's role.
+        endpoint: the route template, e.g. ``/diagnosis``.
+        model_name: registered model name; model_version and model_alias (``champion``) say which one answered.
+        input_sha256: sha256 hex of the request body (:func:`sha256_hex`).
+        output: the answer in compact form (scores, labels, reasons; never images).
+        latency_ms: time from request start to answer.
+        outcome: success or a failure code.
+        purpose_of_use: a v3 ActReason code; empty means the role's default (TREAT, FRAUD ...).
+        patient_pseudonym: the pseudonymous patient id (never an IIN); None for requests about no one patient.
+        outcome_desc: a short description of a failure, without personal data.
+        recorded: when it happened (default: now, UTC).
+    """
+
+    token_name: str
+    role: str
+    endpoint: str
+    model_name: str
+    model_version: str
+    model_alias: str
+    input_sha256: str
+    output: Any
+    latency_ms: float
+    outcome: AuditOutcome | str = AuditOutcome.success
+    purpose_of_use: str = ""
+    patient_pseudonym: str | None = None
+    outcome_desc: str | None = None
+    recorded: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AuditEventRecord:
+    """A stored audit record, with its place in the chain."""
+
+    seq: int
+    event_id: str
+    recorded: str
+    token_name: str
+    role: str
+    purpose_of_use: str
+    endpoint: str
+    model_name: str
+    model_version: str
+    model_alias: str
+    input_sha256: str
+    patient_pseudonym: str | None
+    output_json: str
+    latency_us: int
+    outcome: str
+    outcome_desc: str | None
+    prev_hash: str
+    hash: str
+
+    @property
+    def output(self) -> Any:
+        """The recorded output, parsed."""
+        return json.loads(self.output_json)
+
+    @property
+    def latency_ms(self) -> float:
+        """Latency in milliseconds."""
+        return self.latency_us / 1000.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready form (``?format=json``): every stored field plus parsed output and latency_ms."""
+        data = asdict(self)
+        data["output"] = self.output
+        data["latency_ms"] = self.latency_ms
+        del data["output_json"]
+        return data
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The outcome of walking the chain.
+
+    Attributes:
+        ok: every record is present, unaltered and chained.
+        checked: records checked before the first bad one (all of them when ok).
+        first_bad_id: sequence number of the first bad (altered or missing) record, or None.
+        reason: what is wrong with it, or None.
+        head_hash: the last record's hash when ok (note it elsewhere to detect a wholesale rewrite later).
+    """
+
+    ok: bool
+    checked: int
+    first_bad_id: int | None = None
+    reason: str | None = None
+    head_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """One page of a query, newest first."""
+
+    items: list[AuditEventRecord]
+    total: int
+    page: int
+    page_size: int
+
+    @property
+    def has_next(self) -> bool:
+        """Whether another page follows."""
+        return self.page * self.page_size < self.total
+
+
+def record_hash(row: Mapping[Any, Any]) -> str:
+    """sha256 over the canonical JSON of every stored field but ``hash`` (``prev_hash`` included)."""
+    payload = {name: row[name] for name in _HASHED_FIELDS}
+    return hashlib.sha256(compact_json(payload).encode("utf-8")).hexdigest()
+
+
+def _validated_row(record: AuditRecord) -> dict[str, Any]:
+    """The stored columns of a record (without seq, prev_hash, hash); raises ValueError on unusable values."""
+    if not _SHA256.match(record.input_sha256):
+        raise ValueError("input_sha256 must be 64 lowercase hex characters")
+    pseudonym = record.patient_pseudonym
+    if pseudonym is not None and (_IIN_LIKE.match(pseudonym) or not _FHIR_ID.match(pseudonym)):
+        raise ValueError("patient_pseudonym must be a pseudonymous id (never an IIN)")
+    try:
+        output_json = compact_json(record.output)
+    except TypeError as exc:
+        raise ValueError(f"audit output is not JSON: {exc}") from None
+    if len(output_json.encode("utf-8")) > MAX_OUTPUT_BYTES:
+        raise ValueError(f"audit output is over {MAX_OUTPUT_BYTES} bytes: record scores, not images")
+    outcome = record.outcome if isinstance(record.outcome, AuditOutcome) else parse_outcome(record.outcome)
+    purpose = record.purpose_of_use
+    if not purpose:
+        try:
+            purpose = PURPOSE_OF_USE[Role(record.role)]
+        except ValueError:
+            purpose = "HOPERAT"
+    row = {
+        "event_id": str(uuid.uuid4()),
+        "recorded": format_time(record.recorded or datetime.now(UTC)),
+        "token_name": record.token_name,
+        "role": str(record.role),
+        "purpose_of_use": purpose,
+        "endpoint": record.endpoint,
+        "model_name": record.model_name,
+        "model_version": str(record.model_version),
+        "model_alias": record.model_alias,
+        "input_sha256": record.input_sha256,
+        "patient_pseudonym": pseudonym,
+        "output_json": output_json,
+        "latency_us": max(0, round(record.latency_ms * 1000)),
+        "outcome": outcome.value,
+        "outcome_desc": record.outcome_desc[:500] if record.outcome_desc else None,
+    }
+    for name, limit in _STRING_LIMITS.items():
+        value = row.get(name)
+        if isinstance(value, str) and (len(value) > limit or (not value and name in _REQUIRED_TEXT)):
+            raise ValueError(f"{name} must be 1-{limit} characters")
+    return row
+
+
+class _ChainMoved(Exception):
+    """Another writer appended between our read of the head and our update of it."""
+
+
+class AuditLog:
+    """The hash-chained audit log in an SQLAlchemy database.
+
+    Args:
+        url_or_engine: a database URL (the log then owns its engine) or the service's shared engine.
+        observer: the name of this service in ``AuditEvent.source.observer``.
+    """
+
+    def __init__(self, url_or_engine: str | Engine, observer: str = "shipa-service") -> None:
+        self._owns_engine = isinstance(url_or_engine, str)
+        self._engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+        self._lock = threading.Lock()
+        self._head: tuple[int, str] | None = None
+        self.observer = observer
+        metadata.create_all(self._engine)
+        self._ensure_head()
+
+    @property
+    def engine(self) -> Engine:
+        """The engine the log writes through."""
+        return self._engine
+
+    def close(self) -> None:
+        """Dispose of the engine if this log created it."""
+        if self._owns_engine:
+            self._engine.dispose()
+
+    def _ensure_head(self) -> None:
+        try:
+            with self._engine.begin() as conn:
+                if conn.execute(select(head_table.c.id).where(head_table.c.id == 1)).first() is None:
+                    conn.execute(insert(head_table).values(id=1, seq=0, hash=GENESIS_HASH))
+        except IntegrityError:  # another process created it first
+            pass
+
+    def append(self, record: AuditRecord) -> AuditEventRecord:
+        """Append one record at the end of the chain and return it as stored.
+
+        Appends are serialised in process by a lock, and across processes by a conditional update of the head
+        row in the same transaction as the insert (a writer that lost the race retries), so the chain never forks.
+
+        Raises:
+            ValueError: the record holds an unusable value (bad hash, IIN-like patient id, oversized output).
+        """
+        row = _validated_row(record)
+        with self._lock:
+            for attempt in range(APPEND_ATTEMPTS):
+                try:
+                    return self._append_once(row)
+                except (_ChainMoved, IntegrityError, OperationalError):
+                    self._head = None
+                    if attempt == APPEND_ATTEMPTS - 1:
+                        raise
+                    time.sleep(0.001 * (attempt + 1))
+                except BaseException:
+                    self._head = None
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _append_once(self, row: dict[str, Any]) -> AuditEventRecord:
+        with self._engine.begin() as conn:
+            # The head this process wrote last; if another process appended since, the conditional update
+            # below matches no row and the retry reads the head afresh.
+            seq, prev = self._head or tuple(conn.execute(_SELECT_HEAD).one())
+            full = {**row, "seq": seq + 1, "prev_hash": prev}
+            full["hash"] = record_hash(full)
+            params = {"old_seq": seq, "old_hash": prev, "new_seq": full["seq"], "new_hash": full["hash"]}
+            if conn.execute(_MOVE_HEAD, params).rowcount != 1:
+                raise _ChainMoved
+            conn.execute(_INSERT_EVENT, full)
+        self._head = (full["seq"], full["hash"])
+        return AuditEventRecord(**full)
+
+    def verify(self) -> VerifyResult:
+        """Walk the whole chain and report the first missing, altered or unchained record."""
+        expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
+        with self._engine.connect() as conn:
+            head = conn.execute(_SELECT_HEAD).first()
+            rows = conn.execution_options(yield_per=2000).execute(select(events_table).order_by(events_table.c.seq))
+            for row in rows.mappings():
+                seq = row["seq"]
+                if seq != expected_seq:
+                    return VerifyResult(
+                        False,
+                        checked,
+                        expected_seq,
+                        f"record {expected_seq} is missing (deleted): record {seq} follows record {expected_seq - 1}",
+                    )
+                if record_hash(row) != row["hash"]:
+                    return VerifyResult(False, checked, seq, f"record {seq} does not match its hash (altered)")
+                if row["prev_hash"] != prev_hash:
+                    return VerifyResult(
+                        False,
+                        checked,
+                        seq,
+                        f"record {seq} does not chain to record {seq - 1} (one of them was altered and rehashed)",
+                    )
+                prev_hash, expected_seq, checked = row["hash"], expected_seq + 1, checked + 1
+        last = expected_seq - 1
+        if head is None:
+            return VerifyResult(False, checked, last + 1, "the chain head row is missing (altered)")
+        if head.seq > last:
+            return VerifyResult(
+                False, checked, last + 1, f"records {last + 1} to {head.seq} are missing (deleted from the end)"
+            )
+        if head.seq != last or head.hash != prev_hash:
+            return VerifyResult(False, checked, last, f"the chain head does not match record {last} (altered)")
+        return VerifyResult(True, checked, head_hash=prev_hash)
+
+    def query(
+        self,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        model: str | None = None,
+        role: str | None = None,
+        outcome: str | None = None,
+        token_name: str | None = None,
+        page: int = 1,
+        page_size: int = 50,
+    ) -> AuditPage:
+        """One page of records matching every given filter, newest first.
+
+        Args:
+            start: earliest time, inclusive (naive means UTC).
+            end: latest time, exclusive.
+            model: registered model name.
+            role: token role.
+            outcome: outcome code (``0``) or name (``success``).
+            token_name: token name.
+            page: 1-based page number.
+            page_size: records per page (1-1000).
+
+        Raises:
+            ValueError: bad page, page size or outcome.
+        """
+        if page < 1 or not 1 <= page_size <= 1000:
+            raise ValueError("page must be >= 1 and page_size 1-1000")
+        c = events_table.c
+        conditions = []
+        if start is not None:
+            conditions.append(c.recorded >= format_time(start))
+        if end is not None:
+            conditions.append(c.recorded < format_time(end))
+        if model:
+            conditions.append(c.model_name == model)
+        if role:
+            conditions.append(c.role == role)
+        if outcome:
+            conditions.append(c.outcome == parse_outcome(outcome).value)
+        if token_name:
+            conditions.append(c.token_name == token_name)
+        with self._engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(events_table).where(*conditions)).scalar_one()
+            rows = conn.execute(
+                select(events_table)
+                .where(*conditions)
+                .order_by(c.seq.desc())
+                .limit(page_size)
+                .offset((page - 1) * page_size)
+            ).mappings()
+            items = [AuditEventRecord(**dict(r)) for r in rows]
+        return AuditPage(items, int(total), page, page_size)
+
+    def iter_all(self) -> Iterator[AuditEventRecord]:
+        """Every record in chain order (for exports)."""
+        with self._engine.connect() as conn:
+            rows = conn.execution_options(yield_per=2000).execute(select(events_table).order_by(events_table.c.seq))
+            for row in rows.mappings():
+                yield AuditEventRecord(**dict(row))
+
+    def to_fhir(self, record: AuditEventRecord) -> dict[str, Any]:
+        """The record as a FHIR R4 AuditEvent (see :func:`pipelines.service.audit_fhir.audit_event_to_fhir`)."""
+        return audit_event_to_fhir(record, self.observer)

@@ -1,0 +1,50 @@
+"""The one SQLAlchemy engine of the service (tokens and audit log share it), tuned for short concurrent writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # WAL lets readers (token checks, audit queries) run while one writer appends.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is crash-safe in WAL mode (a power cut may lose the last commits, never corrupt the chain).
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def make_engine(url: str, *, pool_size: int = 8) -> Engine:
+    """Create the engine for ``url``; for an SQLite file, create its folder and switch it to WAL mode.
+
+    Args:
+        url: an SQLAlchemy database URL (``sqlite:///path.db``, ``postgresql+psycopg://...``).
+        pool_size: connections kept open (ignored for in-memory SQLite).
+
+    Returns:
+        An engine to create once per process and share.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    database = parsed.database or ""
+    in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
+    if in_memory:
+        # One shared connection, or every pooled connection would see its own empty database.
+        engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    else:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine

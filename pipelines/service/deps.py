@@ -1,0 +1,182 @@
+"""Typed dependencies: the current token (``CurrentPrincipal``), role checks, settings, provider, audit log.
+
+Routes declare what they need in their signature, in the manner of full-stack-fastapi-template's ``deps.py``::
+
+    @router.post("/diagnosis")
+    def diagnose(principal: ClinicianPrincipal, audit: RequestAuditDep, provider: ProviderDep, ...): ...
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from pipelines.service.audit import AuditEventRecord, AuditLog, AuditOutcome, AuditRecord, sha256_hex
+from pipelines.service.errors import FhirHTTPError
+from pipelines.service.middleware import STATE_STARTED, route_template
+from pipelines.service.provider import ModelProvider
+from pipelines.service.ratelimit import TokenBucketLimiter
+from pipelines.service.roles import Role, role_allows
+from pipelines.service.settings import ServiceSettings
+from pipelines.service.tokens import TokenStore
+
+bearer_scheme = HTTPBearer(auto_error=False, description="a service token from `shipa tokens add`")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: the token's name and role."""
+
+    name: str
+    role: Role
+
+
+async def get_settings(request: Request) -> ServiceSettings:
+    """The settings the app was created with."""
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+async def get_audit_log(request: Request) -> AuditLog:
+    """The app's audit log."""
+    return request.app.state.audit_log  # type: ignore[no-any-return]
+
+
+async def get_provider(request: Request) -> ModelProvider:
+    """The app's model provider; 503 when the service was started without one."""
+    provider = request.app.state.provider
+    if provider is None:
+        raise FhirHTTPError(503, "transient", "no model provider is configured")
+    return provider  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
+AuditLogDep = Annotated[AuditLog, Depends(get_audit_log)]
+ProviderDep = Annotated[ModelProvider, Depends(get_provider)]
+
+
+async def current_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+) -> Principal:
+    """Authenticate the bearer token and take one request from its rate-limit bucket.
+
+    Runs on the event loop: the indexed lookup takes about 0.1 ms, less than a hop to the thread pool would.
+
+    Raises:
+        FhirHTTPError: 401 (login) without a valid active token; 429 (throttled) over the token's rate.
+    """
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None:
+        raise FhirHTTPError(401, "login", "a bearer token is required", headers=challenge)
+    tokens: TokenStore = request.app.state.tokens
+    info = tokens.authenticate(credentials.credentials)
+    if info is None:
+        raise FhirHTTPError(401, "login", "the bearer token is unknown or revoked", headers=challenge)
+    request.state.token_name = info.name  # read by RequestLogMiddleware (STATE_TOKEN_NAME)
+    limiter: TokenBucketLimiter = request.app.state.limiter
+    wait = limiter.acquire(info.name)
+    if wait > 0:
+        raise FhirHTTPError(
+            429, "throttled", "rate limit exceeded for this token", headers={"Retry-After": str(math.ceil(wait))}
+        )
+    return Principal(info.name, info.role)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def require_role(*roles: Role | str) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency that lets through tokens holding any of ``roles`` (``admin`` always passes).
+
+    Raises (from the dependency):
+        FhirHTTPError: 403 (forbidden) for a token of another role.
+    """
+    needed = tuple(Role(r) for r in roles)
+    if not needed:
+        raise ValueError("require_role needs at least one role")
+    names = " or ".join(r.value for r in needed)
+
+    async def check_role(principal: CurrentPrincipal) -> Principal:
+        if not role_allows(principal.role, needed):
+            raise FhirHTTPError(403, "forbidden", f"this endpoint needs the {names} role")
+        return principal
+
+    check_role.__name__ = f"require_{'_or_'.join(r.value for r in needed)}"
+    return check_role
+
+
+ClinicianPrincipal = Annotated[Principal, Depends(require_role(Role.clinician))]
+InvestigatorPrincipal = Annotated[Principal, Depends(require_role(Role.investigator))]
+AuditorPrincipal = Annotated[Principal, Depends(require_role(Role.auditor))]
+AdminPrincipal = Annotated[Principal, Depends(require_role(Role.admin))]
+
+
+@dataclass
+class RequestAudit:
+    """Everything about the current request the audit record needs; the route adds the model and its answer."""
+
+    audit_log: AuditLog
+    principal: Principal
+    endpoint: str
+    input_sha256: str | None
+    started: float
+
+    def record(
+        self,
+        *,
+        model_name: str,
+        model_version: str,
+        model_alias: str,
+        output: Any,
+        patient_pseudonym: str | None = None,
+        outcome: AuditOutcome | str = AuditOutcome.success,
+        outcome_desc: str | None = None,
+        purpose_of_use: str = "",
+        input_sha256: str | None = None,
+    ) -> AuditEventRecord:
+        """Append this request's audit record (latency measured from the start of the request).
+
+        ``input_sha256`` overrides the hash of the raw body; a route whose body was streamed (multipart uploads)
+        must pass it, e.g. ``sha256_hex(upload_bytes)``.
+
+        Raises:
+            ValueError: no input hash is known, or a value the audit log refuses (see ``AuditLog.append``).
+        """
+        digest = input_sha256 or self.input_sha256
+        if digest is None:
+            raise ValueError("the request body was streamed: pass input_sha256 to record()")
+        return self.audit_log.append(
+            AuditRecord(
+                token_name=self.principal.name,
+                role=self.principal.role.value,
+                endpoint=self.endpoint,
+                model_name=model_name,
+                model_version=model_version,
+                model_alias=model_alias,
+                input_sha256=digest,
+                output=output,
+                latency_ms=(time.perf_counter() - self.started) * 1000,
+                outcome=outcome,
+                purpose_of_use=purpose_of_use,
+                patient_pseudonym=patient_pseudonym,
+                outcome_desc=outcome_desc,
+            )
+        )
+
+
+async def request_audit(request: Request, principal: CurrentPrincipal, audit_log: AuditLogDep) -> RequestAudit:
+    """A :class:`RequestAudit` for this request; the input hash is sha256 of the raw request body."""
+    try:
+        digest: str | None = sha256_hex(await request.body())  # JSON bodies: already read and cached by FastAPI
+    except RuntimeError:  # the body was consumed as a stream (form parsing)
+        digest = None
+    started = request.scope.get("state", {}).get(STATE_STARTED, time.perf_counter())
+    return RequestAudit(audit_log, principal, route_template(request.scope), digest, started)
+
+
+RequestAuditDep = Annotated[RequestAudit, Depends(request_audit)]

@@ -1,0 +1,1 @@
+"""Thin routers of the infrastructure endpoints; the model endpoints are added beside them."""

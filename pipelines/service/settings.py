@@ -1,0 +1,111 @@
+"""Service settings from the environment (prefix ``SHIPA_SERVICE_``), refusing placeholder secrets outside demo mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from pipelines.service.errors import ServiceConfigError
+
+ENV_PREFIX = "SHIPA_SERVICE_"
+DEFAULT_STATE_DIR = Path("service-state")
+# Used only when demo_mode is on and no pepper is set: tokens made with it are worthless outside a demo.
+DEMO_TOKEN_PEPPER = "shipa-demo-token-pepper-not-for-production"
+MIN_SECRET_CHARS = 16
+PLACEHOLDER_SECRETS = frozenset(
+    {"change-me", "changeme", "change_me", "changethis", "secret", "password", "placeholder", "todo", "xxx"}
+)
+DEFAULT_CONTENT_TYPES = ("application/json", "application/fhir+json")
+
+
+def is_placeholder_secret(value: str) -> bool:
+    """True for an empty, short or well-known placeholder secret."""
+    stripped = value.strip()
+    return len(stripped) < MIN_SECRET_CHARS or stripped.lower() in PLACEHOLDER_SECRETS or "change-me" in stripped
+
+
+def _split_list(value: Any) -> Any:
+    """Accept a comma-separated string from the environment as well as a list."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class ServiceSettings(BaseSettings):
+    """Deployment settings of the inference service, read from ``SHIPA_SERVICE_*`` environment variables.
+
+    ``database_url`` defaults to an SQLite file ``service.db`` under ``state_dir``; any SQLAlchemy URL works
+    (PostgreSQL included). ``token_pepper`` keys the token hashes: changing it invalidates every token.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    demo_mode: bool = False
+    state_dir: Path = DEFAULT_STATE_DIR
+    database_url: str = ""
+    token_pepper: SecretStr = SecretStr("")
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="largest accepted request body")
+    rate_per_s: float = Field(50.0, gt=0, description="requests per second per token (token bucket refill)")
+    burst: int = Field(100, ge=1, description="requests a token may make at once (token bucket size)")
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    content_types: Annotated[tuple[str, ...], NoDecode] = DEFAULT_CONTENT_TYPES
+    max_claims_per_request: int = Field(1000, ge=1)
+    threads: int = Field(1, ge=1, description="OMP/torch threads per worker")
+    tracking_uri: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: str = "INFO"
+    service_name: str = Field("shipa-service", min_length=1, description="AuditEvent.source.observer display")
+
+    @field_validator("cors_origins", "content_types", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("content_types")
+    @classmethod
+    def _lower_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v.lower() for v in value)
+
+    @model_validator(mode="after")
+    def _check(self) -> ServiceSettings:
+        if not self.demo_mode and is_placeholder_secret(self.token_pepper.get_secret_value()):
+            raise ValueError(
+                f"{ENV_PREFIX}TOKEN_PEPPER is empty, a placeholder or shorter than {MIN_SECRET_CHARS} characters; "
+                "set a random secret (python -c 'import secrets; print(secrets.token_urlsafe(32))') "
+                f"or {ENV_PREFIX}DEMO_MODE=true for a demo"
+            )
+        if not self.database_url:
+            # Frozen model: fill the derived default once, here, rather than on every read.
+            object.__setattr__(self, "database_url", f"sqlite:///{self.state_dir / 'service.db'}")
+        return self
+
+    def pepper(self) -> bytes:
+        """The token-hashing pepper; the documented demo pepper when demo mode runs without one."""
+        value = self.token_pepper.get_secret_value()
+        if self.demo_mode and not value.strip():
+            value = DEMO_TOKEN_PEPPER
+        return value.encode("utf-8")
+
+
+def load_service_settings(**overrides: Any) -> ServiceSettings:
+    """Read the service settings from the environment now (never at import time).
+
+    Args:
+        overrides: field values that take precedence over the environment (e.g. from CLI options).
+
+    Raises:
+        ServiceConfigError: a setting is invalid; the message names the environment variable, never its value.
+    """
+    try:
+        return ServiceSettings(**overrides)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            parts.append(f"{ENV_PREFIX}{loc.upper()}: {msg}" if loc else msg)
+        raise ServiceConfigError("invalid service settings: " + "; ".join(parts)) from None

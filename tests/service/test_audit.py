@@ -1,0 +1,228 @@
+"""The hash-chained audit log: append, verify after tampering, concurrency, FHIR AuditEvent, queries."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from datetime import datetime, timedelta
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fhir.resources.R4B.auditevent import AuditEvent
+from sqlalchemy import text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.schema import CreateTable
+
+from pipelines.service.audit import (
+    GENESIS_HASH,
+    AuditLog,
+    AuditOutcome,
+    events_table,
+    head_table,
+    record_hash,
+)
+
+from .helpers import FAKE_IIN, T0, make_record
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "audit.db"
+
+
+@pytest.fixture
+def log(db_path: Path) -> Iterator[AuditLog]:
+    audit_log = AuditLog(f"sqlite:///{db_path}")
+    yield audit_log
+    audit_log.close()
+
+
+def raw_sql(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
+    """Tamper with the file as someone with the sqlite3 shell would, outside the service's code."""
+    with closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute(sql, params)
+
+
+def fill(log: AuditLog, n: int = 5) -> list[Any]:
+    return [log.append(make_record(i)) for i in range(n)]
+
+
+def test_append_chains_records_and_verify_passes(log: AuditLog) -> None:
+    assert log.verify().ok and log.verify().checked == 0
+    records = fill(log)
+    assert [r.seq for r in records] == [1, 2, 3, 4, 5]
+    assert records[0].prev_hash == GENESIS_HASH
+    assert all(b.prev_hash == a.hash for a, b in pairwise(records))
+    assert records[2].output == {"scores": {"claim-2": 0.502}}
+    assert records[2].latency_ms == 14.5 and records[2].purpose_of_use == "FRAUD"
+    assert records[2].recorded == "2025-03-01T09:02:00.000000Z"
+    result = log.verify()
+    assert (result.ok, result.checked, result.first_bad_id, result.head_hash) == (True, 5, None, records[-1].hash)
+
+
+def test_edited_output_is_named(log: AuditLog, db_path: Path) -> None:
+    fill(log)
+    raw_sql(db_path, 'UPDATE audit_events SET output_json = \'{"scores":{"claim-2":0.01}}\' WHERE seq = 3')
+    result = log.verify()
+    assert (result.ok, result.first_bad_id, result.checked) == (False, 3, 2)
+    assert "altered" in (result.reason or "")
+
+
+def test_edited_and_rehashed_record_breaks_the_next_link(log: AuditLog, db_path: Path) -> None:
+    fill(log)
+    with log.engine.connect() as conn:
+        row = dict(conn.execute(events_table.select().where(events_table.c.seq == 3)).mappings().one())
+    row["latency_us"] = 1
+    raw_sql(db_path, "UPDATE audit_events SET latency_us = 1, hash = ? WHERE seq = 3", (record_hash(row),))
+    result = log.verify()
+    assert (result.ok, result.first_bad_id) == (False, 4)
+    assert "does not chain" in (result.reason or "")
+
+
+def test_deleted_record_is_named(log: AuditLog, db_path: Path) -> None:
+    fill(log)
+    raw_sql(db_path, "DELETE FROM audit_events WHERE seq = 2")
+    result = log.verify()
+    assert (result.ok, result.first_bad_id, result.checked) == (False, 2, 1)
+    assert "missing" in (result.reason or "")
+
+
+def test_deleted_last_records_are_named(log: AuditLog, db_path: Path) -> None:
+    fill(log)
+    raw_sql(db_path, "DELETE FROM audit_events WHERE seq >= 4")
+    result = log.verify()
+    assert (result.ok, result.first_bad_id) == (False, 4)
+    assert "deleted from the end" in (result.reason or "")
+
+
+def test_edited_first_record_is_named(log: AuditLog, db_path: Path) -> None:
+    fill(log, 2)
+    raw_sql(db_path, "UPDATE audit_events SET token_name = 'someone-else' WHERE seq = 1")
+    assert log.verify().first_bad_id == 1
+
+
+def test_concurrent_appends_from_threads_and_two_engines_keep_one_chain(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    # Two logs on one file stand for two worker processes: each has its own lock and engine.
+    logs = [AuditLog(url), AuditLog(url)]
+    errors: list[BaseException] = []
+
+    def worker(k: int) -> None:
+        try:
+            for i in range(25):
+                logs[k % 2].append(make_record(k * 100 + i))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    result = logs[0].verify()
+    assert (result.ok, result.checked) == (True, 200)
+    with logs[0].engine.connect() as conn:
+        seqs = [r[0] for r in conn.execute(text("SELECT seq FROM audit_events ORDER BY seq"))]
+        head = conn.execute(head_table.select()).one()
+    assert seqs == list(range(1, 201)) and head.seq == 200
+    for audit_log in logs:
+        audit_log.close()
+
+
+def test_to_fhir_is_a_valid_r4_audit_event(log: AuditLog) -> None:
+    with_patient = log.append(make_record(1))
+    without = log.append(
+        make_record(2, patient_pseudonym=None, outcome=AuditOutcome.serious_failure, outcome_desc="model error")
+    )
+    event = log.to_fhir(with_patient)
+    parsed = AuditEvent.model_validate(event)
+    assert parsed.recorded is not None and event["outcome"] == "0" and event["action"] == "E"
+    assert event["type"]["code"] == "rest"
+    agent = event["agent"][0]
+    assert agent["requestor"] is True and agent["who"]["display"] == "inv-1"
+    assert agent["role"][0]["coding"][0]["code"] == "investigator"
+    assert event["source"]["observer"]["display"] == "shipa-service"
+    assert event["purposeOfEvent"][0]["coding"][0]["code"] == "FRAUD"
+    model, data, patient = event["entity"][:3]
+    assert model["what"]["identifier"]["value"] == "shipa-fraud/7"
+    assert {"type": "alias", "valueString": "champion"} in model["detail"]
+    assert data["detail"] == [{"type": "sha256", "valueString": with_patient.input_sha256}]
+    assert patient["what"] == {"reference": f"Patient/{'f' * 32}"}
+    other = log.to_fhir(without)
+    AuditEvent.model_validate(other)
+    assert other["outcome"] == "8" and other["outcomeDesc"] == "model error"
+    assert all("Patient/" not in str(e.get("what")) for e in other["entity"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"patient_pseudonym": FAKE_IIN}, "never an IIN"),
+        ({"patient_pseudonym": "Иванов"}, "never an IIN"),
+        ({"input_sha256": "abc"}, "input_sha256"),
+        ({"output": {"image": "x" * 70_000}}, "not images"),
+        ({"output": {"score": float("nan")}}, "Out of range float"),
+        ({"outcome": "bad"}, "bad"),
+        ({"output": {"when": object()}}, "not JSON"),
+        ({"model_name": "m" * 201}, "model_name must be 1-200"),
+        ({"model_version": ""}, "model_version must be"),
+    ],
+)
+def test_unusable_records_are_refused_and_not_written(log: AuditLog, overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        log.append(make_record(0, **overrides))
+    assert log.verify().checked == 0
+
+
+def test_query_filters_and_pages_newest_first(log: AuditLog) -> None:
+    fill(log, 6)
+    log.append(make_record(6, model_name="shipa-pneumonia", role="clinician", token_name="doc-1"))
+    log.append(make_record(7, outcome="major_failure"))
+    page = log.query(page=1, page_size=3)
+    assert page.total == 8 and [r.seq for r in page.items] == [8, 7, 6] and page.has_next
+    assert [r.seq for r in log.query(page=3, page_size=3).items] == [2, 1]
+    window = log.query(start=T0 + timedelta(minutes=2), end=T0 + timedelta(minutes=4))
+    assert [r.seq for r in window.items] == [4, 3]
+    naive = log.query(start=datetime(2025, 3, 1, 9, 5))  # naive means UTC
+    assert [r.seq for r in naive.items] == [8, 7, 6]
+    assert [r.seq for r in log.query(model="shipa-pneumonia").items] == [7]
+    assert [r.token_name for r in log.query(role="clinician").items] == ["doc-1"]
+    assert [r.seq for r in log.query(outcome="12").items] == [8]
+    assert log.query(outcome="success").total == 7
+    assert log.query(token_name="doc-1").total == 1
+    assert [r.seq for r in log.iter_all()] == list(range(1, 9))
+    with pytest.raises(ValueError):
+        log.query(page=0)
+
+
+def test_schema_and_statements_compile_for_postgresql() -> None:
+    # The log must not depend on SQLite-only SQL: its DDL compiles for PostgreSQL.
+    ddl = str(CreateTable(events_table).compile(dialect=postgresql.dialect()))
+    assert "BIGINT NOT NULL" in ddl and "TEXT NOT NULL" in ddl
+    str(CreateTable(head_table).compile(dialect=postgresql.dialect()))
+
+
+def test_appends_are_fast(log: AuditLog) -> None:
+    n = 300
+    start = time.perf_counter()
+    for i in range(n):
+        log.append(make_record(i))
+    rate = n / (time.perf_counter() - start)
+    # Far below what the hardware does (about 2,000/s here); the load test needs hundreds a second.
+    assert rate > 300, f"{rate:.0f} appends/s"
+    verify_start = time.perf_counter()
+    assert log.verify().ok
+    assert time.perf_counter() - verify_start < 1.0
+
+
+def test_numpy_outputs_are_stored_as_plain_json(log: AuditLog) -> None:
+    np = pytest.importorskip("numpy")
+    record = log.append(make_record(1, output={"score": np.float32(0.25), "top": np.array([1, 2])}))
+    assert record.output_json == '{"score":0.25,"top":[1,2]}'
+    assert log.verify().ok

@@ -1,0 +1,51 @@
+"""Service settings: environment prefix, derived defaults, and refusal of placeholder secrets outside demo mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.service.errors import ServiceConfigError
+from pipelines.service.settings import DEMO_TOKEN_PEPPER, load_service_settings
+
+
+@pytest.mark.parametrize("pepper", [None, "", "change-me", "CHANGEME", "changethis", "short-secret", "   "])
+def test_placeholder_pepper_refused_outside_demo(monkeypatch: pytest.MonkeyPatch, pepper: str | None) -> None:
+    if pepper is not None:
+        monkeypatch.setenv("SHIPA_SERVICE_TOKEN_PEPPER", pepper)
+    with pytest.raises(ServiceConfigError, match="SHIPA_SERVICE_TOKEN_PEPPER is empty, a placeholder") as err:
+        load_service_settings()
+    if pepper and pepper.strip():
+        assert pepper not in str(err.value)
+
+
+def test_demo_mode_accepts_missing_pepper(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPA_SERVICE_DEMO_MODE", "true")
+    settings = load_service_settings()
+    assert settings.pepper() == DEMO_TOKEN_PEPPER.encode()
+    monkeypatch.setenv("SHIPA_SERVICE_TOKEN_PEPPER", "change-me")
+    assert load_service_settings().pepper() == b"change-me"
+
+
+def test_environment_values_and_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SHIPA_SERVICE_TOKEN_PEPPER", "a-real-secret-of-enough-length")
+    monkeypatch.setenv("SHIPA_SERVICE_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("SHIPA_SERVICE_CORS_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("SHIPA_SERVICE_RATE_PER_S", "7.5")
+    monkeypatch.setenv("SHIPA_SERVICE_BURST", "9")
+    settings = load_service_settings()
+    assert settings.database_url == f"sqlite:///{tmp_path / 'state' / 'service.db'}"
+    assert settings.cors_origins == ("https://a.example", "https://b.example")
+    assert (settings.rate_per_s, settings.burst, settings.host, settings.threads) == (7.5, 9, "127.0.0.1", 1)
+    assert settings.content_types == ("application/json", "application/fhir+json")
+    assert "a-real-secret" not in repr(settings)
+    explicit = load_service_settings(database_url="postgresql+psycopg://svc@db/shipa")
+    assert explicit.database_url == "postgresql+psycopg://svc@db/shipa"
+
+
+def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPA_SERVICE_DEMO_MODE", "true")
+    monkeypatch.setenv("SHIPA_SERVICE_PORT", "99999")
+    with pytest.raises(ServiceConfigError, match="SHIPA_SERVICE_PORT"):
+        load_service_settings()

@@ -1,0 +1,78 @@
+"""Tokens: stored only as keyed hashes, one role each, revocable, names never reused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.service.db import make_engine
+from pipelines.service.errors import TokenError
+from pipelines.service.roles import Role, role_allows
+from pipelines.service.tokens import TOKEN_PREFIX, TokenStore
+
+from .helpers import PEPPER
+
+
+@pytest.fixture
+def db_file(tmp_path: Path) -> Path:
+    return tmp_path / "service.db"
+
+
+@pytest.fixture
+def store(db_file: Path) -> TokenStore:
+    return TokenStore(make_engine(f"sqlite:///{db_file}"), PEPPER.encode())
+
+
+def test_add_authenticate_revoke(store: TokenStore) -> None:
+    token = store.add("dr-aliya", "clinician")
+    assert token.startswith(TOKEN_PREFIX) and len(token) > 40
+    info = store.authenticate(token)
+    assert info is not None and (info.name, info.role, info.active) == ("dr-aliya", Role.clinician, True)
+    assert store.authenticate(token + "x") is None
+    assert store.authenticate("not-even-prefixed") is None
+    revoked = store.revoke("dr-aliya")
+    assert revoked.revoked_at is not None and not revoked.active
+    assert store.authenticate(token) is None
+    with pytest.raises(TokenError, match="no active token"):
+        store.revoke("dr-aliya")
+
+
+def test_tokens_are_stored_hashed_only(store: TokenStore, db_file: Path) -> None:
+    tokens = [store.add(f"user-{i}", "investigator") for i in range(3)]
+    wal = db_file.with_name(db_file.name + "-wal")
+    raw = db_file.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    for token in tokens:
+        assert token.encode() not in raw
+        assert token[len(TOKEN_PREFIX) :].encode() not in raw
+        assert store.hash_token(token).encode() in raw
+
+
+def test_pepper_keys_the_hash(store: TokenStore, db_file: Path) -> None:
+    token = store.add("a", "auditor")
+    other = TokenStore(make_engine(f"sqlite:///{db_file}"), b"another-pepper-entirely-0123456789")
+    assert other.authenticate(token) is None
+    assert store.authenticate(token) is not None
+
+
+def test_names_roles_and_reuse(store: TokenStore) -> None:
+    with pytest.raises(TokenError, match="unknown role 'nurse'"):
+        store.add("n", "nurse")
+    with pytest.raises(TokenError, match="not allowed"):
+        store.add("bad name;", "admin")
+    store.add("ops", "ADMIN")
+    with pytest.raises(TokenError, match="already used"):
+        store.add("ops", "admin")
+    store.revoke("ops")
+    with pytest.raises(TokenError, match="already used"):
+        store.add("ops", "admin")
+    store.add("zed", Role.auditor)
+    listed = [(i.name, i.role.value, i.active) for i in store.list()]
+    assert listed == [("ops", "admin", False), ("zed", "auditor", True)]
+
+
+def test_role_rules() -> None:
+    assert role_allows(Role.admin, (Role.clinician,))
+    assert role_allows(Role.clinician, (Role.clinician, Role.investigator))
+    assert not role_allows(Role.auditor, (Role.clinician,))
+    assert not role_allows(Role.clinician, (Role.admin,))
