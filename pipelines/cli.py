@@ -259,6 +259,19 @@ def results(root: Annotated[Path, typer.Option("--root", help="project folder")]
         typer.echo(line)
 
 
+def _mount_service_commands() -> None:
+    """``shipa tokens ...`` and ``shipa audit verify`` (they read the same SHIPA_SERVICE_* settings as the service)."""
+    from pipelines.service.cli import audit_verify, tokens_app
+
+    app.add_typer(tokens_app, name="tokens")
+    audit_app = typer.Typer(help="Auditors: check the service's audit log.", no_args_is_help=True)
+    audit_app.command("verify")(audit_verify)
+    app.add_typer(audit_app, name="audit")
+
+
+_mount_service_commands()
+
+
 @app.command("check-params")
 def check_params(params: ParamsOpt = DEFAULT_PARAMS) -> None:
     """Validate every section of the params file and print the effective values."""
