@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,10 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "1"
+# Session-wide default store, so fixtures wider than one test never write into the repository's mlflow.db
+# (the Makefile exports MLFLOW_TRACKING_URI for `make run`); each test then gets its own store below.
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='shipa-mlflow-')}/mlflow.db"
+os.environ.pop("SHIPA_PIPELINE_RUN_ID", None)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
