@@ -91,9 +91,7 @@ def _options(args: argparse.Namespace, *, threads: int, precision: str, compile_
     )
 
 
-def run_shipa(
-    table: Any, args: argparse.Namespace, out_dir: Path, *, threads: int, precision: str
-) -> LoopResult:
+def run_shipa(table: Any, args: argparse.Namespace, out_dir: Path, *, threads: int, precision: str) -> LoopResult:
     """Shipa's engine, as the ``train`` stage runs it."""
     options = _options(args, threads=threads, precision=precision, compile_model=args.compile)
     result = LoopResult(name=f"shipa ({precision}, {threads} thr)", threads=threads)
@@ -171,9 +169,7 @@ def run_baseline(table: Any, args: argparse.Namespace, pos_weight: float) -> Loo
     model = build_model(args.network, "fused", len(EHR_COLUMNS), embed_dim=32, ehr_hidden=32, dropout=0.1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     total_steps = args.epochs * len(train_loader)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=total_steps, eta_min=args.lr * 0.01
-    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=args.lr * 0.01)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight))
     for _ in range(args.epochs):
         model.train()
@@ -198,15 +194,11 @@ def run_baseline(table: Any, args: argparse.Namespace, pos_weight: float) -> Loo
                 labels.append(batch["label"])
         result.val_auroc.append(float(roc_auc_score(torch.cat(labels).numpy(), torch.cat(probs).numpy())))
         result.epoch_end.append(time.perf_counter() - start)
-        log.info(
-            "baseline epoch: loss %.4f, val AUROC %.4f", epoch_loss / len(train_loader), result.val_auroc[-1]
-        )
+        log.info("baseline epoch: loss %.4f, val AUROC %.4f", epoch_loss / len(train_loader), result.val_auroc[-1])
     return result
 
 
-def compute_only(
-    args: argparse.Namespace, *, threads: int, precision: str, baseline_threads: int
-) -> dict[str, float]:
+def compute_only(args: argparse.Namespace, *, threads: int, precision: str, baseline_threads: int) -> dict[str, float]:
     """Images/s of forward+backward+step on one in-memory batch: baseline settings vs Shipa's settings.
 
     The two are measured in alternation and each keeps its fastest step, so a burst of load from another
@@ -214,9 +206,7 @@ def compute_only(
     """
     from monai.data import MetaTensor
 
-    def setup(
-        meta: bool, channels_last: bool
-    ) -> tuple[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor]:
+    def setup(meta: bool, channels_last: bool) -> tuple[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor]:
         torch.manual_seed(0)
         model = build_model(args.network, "fused", len(EHR_COLUMNS), embed_dim=32, ehr_hidden=32)
         image = torch.rand(args.batch_size, 1, args.size, args.size)
@@ -230,9 +220,7 @@ def compute_only(
 
     target = torch.rand(args.batch_size)
 
-    def step(
-        setup_: tuple[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor], bf16: bool
-    ) -> float:
+    def step(setup_: tuple[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor], bf16: bool) -> float:
         model, optimizer, image, ehr = setup_
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -264,9 +252,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--network", default="densenet121")
     parser.add_argument("--size", type=int, default=64, help="training image size (px)")
-    parser.add_argument(
-        "--n", type=int, default=480, help="synthetic studies (60%% train, 20%% val, 20%% test)"
-    )
+    parser.add_argument("--n", type=int, default=480, help="synthetic studies (60%% train, 20%% val, 20%% test)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -323,9 +309,7 @@ def main() -> None:
     t_base, t_shipa = rows[0]["time_to_target_s"], rows[1]["time_to_target_s"]
     target_ratio = t_base / t_shipa if t_base and t_shipa else None
 
-    print(
-        f"\n{args.network} at {args.size} px, n={args.n}, batch {args.batch_size}, {args.epochs} epochs, CPU"
-    )
+    print(f"\n{args.network} at {args.size} px, n={args.n}, batch {args.batch_size}, {args.epochs} epochs, CPU")
     target = f"to AUROC>={args.target}"
     print(f"{'loop':32} {'samples/s median':>16} {'best':>7} {target:>16} {'epochs':>6}  val AUROC per epoch")
     for row in rows:

@@ -160,9 +160,7 @@ def main() -> int:
         print(f"gpu_train: no CUDA device here (torch {torch.__version__}); nothing to measure.")
         return 0
     device = torch.device("cuda", 0)
-    print(
-        f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, {args.network} at {args.size} px"
-    )
+    print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, {args.network} at {args.size} px")
     plain = run_loop(args, device, shipa=False)
     torch.cuda.empty_cache()
     fast = run_loop(args, device, shipa=True)
@@ -175,9 +173,7 @@ def main() -> int:
     ratio = fast["images_per_s"] / plain["images_per_s"]
     print(f"ratio (shipa / plain): {ratio:.2f}x")
     if args.json:
-        args.json.write_text(
-            json.dumps({"args": vars(args) | {"json": str(args.json)}, "loops": [plain, fast]})
-        )
+        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "loops": [plain, fast]}))
     return 0
 
 
