@@ -20,6 +20,7 @@ from pipelines.config import (
     EvaluateParams,
     FeaturesParams,
     IngestParams,
+    RegisterParams,
     SynthesizeParams,
     TrainParams,
     get_settings,
@@ -221,6 +222,29 @@ def evaluate(
             key = get_settings().pseudonym_key
             metrics = stage.run_fraud(*args, raw=raw, tables=interim / "tables", key=key)
         return {"metrics": str(root / "metrics.json"), "comparison": metrics.get("comparison")}
+
+    _print_summary(_guard(go))
+
+
+@app.command()
+def register(
+    model: ModelArg,
+    processed: ProcessedOpt = Path("data/processed"),
+    models: ModelsOpt = Path("models"),
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Log MODEL as an MLflow pyfunc, register it (alias challenger), run the promotion gate, write its card.
+
+    Reads `register.<model>`. Writes MODELS/MODEL/registered.json and model_card.{json,md}; `champion` moves
+    only when every gate check passes.
+    """
+
+    def go() -> dict[str, Any]:
+        cfg = load_section(RegisterParams, "register", params)
+        options = load_section(FeaturesParams, "features", params).fraud.model_dump(mode="json", exclude={"split"})
+        from pipelines.stages import register as stage
+
+        return stage.run(model.value, cfg, processed=processed, models=models, feature_options=options)
 
     _print_summary(_guard(go))
 

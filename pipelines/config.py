@@ -236,12 +236,57 @@ class EvaluateParams(_Section):
     fraud_k: int = Field(150, ge=1, description="fraud review-queue size for precision/recall/money@k")
 
 
+class GateParams(_Section):
+    """Promotion-gate rules of one model (see pipelines/tracking/gate.py); null skips an optional check."""
+
+    primary_metric: str = Field("auroc", description="key of the report's metrics: auroc, auprc, precision_at_<k>")
+    min_primary_low: float = Field(0.75, ge=0, le=1, description="minimum lower CI bound of the primary metric")
+    max_ece: float | None = Field(0.1, ge=0, description="maximum expected calibration error")
+    max_subgroup_gap: float | None = Field(0.2, ge=0, description="maximum gap of gap_metric between subgroups")
+    gap_metric: str | None = Field(None, description="metric whose subgroup gap is checked; null = primary")
+    champion_tolerance: float = Field(0.02, ge=0, description="how far below the champion a candidate may score")
+
+
+class DiagnosisRegisterParams(_Section):
+    """Registration of the diagnosis model (the mode that ``evaluate`` reported in metrics.json)."""
+
+    gate: GateParams = GateParams()
+
+
+class RiskBandsParams(_Section):
+    """Score cut-offs of the qualitative fraud risk the service shows: low < moderate <= moderate-risk < high."""
+
+    moderate: float = Field(0.1, gt=0, lt=1)
+    high: float = Field(0.5, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RiskBandsParams:
+        if not self.moderate < self.high:
+            raise ValueError("moderate must be below high")
+        return self
+
+
+class FraudRegisterParams(_Section):
+    """Registration of the fraud model (its report has no subgroups, so no gap check by default)."""
+
+    gate: GateParams = GateParams(primary_metric="auprc", min_primary_low=0.5, max_ece=0.05, max_subgroup_gap=None)
+    risk_bands: RiskBandsParams = RiskBandsParams()
+
+
+class RegisterParams(_Section):
+    """Parameters of the ``register`` stage, one subsection per model."""
+
+    diagnosis: DiagnosisRegisterParams = DiagnosisRegisterParams()
+    fraud: FraudRegisterParams = FraudRegisterParams()
+
+
 _SECTIONS: dict[str, type[_Section]] = {
     "synthesize": SynthesizeParams,
     "ingest": IngestParams,
     "features": FeaturesParams,
     "train": TrainParams,
     "evaluate": EvaluateParams,
+    "register": RegisterParams,
 }
 
 S = TypeVar("S", bound=_Section)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -60,16 +61,26 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | 
 
 @contextlib.contextmanager
 def tracking_uri_scope(tracking_uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API at ``tracking_uri`` for the block, then restore the previous URI.
+    """Point MLflow's fluent API at ``tracking_uri`` for the block, then restore exactly what was there.
 
-    Only model logging needs this: MLflow's ``Model.log`` resolves the store from the global URI.
+    Only model logging needs this: MLflow's ``Model.log`` resolves the store from the global URI. Restoring
+    with ``set_tracking_uri(previous)`` would pin the previous (possibly defaulted) URI as a global and write it
+    into ``MLFLOW_TRACKING_URI``, so a later stage run in the same process could land in the wrong store: the
+    module globals and the environment variables are saved and put back as they were.
     """
-    previous = mlflow.get_tracking_uri()
-    previous_registry = mlflow.get_registry_uri()
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved_globals = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
-        mlflow.set_registry_uri(previous_registry)
+        tracking_utils._tracking_uri, registry_utils._registry_uri = saved_globals
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -91,6 +91,10 @@ def reproduction_plan(
     if commit == git.UNKNOWN:
         raise UnknownCommitError(f"{info.uri}: run {info.run_id} recorded no git commit")
     target = stage or run_tags.get(names.STAGE)
+    if target and target.startswith("register@"):
+        # The version was logged by its register stage; rebuilding means rerunning up to its evaluation (rerunning
+        # register itself would only register yet another version).
+        target = "evaluate@" + target.split("@", 1)[1]
     if not target:
         raise ReproductionError(f"{info.uri}: run {info.run_id} recorded no DVC stage; pass the stage to rerun")
     data = {k[len(names.DATA_PREFIX) :]: v for k, v in sorted(run_tags.items()) if k.startswith(names.DATA_PREFIX)}

@@ -1,0 +1,94 @@
+"""The fraud pyfunc: claim feature records in, the library's scores and reason codes out, through MLflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import polars as pl
+import pytest
+from mlflow.exceptions import MlflowException
+
+from pipelines.config import FraudFeaturesParams
+from pipelines.errors import InputError
+from pipelines.features.fraud import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from pipelines.fraud.reasons import REASON_CODES
+from pipelines.modeling.fraud_model import FraudModelConfig, save_fraud_model, score, train_fraud_model
+from pipelines.modeling.fraud_reasons import explain
+from pipelines.stages import features
+from pipelines.tracking.client import tracking_uri_scope
+from pipelines.tracking.pyfunc_fraud import (
+    FraudPyfunc,
+    input_example,
+    load_scorer,
+    score_claims,
+    signature,
+)
+from pipelines.tracking.runs import stage_run
+
+FRAUD_NON_INPUTS = ("claim_id", "provider_id", "patient_id", "created", "label", "split")
+
+
+@pytest.fixture(scope="module")
+def fraud_model(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The tiny cohort's claim records and a small fraud model trained on them, saved to a folder."""
+    root = tmp_path_factory.mktemp("pyfunc-fraud")
+    features.run_fraud(FraudFeaturesParams(), tiny_cohort / "data" / "interim", root / "processed")
+    df = pl.read_parquet(root / "processed" / "dataset.parquet")
+    train, val = df.filter(pl.col("split") == "train"), df.filter(pl.col("split") == "val")
+    model = train_fraud_model(
+        train, train["label"].to_numpy(), val, val["label"].to_numpy(),
+        numeric=NUMERIC_FEATURES, categorical=CATEGORICAL_FEATURES,
+        config=FraudModelConfig(epochs=2, iforest_trees=50), seed=0, device="cpu",
+    )  # fmt: skip
+    save_fraud_model(model, root / "model")
+    schema = {k: v for k, v in df.schema.items() if k not in FRAUD_NON_INPUTS}
+    return {"dir": root / "model", "records": df.filter(pl.col("split") == "test"), "schema": schema}
+
+
+def test_scores_and_reasons_are_the_librarys(fraud_model: dict[str, Any]) -> None:
+    model = load_scorer(fraud_model["dir"])
+    records: pl.DataFrame = fraud_model["records"]
+    out = score_claims(model, records.to_pandas())
+    assert list(out.columns) == ["probability", "reason_codes", "reasons"]
+    np.testing.assert_allclose(out["probability"], score(model, records), atol=1e-9)
+    expected = explain(model, records, top_n=3)
+    assert out["reason_codes"].tolist() == [[r.code for r in claim] for claim in expected]
+    assert any(out["reason_codes"].map(len) > 0)
+    for codes, text in zip(out["reason_codes"], out["reasons"], strict=True):
+        reasons = json.loads(text)
+        assert [r["code"] for r in reasons] == codes
+        assert all(r["code"] in REASON_CODES.values() and r["kk"] and r["ru"] and r["en"] for r in reasons)
+    with pytest.raises(InputError, match=r"missing feature column.*dup_min_days"):
+        score_claims(model, records.drop("dup_min_days").to_pandas())
+
+
+def test_logged_pyfunc_round_trip(fraud_model: dict[str, Any], tracking_uri: str) -> None:
+    model = load_scorer(fraud_model["dir"])
+    schema = fraud_model["schema"]
+    example = input_example(model, schema)
+    assert example.loc[0, "total"] == pytest.approx(model.reference["total"])  # a typical claim, not a real one
+    assert example.loc[0, "main_tariff"] in model.encoder.vocab["main_tariff"]
+    sig = signature(schema, model.feature_names)
+    assert [c.name for c in sig.inputs.inputs if c.required] == [c for c in schema if c in model.feature_names]
+    assert "service_start" in sig.inputs.input_names()  # context for the sentences: optional
+    with stage_run(
+        "register@fraud", tracking_uri=tracking_uri, experiment="shipa", params={}, tags={}, pipeline_run_id=None
+    ) as run:
+        ref = run.log_pyfunc_model(
+            FraudPyfunc(), artifacts={"model": fraud_model["dir"]}, input_example=example, signature=sig
+        )
+    with tracking_uri_scope(tracking_uri):
+        loaded = mlflow.pyfunc.load_model(ref.model_uri)
+    records = fraud_model["records"].drop(*FRAUD_NON_INPUTS).to_pandas()
+    out = loaded.predict(records)
+    np.testing.assert_allclose(out["probability"], score(model, fraud_model["records"]), atol=1e-9)
+    assert max(loaded.predict(records, params={"top_n": 1})["reason_codes"].map(len)) == 1
+    bare = loaded.predict(records[model.feature_names])  # without the context columns: same scores
+    np.testing.assert_allclose(bare["probability"], out["probability"], atol=1e-9)
+    with pytest.raises(MlflowException, match="total"):
+        loaded.predict(records.drop(columns="total"))
+    assert loaded.unwrap_python_model().scorer.feature_names == model.feature_names
