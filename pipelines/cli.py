@@ -64,6 +64,7 @@ def _main() -> None:
     configure_logging(get_settings().log_level)
     # Sovereign by default: no telemetry leaves the machine.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -285,11 +286,16 @@ def results(root: Annotated[Path, typer.Option("--root", help="project folder")]
 
 def _mount_service_commands() -> None:
     """``shipa tokens ...`` and ``shipa audit verify`` (they read the same SHIPA_SERVICE_* settings as the service)."""
+    from pipelines.audit.cli import audit_report, audit_trace
     from pipelines.service.cli import audit_verify, tokens_app
 
     app.add_typer(tokens_app, name="tokens")
-    audit_app = typer.Typer(help="Auditors: check the service's audit log.", no_args_is_help=True)
+    audit_app = typer.Typer(
+        help="Auditors: verify the audit log, report on a model version, trace a prediction.", no_args_is_help=True
+    )
     audit_app.command("verify")(audit_verify)
+    audit_app.command("report")(audit_report)
+    audit_app.command("trace")(audit_trace)
     app.add_typer(audit_app, name="audit")
 
 

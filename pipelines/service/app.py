@@ -20,7 +20,7 @@ from pipelines.service.middleware import (
 )
 from pipelines.service.provider import ModelProvider
 from pipelines.service.ratelimit import TokenBucketLimiter
-from pipelines.service.routes import audit, health, models
+from pipelines.service.routes import audit, audit_report, health, models
 from pipelines.service.settings import ServiceSettings
 from pipelines.service.threads import apply_thread_settings
 from pipelines.service.tokens import TokenStore
@@ -74,6 +74,7 @@ def create_app(settings: ServiceSettings, model_provider: ModelProvider | None =
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(audit.router)
+    app.include_router(audit_report.router)
 
     # Added innermost first: logging sees every final status, including the catch-all's 500.
     app.add_middleware(ContentTypeMiddleware, allowed=settings.content_types)

@@ -1,0 +1,1 @@
+"""Auditors' tools: the per-version report (HTML + PDF), the trace of one prediction, and their MLflow searches."""
