@@ -12,7 +12,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test test-browser test-fast lint format typecheck bench lock clean-data help mlflow-ui
+.PHONY: install run serve test test-browser test-fast lint format typecheck bench lock clean-data help mlflow-ui
 
 help:
 	@echo "make run     - set up .venv and run the whole pipeline (dvc repro) on the built-in cohort"
@@ -20,6 +20,7 @@ help:
 	@echo "make lint    - ruff check + format check + mypy"
 	@echo "make bench   - run the benchmarks under benchmarks/"
 	@echo "make mlflow-ui - the MLflow UI on 127.0.0.1:$(MLFLOW_PORT)"
+	@echo "make serve   - the inference service on 127.0.0.1:8000 (champion models, FHIR in and out)"
 	@echo "make lock    - refresh constraints.txt from the current .venv"
 
 install: $(STAMP)
@@ -71,6 +72,13 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; OMP_NUM_THREADS=1 $(BIN)/python $$b || exit 1; done
+
+# The inference service on 127.0.0.1:8000 over the champions of the embedded MLflow store. Demo mode accepts the
+# documented demo keys for the built-in cohort only; real deployments set SHIPA_SERVICE_TOKEN_PEPPER and
+# SHIPA_PSEUDONYM_KEY. Create a token first: .venv/bin/shipa tokens add --name me --role admin
+serve: $(STAMP)
+	SHIPA_SERVICE_DEMO_MODE=$${SHIPA_SERVICE_DEMO_MODE:-true} SHIPA_SERVICE_TRACKING_URI=$${SHIPA_SERVICE_TRACKING_URI:-$(MLFLOW_TRACKING_URI)} \
+		OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/shipa serve
 
 # The MLflow UI on 127.0.0.1 over the embedded store (override MLFLOW_PORT).
 MLFLOW_PORT ?= 5000

@@ -284,6 +284,23 @@ def results(root: Annotated[Path, typer.Option("--root", help="project folder")]
         typer.echo(line)
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option("--host", help="override SHIPA_SERVICE_HOST")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="override SHIPA_SERVICE_PORT")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="override SHIPA_SERVICE_TRACKING_URI")
+    ] = None,
+) -> None:
+    """Serve the champion models (diagnosis, fraud) over HTTP: FHIR in and out, tokens and roles, audit log.
+
+    Settings come from SHIPA_SERVICE_* (see pipelines/service/README.md); binds 127.0.0.1 unless told otherwise.
+    """
+    from pipelines.service.assemble import serve as run_service  # FastAPI is imported only when serving
+
+    run_service(host=host, port=port, tracking_uri=tracking_uri)
+
+
 def _mount_service_commands() -> None:
     """``shipa tokens ...`` and ``shipa audit verify`` (they read the same SHIPA_SERVICE_* settings as the service)."""
     from pipelines.audit.cli import audit_report, audit_trace

@@ -47,7 +47,8 @@ class ServiceSettings(BaseSettings):
     state_dir: Path = DEFAULT_STATE_DIR
     database_url: str = ""
     token_pepper: SecretStr = SecretStr("")
-    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="largest accepted request body")
+    # Real CR/DX files are 5-30 MB, so the default admits a radiograph with its Bundle.
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest accepted request body")
     rate_per_s: float = Field(50.0, gt=0, description="requests per second per token (token bucket refill)")
     burst: int = Field(100, ge=1, description="requests a token may make at once (token bucket size)")
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()

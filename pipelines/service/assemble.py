@@ -1,0 +1,158 @@
+"""The inference service put together: settings, MLflow model provider and model routes (``shipa serve``).
+
+``build_app(settings)`` is ``create_app`` plus what the model routes need: the champion models (loaded before
+the first request, in this worker), the pseudonymisation key (the ingest key, ``SHIPA_PSEUDONYM_KEY``, so the
+service's pseudonyms equal the tables'), multipart uploads for DICOM files, and the numeric thread count.
+``python -m pipelines.service.assemble`` runs it like ``shipa serve``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from fastapi import FastAPI
+
+from pipelines.config import DEFAULT_PARAMS, DEMO_PSEUDONYM_KEY, ConfigError
+from pipelines.fhir.pseudonym import Pseudonymizer
+from pipelines.service.app import create_app
+from pipelines.service.errors import ServiceConfigError
+from pipelines.service.settings import ServiceSettings, load_service_settings
+from pipelines.service.threads import apply_thread_settings
+
+log = logging.getLogger(__name__)
+
+MULTIPART = "multipart/form-data"
+MODELS_DIRNAME = "models"
+
+
+def pseudonym_key(settings: ServiceSettings, key: str | None = None) -> str:
+    """The pseudonymisation key: ``key``, else ``SHIPA_PSEUDONYM_KEY``, else the demo key in demo mode only.
+
+    Raises:
+        ServiceConfigError: no key outside demo mode, the demo key outside demo mode, or a key under 16 bytes.
+    """
+    if key is None:
+        from pipelines.config import get_settings
+
+        key = get_settings().pseudonym_key
+    if key is None:
+        if not settings.demo_mode:
+            raise ServiceConfigError(
+                "SHIPA_PSEUDONYM_KEY is not set: the service needs the ingest's pseudonymisation key "
+                "(or SHIPA_SERVICE_DEMO_MODE=true for the built-in cohort's demo key)"
+            )
+        key = DEMO_PSEUDONYM_KEY
+    if key == DEMO_PSEUDONYM_KEY and not settings.demo_mode:
+        raise ServiceConfigError("the demo pseudonymisation key is accepted only with SHIPA_SERVICE_DEMO_MODE=true")
+    if len(key.encode("utf-8")) < 16:
+        raise ServiceConfigError("SHIPA_PSEUDONYM_KEY must be at least 16 bytes")
+    return key
+
+
+def with_uploads(settings: ServiceSettings) -> ServiceSettings:
+    """The settings with ``multipart/form-data`` among the accepted content types (DICOM uploads)."""
+    if MULTIPART in settings.content_types:
+        return settings
+    return settings.model_copy(update={"content_types": (*settings.content_types, MULTIPART)})
+
+
+def params_defaults(params_path: Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    """The ingest image size and the fraud feature options from ``params.yaml`` when the file is there.
+
+    The registered models are the authority when they carry these; a deployment without the project's params
+    file gets the library defaults.
+    """
+    from pipelines.config import FeaturesParams, IngestParams, load_section
+    from pipelines.features.fraud import FraudFeatureOptions
+
+    if not Path(params_path).exists():
+        return {}
+    try:
+        ingest = load_section(IngestParams, "ingest", params_path)
+        features = load_section(FeaturesParams, "features", params_path)
+    except ConfigError as exc:
+        log.warning("params file not used by the service: %s", exc)
+        return {}
+    options = FraudFeatureOptions(**features.fraud.model_dump(exclude={"split"}))
+    return {"ingest_image_size": ingest.image_size, "fraud_options": options}
+
+
+def build_app(
+    settings: ServiceSettings,
+    *,
+    provider: Any | None = None,
+    key: str | None = None,
+    load: bool = True,
+    params_path: Path = DEFAULT_PARAMS,
+) -> FastAPI:
+    """The service app with the real model provider and the diagnosis and fraud routes.
+
+    Args:
+        settings: validated service settings.
+        provider: a model provider; None builds the
+            :class:`~pipelines.service.models_provider.MlflowModelProvider`
+            on ``settings.tracking_uri`` (or the project's MLflow store), downloading into
+            ``<state_dir>/models``.
+        key: the pseudonymisation key (default: the environment, see :func:`pseudonym_key`).
+        load: load the champion models now (a failure leaves the service up and not ready; ``POST
+            /admin/reload`` tries again).
+        params_path: where the ingest image size and fraud feature options are read from, if present.
+
+    Raises:
+        ServiceConfigError: no usable pseudonymisation key.
+    """
+    from pipelines.service.models_provider import MlflowModelProvider
+    from pipelines.service.routes import diagnosis, fraud
+
+    apply_thread_settings(settings.threads)  # before torch is imported by the models
+    settings = with_uploads(settings)
+    pseudonymizer = Pseudonymizer(pseudonym_key(settings, key))
+    if provider is None:
+        from pipelines.config import mlflow_tracking_uri
+
+        provider = MlflowModelProvider(
+            tracking_uri=settings.tracking_uri or mlflow_tracking_uri(),
+            cache_dir=settings.state_dir / MODELS_DIRNAME,
+            **params_defaults(params_path),
+        )
+    app = create_app(settings, provider)
+    app.state.pseudonymizer = pseudonymizer
+    app.include_router(diagnosis.router)
+    app.include_router(fraud.router)
+    if load:
+        try:
+            state = provider.reload()
+        except Exception as exc:  # the service still starts; /ready says why it cannot answer
+            log.error("loading the champion models failed: %s", type(exc).__name__)
+        else:
+            log.info("models ready: %s", state.get("ready"))
+    return app
+
+
+def serve(
+    host: Annotated[str | None, typer.Option("--host", help="override SHIPA_SERVICE_HOST")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="override SHIPA_SERVICE_PORT")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="override SHIPA_SERVICE_TRACKING_URI")
+    ] = None,
+) -> None:
+    """Serve the champion models (diagnosis, fraud) over HTTP with tokens, roles and the audit log."""
+    from pipelines.logging_setup import configure_logging
+    from pipelines.service.server import run_server
+
+    overrides = {k: v for k, v in {"host": host, "port": port, "tracking_uri": tracking_uri}.items() if v is not None}
+    try:
+        settings = load_service_settings(**overrides)
+        configure_logging(settings.log_level)
+        app = build_app(settings)
+    except ServiceConfigError as exc:
+        typer.echo(f"shipa: error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    run_server(app, settings)
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m pipelines.service.assemble`
+    typer.run(serve)

@@ -1,0 +1,245 @@
+"""FHIR input of the model endpoints: check, de-identify and flatten submitted resources as ingest does.
+
+A request carries one resource or a Bundle. Each resource is validated with ingest's checks (the R4B schema,
+then codes, IIN check digit and dates: :mod:`pipelines.fhir.validate`; events before the patient's birth); a
+failure answers 422 naming the field (``Bundle.entry[3].resource.status``), never the value. Unlike ingest, a
+reference to a record the request does not carry is no error: a request is a partial view of a record.
+Accepted resources are de-identified with :func:`pipelines.fhir.deid.deidentify` and flattened with ingest's
+:class:`~pipelines.fhir.flatten.Flattener` into rows of the ingest tables; conditional references are resolved
+against the identifiers of the submitted resources, as ingest resolves them against the whole dataset. From
+here on only pseudonyms exist.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from pipelines import codes
+from pipelines.fhir import dates, refs
+from pipelines.fhir.defects import IMPLAUSIBLE_DATE, Issue
+from pipelines.fhir.deid import Pseudonyms, deidentify
+from pipelines.fhir.flatten import Flattener, Row
+from pipelines.fhir.keys import cond_key
+from pipelines.fhir.schema import CK_SUFFIX, EVENT, TABLES
+from pipelines.fhir.validate import EVENT_DATE_FIELDS, SchemaValidator, content_issues, event_date
+from pipelines.service.errors import FhirHTTPError
+
+log = logging.getLogger(__name__)
+
+MAX_ISSUES = 20
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The resources of a request.
+
+    Attributes:
+        resources: (FHIRPath of the resource in the request, resource with its id) in request order.
+        fullurls: the Bundle's ``fullUrl`` -> ``Type/id`` map (empty for a single resource).
+        references: for each resource, how the request refers to it (``Type/id`` or its fullUrl).
+    """
+
+    resources: list[tuple[str, dict[str, Any]]]
+    fullurls: dict[str, str] = field(default_factory=dict)
+    references: list[str] = field(default_factory=list)
+
+    def of_type(self, rtype: str) -> list[tuple[int, dict[str, Any]]]:
+        """(position, resource) of every resource of ``rtype``."""
+        return [(i, r) for i, (_, r) in enumerate(self.resources) if r.get("resourceType") == rtype]
+
+
+def parse_json(data: bytes, what: str) -> Any:
+    """Parsed JSON, or a 400 ``structure`` OperationOutcome naming ``what`` (never the content)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise FhirHTTPError(400, "structure", f"{what} is not valid JSON") from None
+
+
+def _bundle_envelope(body: dict[str, Any]) -> None:
+    """Validate the Bundle without its entries' resources (those are checked one by one)."""
+    from fhir.resources.R4B.bundle import Bundle
+
+    entries = body.get("entry")
+    envelope = dict(body)
+    if isinstance(entries, list):
+        envelope["entry"] = [
+            {k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e for e in entries
+        ]
+    Bundle.model_validate(envelope)  # a ValidationError becomes a 422 naming Bundle.<field>
+
+
+def submitted_resources(body: Any, allowed: Iterable[str] | None = None) -> Submitted:
+    """The resources of a request body: a Bundle's entries, or the body itself when it is one resource.
+
+    Args:
+        body: parsed JSON.
+        allowed: resource types a single resource may be (a Bundle may hold any type).
+
+    Raises:
+        FhirHTTPError: 422 when the body is not a resource, a Bundle entry holds none, or a single
+            resource is of a type not in ``allowed``.
+        pydantic.ValidationError: the Bundle envelope is invalid (answered as 422 by the service's handler).
+    """
+    if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
+        raise FhirHTTPError(422, "invalid", "the body is not a FHIR resource (no resourceType)", ["resourceType"])
+    if body["resourceType"] != "Bundle":
+        allowed_set = set(allowed or ())
+        if allowed_set and body["resourceType"] not in allowed_set:
+            names = ", ".join(sorted(allowed_set | {"Bundle"}))
+            raise FhirHTTPError(422, "not-supported", f"send one of: {names}", ["resourceType"])
+        rid = body.get("id")
+        ref = f"{body['resourceType']}/{rid}" if isinstance(rid, str) else body["resourceType"]
+        return Submitted(resources=[(body["resourceType"], body)], references=[ref])
+    _bundle_envelope(body)
+    entries = body.get("entry") or []
+    fullurls = refs.bundle_fullurl_map(entries)
+    resources: list[tuple[str, dict[str, Any]]] = []
+    references: list[str] = []
+    for index, entry in enumerate(entries):
+        where = f"Bundle.entry[{index}].resource"
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            raise FhirHTTPError(422, "required", f"{where} is missing: each entry must hold a resource", [where])
+        rid = resource.get("id") or refs.id_from_fullurl(entry.get("fullUrl"))
+        if isinstance(rid, str) and resource.get("id") != rid:
+            resource = {**resource, "id": rid}
+        resources.append((where, resource))
+        full_url = entry.get("fullUrl")
+        references.append(
+            full_url if isinstance(full_url, str) else f"{resource['resourceType']}/{rid}" if rid else where
+        )
+    return Submitted(resources=resources, fullurls=fullurls, references=references)
+
+
+def _located(issue: Issue, where: str, rtype: str) -> str:
+    """An ingest issue's expression (``Observation.status``) placed in the request (``<where>.status``)."""
+    expression = issue.expression or rtype
+    if expression == rtype:
+        return where
+    if expression.startswith(rtype):
+        return where + expression[len(rtype) :]
+    return f"{where}.{expression}"
+
+
+def _births(submitted: Submitted) -> dict[str, int]:
+    """``Patient/<id>`` -> the low end of the birth date (YYYYMMDD) of every submitted Patient."""
+    out = {}
+    for _, resource in submitted.resources:
+        if resource.get("resourceType") == "Patient" and isinstance(resource.get("id"), str):
+            bounds = dates.ymd_bounds(resource.get("birthDate"))
+            if bounds:
+                out[f"Patient/{resource['id']}"] = bounds[0]
+    return out
+
+
+def _before_birth(resource: dict[str, Any], births: Mapping[str, int], fullurls: Mapping[str, str]) -> Issue | None:
+    """Ingest's second-pass check: an event dated before its patient's birth (``implausible_date``)."""
+    spec = EVENT_DATE_FIELDS.get(resource["resourceType"])
+    subject = resource.get("subject")
+    if spec is None or not isinstance(subject, dict) or not isinstance(subject.get("reference"), str):
+        return None
+    birth = births.get(fullurls.get(subject["reference"], subject["reference"]))
+    bounds = dates.ymd_bounds(event_date(resource))
+    if birth is None or bounds is None or bounds[1] >= birth:
+        return None
+    return Issue(IMPLAUSIBLE_DATE, spec[0], f"{spec[0]} is before the patient's birth date")
+
+
+def check_resources(submitted: Submitted, validator: SchemaValidator | None = None) -> None:
+    """Run ingest's checks on every submitted resource (schema, content, events before the patient's birth).
+
+    Raises:
+        FhirHTTPError: 422 ``invalid`` listing each problem with its field (at most :data:`MAX_ISSUES`); the
+            diagnostics are ingest's, which never quote a value.
+    """
+    validator = validator or SchemaValidator()
+    births = _births(submitted)
+    problems: list[tuple[str, str]] = []
+    for where, resource in submitted.resources:
+        rtype = resource["resourceType"]
+        issues = validator.validate(resource)
+        if not issues:
+            issues = content_issues(resource)
+            implausible = _before_birth(resource, births, submitted.fullurls)
+            if implausible is not None:
+                issues.append(implausible)
+        if not isinstance(resource.get("id"), str):
+            issues.append(Issue("missing_required_field", f"{rtype}.id", f"{rtype}.id is required but missing"))
+        for issue in issues:
+            if issue.severity == "error":
+                located = _located(issue, where, rtype)
+                detail = issue.diagnostics.replace(issue.expression, located) if issue.expression else issue.diagnostics
+                problems.append((located, f"{issue.defect}: {detail}"))
+        if len(problems) >= MAX_ISSUES:
+            break
+    if problems:
+        problems = problems[:MAX_ISSUES]
+        raise FhirHTTPError(
+            422, "invalid", "; ".join(message for _, message in problems), [where for where, _ in problems]
+        )
+
+
+@dataclass
+class Flattened:
+    """The submitted resources as de-identified ingest-table rows.
+
+    Attributes:
+        rows: table name -> rows (columns of :data:`pipelines.fhir.schema.TABLES`; no ``__`` columns).
+        pseudonyms: the pseudonymous id of each submitted resource, in request order.
+    """
+
+    rows: dict[str, list[Row]]
+    pseudonyms: list[str]
+
+
+def deidentify_and_flatten(submitted: Submitted, pseudonyms: Pseudonyms) -> Flattened:
+    """De-identify and flatten the submitted resources, resolving conditional references among them."""
+    flattener = Flattener(pseudonyms.identifier(codes.ORG_ID_SYSTEM, codes.FSMS_ORG_IDENTIFIER))
+    targets: dict[int, str] = {}
+    tables: dict[str, list[Row]] = {}
+    ids: list[str] = []
+    fullurls = submitted.fullurls or None
+    for _, resource in submitted.resources:
+        rtype = resource["resourceType"]
+        pid = pseudonyms.resource(rtype, resource["id"])
+        ids.append(pid)
+        idents = resource.get("identifier")
+        for ident in [idents] if isinstance(idents, dict) else idents or ():
+            value = ident.get("value") if isinstance(ident, dict) else None
+            if isinstance(value, str):
+                system = ident.get("system") or ""
+                targets.setdefault(cond_key(rtype, system, pseudonyms.identifier(system, value)), pid)
+        for table, rows in flattener.rows(deidentify(resource, pseudonyms, fullurls)).items():
+            tables.setdefault(table, []).extend(rows)
+    unresolved = 0
+    for table, rows in tables.items():
+        for column in TABLES[table].ref_columns:
+            key_column = column + CK_SUFFIX
+            for row in rows:
+                key = row.pop(key_column, 0)
+                if key:
+                    row[column] = targets.get(key)
+                    unresolved += int(row[column] is None)
+        for row in rows:
+            row.pop(EVENT, None)
+    if unresolved:
+        log.info("%d conditional references point outside the submitted resources", unresolved)
+    return Flattened(rows=tables, pseudonyms=ids)
+
+
+def table_frames(rows: Mapping[str, list[Row]]) -> dict[str, Any]:
+    """Polars frames with the ingest tables' exact schemas (``pipelines.fhir.schema.TABLES``)."""
+    import polars as pl
+    import pyarrow as pa
+
+    frames: dict[str, Any] = {}
+    for name, table_rows in rows.items():
+        schema = TABLES[name].schema
+        frames[name] = pl.from_arrow(pa.Table.from_pylist(table_rows, schema=schema))
+    return frames

@@ -1,0 +1,93 @@
+"""One fraud scoring request as claim feature records, built by the training feature code.
+
+The submitted Claims and the resources they need (Patient, Encounters, Observations, Procedures, Conditions,
+Organizations, PractitionerRoles, ServiceRequests ...) are checked, de-identified and flattened like ingest
+(:mod:`pipelines.service.fhir_in`), normalised with :func:`pipelines.features.fraud_tables.normalise` and
+turned into records by :func:`pipelines.features.fraud.claim_features`, the function the features stage runs.
+
+Limitation: features that summarise history see only the submitted resources, not the national claims store.
+Peer medians (``amount_ratio_dx``, ``service_level_excess``, ``price_ratio_max``, ``quantity_ratio_max``) need
+``peer_min_count`` earlier peer claims in the request and are neutral (1.0 / 0) otherwise; duplicates
+(``dup_*``), provider volume (``provider_day_*``, ``services_per_staff``, ``volume_vs_baseline``), unbundling
+across claims and the provider network (``patient_providers_90d``, ``referral_*``, ``pair_shared_*``) count
+only what the request holds; staff counts need the provider's PractitionerRoles in the request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pipelines.fhir.deid import Pseudonyms
+from pipelines.fhir.pseudonym import Pseudonymizer
+from pipelines.service.errors import FhirHTTPError
+from pipelines.service.fhir_in import (
+    check_resources,
+    deidentify_and_flatten,
+    submitted_resources,
+    table_frames,
+)
+from pipelines.service.fhir_out import PatientRef
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from pipelines.features.fraud import FraudFeatureOptions
+
+
+@dataclass(frozen=True)
+class ClaimRecords:
+    """The claim feature records of a request and how to name each claim and patient in the answer.
+
+    Attributes:
+        records: one row per submitted claim (the training feature columns), in request order.
+        basis: claim pseudonym -> how the request referred to the Claim (``Claim/<id>`` or its fullUrl).
+        patients: claim pseudonym -> the claim's pseudonymous patient.
+    """
+
+    records: pl.DataFrame
+    basis: dict[str, str]
+    patients: dict[str, PatientRef]
+
+
+def build_claim_records(
+    body: Any, *, pseudonymizer: Pseudonymizer, options: FraudFeatureOptions, max_claims: int
+) -> ClaimRecords:
+    """Claim feature records of a Claim or a Bundle of Claims with their referenced resources.
+
+    Raises:
+        FhirHTTPError: 422 when the body holds no Claim, more than ``max_claims``, or an invalid resource (the
+            field named).
+        pydantic.ValidationError: an invalid Bundle envelope.
+    """
+    import polars as pl
+
+    from pipelines.features.fraud import claim_features
+    from pipelines.features.fraud_tables import normalise
+
+    submitted = submitted_resources(body, allowed=("Claim",))
+    claims = submitted.of_type("Claim")
+    if not claims:
+        raise FhirHTTPError(422, "required", "the request holds no Claim to score", ["Bundle.entry"])
+    if len(claims) > max_claims:
+        raise FhirHTTPError(
+            422,
+            "too-costly",
+            f"at most {max_claims} claims per request; send the rest separately",
+            ["Bundle.entry"],
+        )
+    check_resources(submitted)
+    flat = deidentify_and_flatten(submitted, Pseudonyms(pseudonymizer))
+    tables = normalise(table_frames(flat.rows), options.timezone)
+    records = claim_features(tables, options)
+
+    order = list(dict.fromkeys(flat.pseudonyms[i] for i, _ in claims))
+    basis = {flat.pseudonyms[i]: submitted.references[i] for i, _ in claims}
+    iin_of = {row["patient_id"]: row.get("patient_pseudo_id") for row in flat.rows.get("patients", [])}
+    patients = {
+        row["claim_id"]: PatientRef(iin_of.get(row.get("patient_id")), row.get("patient_id"))
+        for row in flat.rows.get("claims", [])
+    }
+    position = pl.DataFrame({"claim_id": order, "_pos": list(range(len(order)))})
+    records = records.join(position, on="claim_id", how="inner").sort("_pos").drop("_pos")
+    return ClaimRecords(records=records, basis=basis, patients=patients)

@@ -1,0 +1,193 @@
+"""``POST /diagnosis/{task}`` (clinician): a chest radiograph (DICOM, multipart) and optionally a FHIR Bundle in;
+a FHIR Bundle (DiagnosticReport, Observation, RiskAssessment, Device, Provenance, Grad-CAM map) or CDS Hooks cards
+out."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Header, Path, Query, UploadFile
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from pipelines.service import cdshooks, fhir_out
+from pipelines.service.audit import AuditOutcome
+from pipelines.service.deps import ClinicianPrincipal, RequestAudit, RequestAuditDep
+from pipelines.service.diagnosis_case import DiagnosisCase, build_case
+from pipelines.service.errors import FhirHTTPError
+from pipelines.service.i18n import Language, negotiate_language
+from pipelines.service.models_provider import DiagnosisModel, ModelsDep, PseudonymizerDep
+from pipelines.service.schemas import ERROR_RESPONSES, OperationOutcomeOut
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["diagnosis"], responses=ERROR_RESPONSES)
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {
+        "model": OperationOutcomeOut,
+        "description": "not a DICOM file, a truncated one, or a bundle not in JSON",
+    },
+    404: {"model": OperationOutcomeOut, "description": "no model is served for the task"},
+    422: {
+        "model": OperationOutcomeOut,
+        "description": "unusable DICOM (reason code) or invalid FHIR (the field)",
+    },
+    503: {"model": OperationOutcomeOut, "description": "models not loaded"},
+}
+
+
+def input_digest(dicom: bytes, bundle: bytes | None) -> str:
+    """The audited input hash of a multipart request: sha256 over the DICOM bytes, then the bundle bytes."""
+    digest = hashlib.sha256(dicom)
+    if bundle is not None:
+        digest.update(bundle)
+    return digest.hexdigest()
+
+
+def _model(models: ModelsDep, task: str) -> DiagnosisModel:
+    model = models.diagnosis.get(task)
+    if model is None:
+        served = ", ".join(sorted(models.diagnosis)) or "none"
+        raise FhirHTTPError(404, "not-found", f"no diagnosis model is served for task '{task}' (served: {served})")
+    return model
+
+
+def _saliency(model: DiagnosisModel, case: DiagnosisCase) -> bytes | None:
+    """The Grad-CAM overlay PNG, or None (an EHR-only model, or a map that could not be made)."""
+    if model.explainer is None or case.image is None:
+        return None
+    try:
+        import torch
+
+        from pipelines.modeling.data import preprocess_image
+        from pipelines.service.gradcam import overlay_png
+
+        image = preprocess_image(case.image, model.predictor.meta.image_size)
+        ehr = model.ehr_inputs(case.raw)
+        cam = model.explainer.saliency(image, torch.from_numpy(ehr) if ehr is not None else None)
+        return overlay_png(image[0].numpy(), cam)
+    except Exception as exc:  # the map is an aid: a diagnosis without it is still an answer
+        log.warning("Grad-CAM failed for %s: %s", model.ref.name, type(exc).__name__)
+        return None
+
+
+def _predict(model: DiagnosisModel, case: DiagnosisCase) -> tuple[float, bool]:
+    import pandas as pd
+
+    row: dict[str, list[Any]] = {name: [value] for name, value in case.raw.items()}
+    if case.image is not None:
+        row["image"] = [case.image]
+    out = model.predict(pd.DataFrame(row))
+    return float(out["probability"].iloc[0]), bool(out["positive"].iloc[0])
+
+
+def _audit_rejection(audit: RequestAudit, model: DiagnosisModel, digest: str, exc: FhirHTTPError) -> None:
+    audit.record(
+        model_name=model.ref.name,
+        model_version=model.ref.version,
+        model_alias=model.ref.alias,
+        output={"error": exc.code, "status": exc.status_code},
+        outcome=AuditOutcome.minor_failure,
+        outcome_desc=exc.diagnostics[:500],
+        input_sha256=digest,
+    )
+
+
+@router.post(
+    "/diagnosis/{task}",
+    response_model=None,
+    responses={
+        **_ERRORS,
+        200: {"description": "a FHIR Bundle (application/fhir+json), or CDS Hooks cards with format=cds-hooks"},
+    },
+)
+def diagnose(
+    task: Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9\-]{0,60}$", description="the task, e.g. pneumonia")],
+    principal: ClinicianPrincipal,
+    audit: RequestAuditDep,
+    models: ModelsDep,
+    pseudonymizer: PseudonymizerDep,
+    file: Annotated[UploadFile, File(description="the radiograph as a DICOM file")],
+    bundle: Annotated[
+        UploadFile | None,
+        File(description="optional FHIR Bundle (JSON) with the Patient and recent Observations"),
+    ] = None,
+    format: Annotated[Literal["fhir", "cds-hooks"], Query(description="fhir: a Bundle; cds-hooks: cards")] = "fhir",
+    accept_language: Annotated[str | None, Header(description="kk, ru or en")] = None,
+) -> JSONResponse:
+    """Predict the task's finding on one radiograph with the champion model, de-identifying everything
+    first."""
+    model = _model(models, task)
+    dicom = file.file.read()
+    bundle_bytes = bundle.file.read() if bundle is not None else None
+    digest = input_digest(dicom, bundle_bytes)
+    lang: Language = negotiate_language(accept_language)
+    try:
+        case = build_case(
+            dicom,
+            bundle_bytes,
+            pseudonymizer=pseudonymizer,
+            observations=model.observations,
+            lookback_hours=model.lookback_hours,
+            ingest_image_size=model.ingest_image_size if model.uses_image else None,
+        )
+    except FhirHTTPError as exc:
+        _audit_rejection(audit, model, digest, exc)
+        raise
+    except ValidationError:
+        _audit_rejection(audit, model, digest, FhirHTTPError(422, "invalid", "invalid FHIR Bundle"))
+        raise
+    ref = model.ref
+    try:
+        probability, positive = _predict(model, case)
+    except Exception as exc:
+        log.error("diagnosis model %s failed: %s", ref.name, type(exc).__name__)
+        audit.record(
+            model_name=ref.name,
+            model_version=ref.version,
+            model_alias=ref.alias,
+            output={"error": type(exc).__name__},
+            patient_pseudonym=case.patient.pseudonym,
+            outcome=AuditOutcome.serious_failure,
+            outcome_desc="the model failed on this input",
+            input_sha256=digest,
+        )
+        raise FhirHTTPError(500, "exception", "the model could not score this study; the failure is audited") from None
+    outcome = fhir_out.DiagnosisOutcome(
+        task=model.task,
+        probability=probability,
+        threshold=float(model.predictor.threshold),
+        positive=positive,
+        model=ref,
+        patient=case.patient,
+        study_uid=case.study_uid,
+        study_time=case.study_time,
+        icd10_prefixes=model.icd10_prefixes,
+        observations=tuple(case.observations),
+        saliency_png=_saliency(model, case) if format == "fhir" else None,
+    )
+    audit.record(
+        model_name=ref.name,
+        model_version=ref.version,
+        model_alias=ref.alias,
+        output={
+            "task": model.task,
+            "probability": round(probability, 6),
+            "positive": positive,
+            "threshold": round(outcome.threshold, 6),
+            "missing_ehr": case.missing,
+            "format": format,
+            "language": lang,
+        },
+        patient_pseudonym=case.patient.pseudonym,
+        input_sha256=digest,
+    )
+    if format == "cds-hooks":
+        return JSONResponse(cdshooks.diagnosis_cards(outcome, lang), headers={"Content-Language": lang})
+    return JSONResponse(
+        fhir_out.diagnosis_bundle(outcome, lang),
+        media_type=fhir_out.FHIR_JSON,
+        headers={"Content-Language": lang},
+    )

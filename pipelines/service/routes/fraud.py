@@ -1,0 +1,171 @@
+"""``POST /fraud/score`` (investigator): a FHIR Claim, or a Bundle of Claims with the resources they refer to,
+in; a RiskAssessment per claim (probability, qualitative band, reasons in the requested language) out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from pipelines.service import fhir_out
+from pipelines.service.audit import AuditOutcome, compact_json, sha256_hex
+from pipelines.service.deps import InvestigatorPrincipal, RequestAudit, RequestAuditDep, SettingsDep
+from pipelines.service.errors import FhirHTTPError
+from pipelines.service.fhir_in import parse_json
+from pipelines.service.fraud_case import build_claim_records
+from pipelines.service.i18n import Language, negotiate_language
+from pipelines.service.models_provider import FraudModel, ModelsDep, PseudonymizerDep
+from pipelines.service.schemas import ERROR_RESPONSES, OperationOutcomeOut
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["fraud"], responses=ERROR_RESPONSES)
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": OperationOutcomeOut, "description": "the body is not JSON"},
+    422: {
+        "model": OperationOutcomeOut,
+        "description": "invalid FHIR (the field is named) or too many claims",
+    },
+    503: {"model": OperationOutcomeOut, "description": "the fraud model is not loaded"},
+}
+_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "description": "a FHIR R4 Claim, or a Bundle of Claims with the resources they refer to",
+        "content": {
+            "application/fhir+json": {"schema": {"type": "object"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
+    }
+}
+# The audit log refuses outputs over 64 KiB: a large request keeps its scores' digest and the top claims only.
+AUDIT_OUTPUT_BUDGET = 48 * 1024
+AUDIT_TOP_CLAIMS = 100
+
+
+async def raw_body(request: Request) -> bytes:
+    """The raw request body (read once; FastAPI caches it for the audit hash too)."""
+    return await request.body()
+
+
+def audit_output(risks: list[fhir_out.ClaimRisk], fmt: str, lang: str) -> dict[str, Any]:
+    """The compact audited answer: per claim pseudonym its score, band and reason codes (bounded in size)."""
+    rows = {r.claim_pseudonym: [round(r.probability, 6), r.band, [x.get("code") for x in r.reasons]] for r in risks}
+    out: dict[str, Any] = {"claims": len(risks), "format": fmt, "language": lang, "scores": rows}
+    if len(compact_json(out)) <= AUDIT_OUTPUT_BUDGET:
+        return out
+    top = sorted(risks, key=lambda r: -r.probability)[:AUDIT_TOP_CLAIMS]
+    return {
+        "claims": len(risks),
+        "format": fmt,
+        "language": lang,
+        "scores_sha256": sha256_hex(compact_json(rows).encode("utf-8")),
+        "bands": {b: sum(r.band == b for r in risks) for b in ("low", "moderate", "high")},
+        "top": {r.claim_pseudonym: rows[r.claim_pseudonym] for r in top},
+    }
+
+
+def _model(models: ModelsDep) -> FraudModel:
+    if models.fraud is None:
+        raise FhirHTTPError(503, "transient", "the fraud model is not loaded")
+    return models.fraud
+
+
+def _audit(
+    audit: RequestAudit, model: FraudModel, output: dict[str, Any], outcome: AuditOutcome, desc: str | None = None
+) -> None:
+    ref = model.ref
+    audit.record(
+        model_name=ref.name,
+        model_version=ref.version,
+        model_alias=ref.alias,
+        output=output,
+        outcome=outcome,
+        outcome_desc=desc,
+    )
+
+
+@router.post(
+    "/fraud/score",
+    response_model=None,
+    responses={**_ERRORS, 200: {"description": "a FHIR Bundle of RiskAssessments, or compact JSON"}},
+    openapi_extra=_BODY_DOC,
+)
+def score(
+    _principal: InvestigatorPrincipal,
+    audit: RequestAuditDep,
+    models: ModelsDep,
+    pseudonymizer: PseudonymizerDep,
+    settings: SettingsDep,
+    body: Annotated[bytes, Depends(raw_body)],
+    format: Annotated[Literal["fhir", "json"], Query(description="fhir: a Bundle; json: a compact view")] = "fhir",
+    accept_language: Annotated[str | None, Header(description="kk, ru or en")] = None,
+) -> JSONResponse:
+    """Score each submitted claim with the champion fraud model (it supports an investigator, never decides)."""
+    model = _model(models)
+    lang: Language = negotiate_language(accept_language)
+    try:
+        records = build_claim_records(
+            parse_json(body, "the request body"),
+            pseudonymizer=pseudonymizer,
+            options=model.options,
+            max_claims=settings.max_claims_per_request,
+        )
+    except FhirHTTPError as exc:
+        _audit(
+            audit,
+            model,
+            {"error": exc.code, "status": exc.status_code},
+            AuditOutcome.minor_failure,
+            exc.diagnostics[:500],
+        )
+        raise
+    except ValidationError:
+        _audit(
+            audit,
+            model,
+            {"error": "invalid", "status": 422},
+            AuditOutcome.minor_failure,
+            "invalid FHIR Bundle",
+        )
+        raise
+    try:
+        scored = model.score(records.records)
+    except Exception as exc:
+        log.error("fraud model %s failed: %s", model.ref.name, type(exc).__name__)
+        _audit(audit, model, {"error": type(exc).__name__}, AuditOutcome.serious_failure, "the model failed")
+        raise FhirHTTPError(
+            500, "exception", "the model could not score these claims; the failure is audited"
+        ) from None
+    claim_ids = records.records["claim_id"].to_list()
+    risks = []
+    for claim_id, probability, reasons in zip(claim_ids, scored["probability"], scored["reasons"], strict=True):
+        p = float(probability)
+        risks.append(
+            fhir_out.ClaimRisk(
+                basis=records.basis[claim_id],
+                claim_pseudonym=claim_id,
+                patient=records.patients.get(claim_id) or fhir_out.PatientRef(None),
+                probability=p,
+                band=model.bands.band(p),
+                reasons=model.reasons(reasons),
+            )
+        )
+    patients = {r.patient.pseudonym for r in risks}
+    audit.record(
+        model_name=model.ref.name,
+        model_version=model.ref.version,
+        model_alias=model.ref.alias,
+        output=audit_output(risks, format, lang),
+        patient_pseudonym=next(iter(patients)) if len(patients) == 1 else None,
+    )
+    if format == "json":
+        return JSONResponse(fhir_out.fraud_compact(risks, model.ref, lang), headers={"Content-Language": lang})
+    return JSONResponse(
+        fhir_out.fraud_bundle(risks, model.ref, lang),
+        media_type=fhir_out.FHIR_JSON,
+        headers={"Content-Language": lang},
+    )
