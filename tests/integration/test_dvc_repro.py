@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import numpy as np
+import polars as pl
 import pytest
+
+from pipelines.codes import IIN_SYSTEM
+from pipelines.tracking.client import tracking_uri_scope
 
 pytestmark = pytest.mark.slow
 
@@ -20,8 +28,8 @@ def repro(
     cmd: Callable[..., Any],
 ) -> tuple[Path, str]:
     ws = make_workspace(tiny_params)
-    proc = cmd(["dvc", "repro"], ws, timeout=1500)
-    return ws, proc.stdout + proc.stderr
+    cmd(["dvc", "repro"], ws, timeout=1500)
+    return ws, os.environ["MLFLOW_TRACKING_URI"]
 
 
 def test_repro_builds_every_output(repro: tuple[Path, str]) -> None:
@@ -32,8 +40,9 @@ def test_repro_builds_every_output(repro: tuple[Path, str]) -> None:
     metrics = json.loads((ws / "models" / "diagnosis" / "metrics.json").read_text())
     assert set(metrics["comparison"]) == {"fused", "image", "ehr"}
     lock = (ws / "dvc.lock").read_text()
-    for stage in ("synthesize:", "ingest:", "features@diagnosis:", "train@diagnosis:", "evaluate@diagnosis:"):
-        assert stage in lock
+    for stage in ("synthesize", "ingest", "features", "train", "evaluate", "register"):
+        for item in ("",) if stage in ("synthesize", "ingest") else ("@diagnosis", "@fraud"):
+            assert f"{stage}{item}:" in lock
 
 
 def test_second_repro_is_up_to_date_and_quick(repro: tuple[Path, str], cmd: Callable[..., Any]) -> None:
@@ -53,3 +62,47 @@ def test_changing_one_param_reruns_only_what_depends_on_it(repro: tuple[Path, st
     status = cmd(["dvc", "status"], ws).stdout
     assert "evaluate@diagnosis" in status
     assert "train@diagnosis" not in status and "ingest" not in status
+
+
+def test_champions_predict_like_the_evaluation(repro: tuple[Path, str]) -> None:
+    ws, uri = repro
+    with tracking_uri_scope(uri):
+        fraud = mlflow.pyfunc.load_model("models:/shipa-fraud@champion")
+        diagnosis = mlflow.pyfunc.load_model("models:/shipa-diagnosis-pneumonia@champion")
+    claims = pl.read_parquet(ws / "data/processed/fraud/dataset.parquet").filter(pl.col("split") == "test")
+    expected = pl.read_parquet(ws / "models/fraud/eval/predictions.parquet")
+    scores = fraud.predict(claims.drop("label", "split").to_pandas())["probability"].to_numpy()
+    np.testing.assert_allclose(scores, expected["score_model"].to_numpy(), atol=1e-9)
+
+    studies = pl.read_parquet(ws / "data/processed/diagnosis/dataset.parquet").filter(pl.col("split") == "test")
+    raw = [c for c in studies.columns if c.startswith("raw_")]
+    rows = studies.select("image_path", *raw).rename({c: c.removeprefix("raw_") for c in raw})
+    rows = rows.with_columns(pl.col("image_path").map_elements(lambda p: str(ws / p), return_dtype=pl.String))
+    probs = diagnosis.predict(rows.to_pandas())["probability"].to_numpy()
+    predictions = pl.read_parquet(ws / "models/diagnosis/eval/predictions.parquet")
+    assert predictions["study_id"].to_list() == studies["study_id"].to_list()
+    np.testing.assert_allclose(probs, predictions["probability_fused"].to_numpy(), atol=1e-5)
+
+
+def test_no_iin_name_or_phone_in_the_mlflow_store(repro: tuple[Path, str]) -> None:
+    ws, uri = repro
+    iins, names, phones = set(), set(), set()
+    for line in (ws / "data/raw/fhir/Patient.ndjson").read_bytes().splitlines():
+        try:
+            patient = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        iins |= {i["value"] for i in patient.get("identifier", []) if i.get("system") == IIN_SYSTEM}
+        for name in patient.get("name", []):
+            names |= {n for n in [name.get("family", ""), *name.get("given", [])] if len(n) >= 5}
+        phones |= {t["value"] for t in patient.get("telecom", []) if t.get("system") == "phone"}
+    store = Path(uri.removeprefix("sqlite:///")).parent
+    files = [f for f in store.rglob("*") if f.is_file()]
+    assert any(f.name == "model_card.md" for f in files), "the store should hold the registered models' artifacts"
+    digits = re.compile(rb"\d{12}")
+    encoded_names = [n.encode() for n in names]
+    for f in files:
+        data = f.read_bytes()
+        assert not {m.decode() for m in digits.findall(data)} & iins, f"an IIN reached {f}"
+        assert not [n for n in encoded_names if n in data], f"a patient name reached {f}"
+        assert not [p for p in phones if p.encode() in data], f"a phone number reached {f}"
