@@ -21,9 +21,10 @@ import polars as pl
 from pipelines.config import EvaluateParams
 from pipelines.errors import InputError
 from pipelines.evaluation import plots
-from pipelines.evaluation.calibration import apply_temperature, fit_temperature
+from pipelines.evaluation.calibration import LOGIT_EPS, apply_temperature, fit_temperature
 from pipelines.evaluation.metrics import choose_threshold
 from pipelines.evaluation.report import evaluate_binary
+from pipelines.evaluation.weighted import logit
 from pipelines.io import atomic_dir, write_json
 from pipelines.stages.tracked import tracked_stage
 
@@ -42,8 +43,7 @@ def test_data_md5(ids: list[str], labels: list[int]) -> str:
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
+    return logit(p, eps=LOGIT_EPS)
 
 
 def write_plots(out: Path, y: np.ndarray, p: np.ndarray, report: dict[str, Any], n_bins: int) -> None:

@@ -46,8 +46,6 @@ IMAGE = "image"
 IMAGE_PATH = "image_path"
 PROBABILITY = "probability"
 POSITIVE = "positive"
-# The evaluate stage clips probabilities to [1e-6, 1 - 1e-6] before temperature scaling; so must serving.
-LOGIT_EPS = 1e-6
 EXAMPLE_IMAGE_SIZE = 32
 REQUIREMENTS = ("mlflow", "numpy", "pandas", "scipy", "torch", "monai", "pydantic")
 
@@ -83,7 +81,7 @@ class DiagnosisPredictor:
         Raises:
             InputError: a row has no usable image, or an EHR column is absent or not numeric.
         """
-        from pipelines.evaluation.calibration import apply_temperature
+        from pipelines.evaluation.calibration import LOGIT_EPS, apply_temperature
         from pipelines.evaluation.weighted import logit
         from pipelines.modeling.engine import predict_arrays
 
