@@ -21,6 +21,7 @@ _LOG_T_BOUNDS = (np.log(1e-2), np.log(1e2))
 # by the registered pyfunc alike, so that serving calibrates exactly as the evaluation did.
 LOGIT_EPS = 1e-6
 
+
 def _labels_and_probs(y_true: npt.ArrayLike, probs: npt.ArrayLike) -> tuple[IntArray, FloatArray]:
     y = as_labels(y_true)
     return y, as_scores(probs, y.shape[0], name="probs", probability=True)
