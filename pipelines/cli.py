@@ -250,6 +250,59 @@ def register(
     _print_summary(_guard(go))
 
 
+@app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="registered model, e.g. shipa-fraud")],
+    version: Annotated[str, typer.Argument(help="the version to make champion")],
+    person: Annotated[str, typer.Option("--person", help="who takes responsibility (recorded)")],
+    reason: Annotated[str, typer.Option("--reason", help="why the gate is overridden (recorded)")],
+) -> None:
+    """Make VERSION the champion regardless of the gate, recorded as an override by a named person.
+
+    The person, reason and time go to the version's tags and description and to a gate report artifact.
+    """
+
+    def go() -> dict[str, Any]:
+        from pipelines.config import mlflow_tracking_uri
+        from pipelines.tracking.promotion import override
+
+        return override(name, version, tracking_uri=mlflow_tracking_uri(), person=person, reason=reason)
+
+    _print_summary(_guard(go))
+
+
+@app.command()
+def reproduce(
+    uri: Annotated[str, typer.Argument(help="models:/<name>/<version> or models:/<name>@<alias>")],
+    run: Annotated[bool, typer.Option("--run", help="rebuild it now in a scratch git worktree")] = False,
+    workdir: Annotated[Path, typer.Option("--workdir", help="where --run puts the worktree")] = Path("reproductions"),
+) -> None:
+    """Print the git and DVC commands that rebuild a registered model version (with --run, execute them).
+
+    The commit, data hashes and stage come from the version's MLflow lineage tags; --run checks the rebuilt data
+    hashes against them and prints the reproduced metrics file.
+    """
+
+    def go() -> dict[str, Any]:
+        from pipelines.config import mlflow_tracking_uri
+        from pipelines.tracking.reproduce import reproduction_plan, run_reproduction
+
+        tracking_uri = mlflow_tracking_uri()
+        if not run:
+            plan = reproduction_plan(uri, tracking_uri=tracking_uri)
+            return {"commands": plan.commands, "commit": plan.commit, "data": plan.data, "notes": plan.notes}
+        done = run_reproduction(uri, workdir=workdir, tracking_uri=tracking_uri)
+        return {
+            "commands": done.plan.commands,
+            "worktree": str(done.worktree),
+            "metrics": [str(p) for p in done.metrics_paths],
+            "data_mismatches": done.data_mismatches,
+            "log": str(done.log_file),
+        }
+
+    _print_summary(_guard(go))
+
+
 fraud_app = typer.Typer(help="Claims fraud: investigators' tools.", no_args_is_help=True)
 app.add_typer(fraud_app, name="fraud")
 
