@@ -149,7 +149,7 @@ def _labels(studies: pl.DataFrame, tables: Path, task: DiagnosisTask) -> pl.Data
     )
 
 
-def _nearest_before(studies: pl.DataFrame, obs: pl.DataFrame, name: str, loinc: str, hours: float) -> pl.DataFrame:
+def nearest_before(studies: pl.DataFrame, obs: pl.DataFrame, name: str, loinc: str, hours: float) -> pl.DataFrame:
     """Join the value of one LOINC code nearest before each study (within ``hours``) as ``raw_<name>``."""
     o = (
         obs.filter(pl.col("loinc_code") == loinc)
@@ -217,7 +217,7 @@ def build_dataset(tables: Path, images_root: Path, task: DiagnosisTask) -> pl.Da
 
     obs = _read(tables, "observations").filter(pl.col("value").is_not_null())
     for name, loinc in task.observations.items():
-        df = _nearest_before(df, obs, name, loinc, task.lookback_hours)
+        df = nearest_before(df, obs, name, loinc, task.lookback_hours)
 
     keep = [
         "study_id",

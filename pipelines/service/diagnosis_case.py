@@ -135,7 +135,7 @@ def _nearest_values(
     """Training's nearest-before value per feature (:mod:`pipelines.features.diagnosis`) and the ids used."""
     import polars as pl
 
-    from pipelines.features.diagnosis import _nearest_before
+    from pipelines.features.diagnosis import nearest_before
 
     values: dict[str, float | None] = dict.fromkeys(wanted)
     if observations is None or observations.height == 0:
@@ -146,7 +146,7 @@ def _nearest_values(
     )
     used: list[str] = []
     for name, loinc in wanted.items():
-        joined = _nearest_before(study, obs, name, loinc, lookback_hours)
+        joined = nearest_before(study, obs, name, loinc, lookback_hours)
         value = joined[f"raw_{name}"][0]
         values[name] = None if value is None else float(value)
         if value is not None:
