@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -244,11 +245,19 @@ def build_models(work: Path) -> tuple[str, Path]:
     return uri, raw
 
 
+@functools.cache
 def _ndjson(raw: Path, rtype: str) -> list[dict[str, Any]]:
+    """Resources of one type; the built-in cohort's deliberately broken lines are skipped (read once per type)."""
     path = raw / "fhir" / f"{rtype}.ndjson"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
 
 
 def payloads(raw: Path, key: str, n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None]:
