@@ -19,6 +19,7 @@ import datetime as dt
 import io
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,29 +46,11 @@ _NOT_DICOM = (
 )
 
 
-def write_radiograph(
-    path: Path,
-    *,
-    rng: np.random.Generator,
-    size: int,
-    pneumonia: bool,
-    severity: float,
-    iin: str,
-    patient_name: str,
-    birth_date: dt.date,
-    sex: str,
-    study_uid: str,
-    series_uid: str,
-    sop_uid: str,
-    study_date: dt.date,
-    accession: str,
-    institution: str,
-) -> None:
-    """Write one synthetic chest radiograph as a DICOM file (atomically).
+@dataclass(frozen=True)
+class RadiographSpec:
+    """What one chest radiograph shows and the identifiers a PACS would write into it.
 
-    Args:
-        path: destination ``.dcm`` file; parent folders are created.
-        rng: the only source of randomness; the same state gives the same bytes.
+    Attributes:
         size: rows and columns of the image.
         pneumonia: whether to draw pneumonic opacities.
         severity: 0..1, scales the number, size and density of the opacities (ignored without pneumonia).
@@ -82,53 +65,55 @@ def write_radiograph(
         accession: AccessionNumber.
         institution: InstitutionName.
     """
-    ds = _build_dataset(
-        rng=rng,
-        size=size,
-        pneumonia=pneumonia,
-        severity=severity,
-        iin=iin,
-        patient_name=patient_name,
-        birth_date=birth_date,
-        sex=sex,
-        study_uid=study_uid,
-        series_uid=series_uid,
-        sop_uid=sop_uid,
-        study_date=study_date,
-        accession=accession,
-        institution=institution,
-    )
+
+    size: int
+    pneumonia: bool
+    severity: float
+    iin: str
+    patient_name: str
+    birth_date: dt.date
+    sex: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    study_date: dt.date
+    accession: str
+    institution: str
+
+
+@dataclass(frozen=True)
+class WrittenRadiograph:
+    """How the writer encoded a radiograph (it picks CR or DX itself; the ImagingStudy must say the same)."""
+
+    modality: str
+    sop_class_uid: str
+
+
+def write_radiograph(path: Path, spec: RadiographSpec, *, rng: np.random.Generator) -> WrittenRadiograph:
+    """Write one synthetic chest radiograph as a DICOM file (atomically).
+
+    Args:
+        path: destination ``.dcm`` file; parent folders are created.
+        spec: what the image shows and its identifiers.
+        rng: the only source of randomness; the same state gives the same bytes.
+
+    Returns:
+        The modality and SOP class the file was written with.
+    """
+    ds = _build_dataset(spec, rng)
     _write_bytes(path, _encode(ds))
+    return WrittenRadiograph(modality=str(ds.Modality), sop_class_uid=str(ds.SOPClassUID))
 
 
-def write_defective_dicom(
-    path: Path,
-    defect: str,
-    *,
-    rng: np.random.Generator,
-    size: int,
-    pneumonia: bool,
-    severity: float,
-    iin: str,
-    patient_name: str,
-    birth_date: dt.date,
-    sex: str,
-    study_uid: str,
-    series_uid: str,
-    sop_uid: str,
-    study_date: dt.date,
-    accession: str,
-    institution: str,
-) -> None:
+def write_defective_dicom(path: Path, defect: str, spec: RadiographSpec, *, rng: np.random.Generator) -> None:
     """Write a broken ``.dcm`` file of one defect kind (see docs/raw-data.md).
 
     Args:
         path: destination file.
         defect: ``dicom_unreadable`` (a real file truncated inside its pixel data), ``dicom_not_dicom`` (text or
             another format under a .dcm name) or ``dicom_no_pixels`` (a valid dataset without PixelData).
+        spec: what the underlying image would have shown.
         rng: the only source of randomness.
-        size, pneumonia, severity, iin, patient_name, birth_date, sex, study_uid, series_uid, sop_uid, study_date,
-            accession, institution: as for :func:`write_radiograph`.
 
     Raises:
         ValueError: an unknown defect name.
@@ -138,22 +123,7 @@ def write_defective_dicom(
     if defect == "dicom_not_dicom":
         _write_bytes(path, _NOT_DICOM[int(rng.integers(len(_NOT_DICOM)))])
         return
-    ds = _build_dataset(
-        rng=rng,
-        size=size,
-        pneumonia=pneumonia,
-        severity=severity,
-        iin=iin,
-        patient_name=patient_name,
-        birth_date=birth_date,
-        sex=sex,
-        study_uid=study_uid,
-        series_uid=series_uid,
-        sop_uid=sop_uid,
-        study_date=study_date,
-        accession=accession,
-        institution=institution,
-    )
+    ds = _build_dataset(spec, rng)
     if defect == "dicom_no_pixels":
         del ds.PixelData
         _write_bytes(path, _encode(ds))
@@ -169,29 +139,13 @@ def write_defective_dicom(
 # --- dataset --------------------------------------------------------------------------------------------------
 
 
-def _build_dataset(
-    *,
-    rng: np.random.Generator,
-    size: int,
-    pneumonia: bool,
-    severity: float,
-    iin: str,
-    patient_name: str,
-    birth_date: dt.date,
-    sex: str,
-    study_uid: str,
-    series_uid: str,
-    sop_uid: str,
-    study_date: dt.date,
-    accession: str,
-    institution: str,
-) -> Dataset:
-    if sex not in ("male", "female"):
-        raise ValueError(f"sex must be 'male' or 'female', got {sex!r}")
-    if not 0.0 <= severity <= 1.0:
-        raise ValueError(f"severity must be in [0, 1], got {severity}")
-    if size < 16:
-        raise ValueError(f"size must be at least 16 pixels, got {size}")
+def _build_dataset(spec: RadiographSpec, rng: np.random.Generator) -> Dataset:
+    if spec.sex not in ("male", "female"):
+        raise ValueError(f"sex must be 'male' or 'female', got {spec.sex!r}")
+    if not 0.0 <= spec.severity <= 1.0:
+        raise ValueError(f"severity must be in [0, 1], got {spec.severity}")
+    if spec.size < 16:
+        raise ValueError(f"size must be at least 16 pixels, got {spec.size}")
 
     # Encoding choices first, so that they do not depend on how much randomness the picture used.
     is_dx = bool(rng.random() < 0.4)
@@ -205,7 +159,9 @@ def _build_dataset(
     high_frac = float(rng.uniform(0.75, 0.97))
     window_pad = float(rng.uniform(1.0, 1.1))
 
-    image = _chest_image(rng, size, pneumonia=pneumonia, severity=severity, sex=sex, ap_view=view == "AP")
+    image = _chest_image(
+        rng, spec.size, pneumonia=spec.pneumonia, severity=spec.severity, sex=spec.sex, ap_view=view == "AP"
+    )
 
     max_value = (1 << bits_stored) - 1
     low, high = low_frac * max_value, high_frac * max_value
@@ -223,28 +179,28 @@ def _build_dataset(
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
     ds.SOPClassUID = DigitalXRayImageStorageForPresentation if is_dx else ComputedRadiographyImageStorage
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyDate = study_date.strftime("%Y%m%d")
+    ds.SOPInstanceUID = spec.sop_uid
+    ds.StudyDate = spec.study_date.strftime("%Y%m%d")
     ds.SeriesDate = ds.StudyDate
     ds.ContentDate = ds.StudyDate
     ds.StudyTime = f"{study_seconds // 3600:02d}{study_seconds // 60 % 60:02d}{study_seconds % 60:02d}"
     ds.SeriesTime = ds.StudyTime
     ds.ContentTime = ds.StudyTime
-    ds.AccessionNumber = accession
+    ds.AccessionNumber = spec.accession
     ds.Modality = "DX" if is_dx else "CR"
     ds.Manufacturer = "Shipa Synthetic"
-    ds.InstitutionName = institution
+    ds.InstitutionName = spec.institution
     ds.ReferringPhysicianName = ""
     ds.StudyDescription = "XR CHEST " + view
-    ds.PatientName = _person_name(patient_name)
-    ds.PatientID = iin
-    ds.PatientBirthDate = birth_date.strftime("%Y%m%d")
-    ds.PatientSex = "M" if sex == "male" else "F"
-    ds.PatientAge = f"{min(_age_years(birth_date, study_date), 999):03d}Y"
+    ds.PatientName = _person_name(spec.patient_name)
+    ds.PatientID = spec.iin
+    ds.PatientBirthDate = spec.birth_date.strftime("%Y%m%d")
+    ds.PatientSex = "M" if spec.sex == "male" else "F"
+    ds.PatientAge = f"{min(_age_years(spec.birth_date, spec.study_date), 999):03d}Y"
     ds.BodyPartExamined = "CHEST"
     ds.ViewPosition = view
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
+    ds.StudyInstanceUID = spec.study_uid
+    ds.SeriesInstanceUID = spec.series_uid
     ds.StudyID = "1"
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
@@ -256,13 +212,13 @@ def _build_dataset(
         ds.PixelIntensityRelationship = "LOG"
         # +1: lower stored values mean less beam intensity (denser), as in MONOCHROME1 here.
         ds.PixelIntensityRelationshipSign = 1 if monochrome1 else -1
-    spacing = f"{fov_mm / size:.4f}"
+    spacing = f"{fov_mm / spec.size:.4f}"
     ds.ImagerPixelSpacing = [spacing, spacing]
     ds.PixelSpacing = [spacing, spacing]
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
-    ds.Rows = size
-    ds.Columns = size
+    ds.Rows = spec.size
+    ds.Columns = spec.size
     ds.BitsAllocated = 16
     ds.BitsStored = bits_stored
     ds.HighBit = bits_stored - 1
@@ -277,7 +233,7 @@ def _build_dataset(
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.MediaStorageSOPInstanceUID = UID(spec.sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta = meta
     return ds

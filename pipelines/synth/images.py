@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import pydicom
 
 from pipelines.synth.chart import Chart
-from pipelines.synth.dicom import write_defective_dicom, write_radiograph
+from pipelines.synth.dicom import RadiographSpec, write_defective_dicom, write_radiograph
 from pipelines.synth.episodes import Event, Radiograph
 from pipelines.synth.spec import DICOM_DEFECTS
 
@@ -42,28 +42,23 @@ class RadiographWriter:
         p = chart.person
         rel = f"dicom/{study_uid}/{sop_uid}.dcm"
         path = self.root / rel
-        birth, study_date = dt.date.fromordinal(p.birth), dt.date.fromordinal(ev.day)
-        name, institution = p.name.dicom(), ev.org.name_latin
-        write_radiograph(
-            path,
-            rng=np.random.default_rng([self.seed, p.index, 1]),
+        spec = RadiographSpec(
             size=self.size,
             pneumonia=ev.pneumonia,
             severity=ev.severity,
             iin=p.iin,
-            patient_name=name,
-            birth_date=birth,
+            patient_name=p.name.dicom(),
+            birth_date=dt.date.fromordinal(p.birth),
             sex=p.sex,
             study_uid=study_uid,
             series_uid=series_uid,
             sop_uid=sop_uid,
-            study_date=study_date,
+            study_date=dt.date.fromordinal(ev.day),
             accession=accession,
-            institution=institution,
+            institution=ev.org.name_latin,
         )
+        written = write_radiograph(path, spec, rng=np.random.default_rng([self.seed, p.index, 1]))
         chart.images.append(rel)
-        # Read the header back: the writer picks CR or DX itself and the ImagingStudy must say the same.
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID"])
         for k, defect in enumerate(DICOM_DEFECTS):
             if chart.d.chance(self.defect_rates[defect]):
                 bad_series, bad_sop = chart.ids.uid(), chart.ids.uid()
@@ -71,22 +66,10 @@ class RadiographWriter:
                 write_defective_dicom(
                     self.root / bad_rel,
                     defect,
+                    dataclasses.replace(spec, series_uid=bad_series, sop_uid=bad_sop),
                     rng=np.random.default_rng([self.seed, p.index, 2 + k]),
-                    size=self.size,
-                    pneumonia=ev.pneumonia,
-                    severity=ev.severity,
-                    iin=p.iin,
-                    patient_name=name,
-                    birth_date=birth,
-                    sex=p.sex,
-                    study_uid=study_uid,
-                    series_uid=bad_series,
-                    sop_uid=bad_sop,
-                    study_date=study_date,
-                    accession=accession,
-                    institution=institution,
                 )
                 chart.dicom_defects.append(
                     (defect, bad_sop, bad_rel, "PixelData" if defect == "dicom_no_pixels" else "")
                 )
-        return Radiograph(modality=str(ds.Modality), sop_class=str(ds.SOPClassUID))
+        return Radiograph(modality=written.modality, sop_class=written.sop_class_uid)

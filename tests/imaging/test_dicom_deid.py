@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset
 
 from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.imaging.deid import age_at_study, deidentify_dataset, header_json
-from pipelines.synth.dicom import write_radiograph
+from pipelines.synth.dicom import RadiographSpec, write_radiograph
 
 IIN = "850315300012"
 KEY = "test-key-0123456789abcdef"
@@ -24,20 +24,22 @@ def _original(tmp_path: Path) -> Dataset:
     path = tmp_path / "cxr.dcm"
     write_radiograph(
         path,
+        RadiographSpec(
+            size=32,
+            pneumonia=True,
+            severity=0.4,
+            iin=IIN,
+            patient_name="Nurlan Abenov",
+            birth_date=dt.date(1985, 3, 15),
+            sex="male",
+            study_uid="1.2.826.0.1.3680043.10.3",
+            series_uid="1.2.826.0.1.3680043.10.3.1",
+            sop_uid="1.2.826.0.1.3680043.10.3.1.1",
+            study_date=dt.date(2024, 5, 2),
+            accession="ACC777",
+            institution="Astana City Hospital 1",
+        ),
         rng=np.random.default_rng(9),
-        size=32,
-        pneumonia=True,
-        severity=0.4,
-        iin=IIN,
-        patient_name="Nurlan Abenov",
-        birth_date=dt.date(1985, 3, 15),
-        sex="male",
-        study_uid="1.2.826.0.1.3680043.10.3",
-        series_uid="1.2.826.0.1.3680043.10.3.1",
-        sop_uid="1.2.826.0.1.3680043.10.3.1.1",
-        study_date=dt.date(2024, 5, 2),
-        accession="ACC777",
-        institution="Astana City Hospital 1",
     )
     ds = pydicom.dcmread(path)
     # What real archives add on top.

@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 
 from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.imaging.ingest import MANIFEST_SCHEMA, ingest_dicom, load_image_array
-from pipelines.synth.dicom import write_defective_dicom, write_radiograph
+from pipelines.synth.dicom import RadiographSpec, write_defective_dicom, write_radiograph
 
 KEY = "test-key-0123456789abcdef"
 PATIENTS = (
@@ -35,26 +35,25 @@ def _raw_tree(root: Path, make_dataset: Callable[..., Dataset]) -> list[Path]:
     for i in range(17):
         iin, name, born, sex = PATIENTS[i % 2]
         path = root / "dicom" / _study(i) / f"{_study(i)}.1.1.dcm"
-        args = {
-            "rng": np.random.default_rng(i),
-            "size": 48,
-            "pneumonia": i % 3 == 0,
-            "severity": 0.6,
-            "iin": iin,
-            "patient_name": name,
-            "birth_date": born,
-            "sex": sex,
-            "study_uid": _study(i),
-            "series_uid": f"{_study(i)}.1",
-            "sop_uid": f"{_study(i)}.1.1",
-            "study_date": dt.date(2024, 1 + i % 12, 10),
-            "accession": f"ACC0000{i:02d}",
-            "institution": "Astana City Hospital 1",
-        }
+        spec = RadiographSpec(
+            size=48,
+            pneumonia=i % 3 == 0,
+            severity=0.6,
+            iin=iin,
+            patient_name=name,
+            birth_date=born,
+            sex=sex,
+            study_uid=_study(i),
+            series_uid=f"{_study(i)}.1",
+            sop_uid=f"{_study(i)}.1.1",
+            study_date=dt.date(2024, 1 + i % 12, 10),
+            accession=f"ACC0000{i:02d}",
+            institution="Astana City Hospital 1",
+        )
         if i in DEFECTS:
-            write_defective_dicom(path, DEFECTS[i], **args)
+            write_defective_dicom(path, DEFECTS[i], spec, rng=np.random.default_rng(i))
         else:
-            write_radiograph(path, **args)
+            write_radiograph(path, spec, rng=np.random.default_rng(i))
         files.append(path)
     # The same instance sent twice under another name.
     copy = root / "dicom" / _study(0) / "resent.dcm"

@@ -14,7 +14,7 @@ from pydicom.filewriter import write_dataset
 
 from pipelines.imaging.dicom import load_image, normalize_pixels, read_dicom, resample
 from pipelines.imaging.errors import DicomError
-from pipelines.synth.dicom import write_radiograph
+from pipelines.synth.dicom import RadiographSpec, write_radiograph
 
 Builder = Callable[..., Dataset]
 KNOWN = np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)
@@ -151,20 +151,22 @@ def test_load_image_of_a_synthetic_radiograph(tmp_path: Path) -> None:
     path = tmp_path / "cxr.dcm"
     write_radiograph(
         path,
+        RadiographSpec(
+            size=96,
+            pneumonia=False,
+            severity=0.0,
+            iin="850315300012",
+            patient_name="Nurlan Abenov",
+            birth_date=dt.date(1985, 3, 15),
+            sex="male",
+            study_uid="1.2.3",
+            series_uid="1.2.3.1",
+            sop_uid="1.2.3.1.1",
+            study_date=dt.date(2024, 5, 2),
+            accession="A1",
+            institution="Clinic",
+        ),
         rng=np.random.default_rng(3),
-        size=96,
-        pneumonia=False,
-        severity=0.0,
-        iin="850315300012",
-        patient_name="Nurlan Abenov",
-        birth_date=dt.date(1985, 3, 15),
-        sex="male",
-        study_uid="1.2.3",
-        series_uid="1.2.3.1",
-        sop_uid="1.2.3.1.1",
-        study_date=dt.date(2024, 5, 2),
-        accession="A1",
-        institution="Clinic",
     )
     image = load_image(path, 32)
     assert image.shape == (32, 32) and image.dtype == np.float32

@@ -148,27 +148,29 @@ def test_a_killed_ingest_leaves_no_table_that_looks_complete(tmp_path: Path) -> 
 
 
 def test_dicom_images_are_linked_to_their_imaging_study(tmp_path: Path) -> None:
-    from pipelines.synth.dicom import write_radiograph
+    from pipelines.synth.dicom import RadiographSpec, write_radiograph
 
     root = _write_input(tmp_path / "raw")
     rng = np.random.default_rng(0)
     for n, study in enumerate(("1.2.826.0.1.3680043.10.1.1", "1.2.826.0.1.3680043.10.1.2"), start=1):
         write_radiograph(
             root / "dicom" / study / f"{n}.dcm",
+            RadiographSpec(
+                size=64,
+                pneumonia=False,
+                severity=0.0,
+                iin=_iin(),
+                patient_name="Smagulova^Aigerim",
+                birth_date=BIRTH,
+                sex="female",
+                study_uid=study,
+                series_uid=f"{study}.1",
+                sop_uid=f"{study}.1.1",
+                study_date=dt.date(2023, 4, 5),
+                accession=f"ACC{n}",
+                institution="Polyclinic No. 1",
+            ),
             rng=rng,
-            size=64,
-            pneumonia=False,
-            severity=0.0,
-            iin=_iin(),
-            patient_name="Smagulova^Aigerim",
-            birth_date=BIRTH,
-            sex="female",
-            study_uid=study,
-            series_uid=f"{study}.1",
-            sop_uid=f"{study}.1.1",
-            study_date=dt.date(2023, 4, 5),
-            accession=f"ACC{n}",
-            institution="Polyclinic No. 1",
         )
     (root / "dicom" / "junk.dcm").write_bytes(b"not a dicom file")
     report = _run(root, tmp_path / "out", image_size=32)

@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import cross_val_predict
 
 from pipelines.imaging.dicom import normalize_pixels, read_dicom
-from pipelines.synth.dicom import write_defective_dicom, write_radiograph
+from pipelines.synth.dicom import RadiographSpec, write_defective_dicom, write_radiograph
 
 IIN = "850315300012"
 
@@ -42,7 +42,7 @@ def _args(i: int = 0, **overrides: Any) -> dict[str, Any]:
 
 def test_radiograph_has_the_tags_and_16_bit_pixels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "a.dcm"
-    write_radiograph(path, rng=np.random.default_rng(1), **_args(size=96, pneumonia=True, severity=0.7))
+    write_radiograph(path, RadiographSpec(**_args(size=96, pneumonia=True, severity=0.7)), rng=np.random.default_rng(1))
     monkeypatch.setattr(pydicom.config.settings, "reading_validation_mode", pydicom.config.RAISE)
     ds = pydicom.dcmread(path)
     assert [elem.value for elem in ds.iterall()]  # every value converts under strict VR validation
@@ -78,9 +78,9 @@ def test_radiograph_has_the_tags_and_16_bit_pixels(tmp_path: Path, monkeypatch: 
 
 def test_same_rng_state_gives_identical_bytes(tmp_path: Path) -> None:
     a, b, c = tmp_path / "a.dcm", tmp_path / "b.dcm", tmp_path / "c.dcm"
-    write_radiograph(a, rng=np.random.default_rng(42), **_args(pneumonia=True, severity=0.5))
-    write_radiograph(b, rng=np.random.default_rng(42), **_args(pneumonia=True, severity=0.5))
-    write_radiograph(c, rng=np.random.default_rng(43), **_args(pneumonia=True, severity=0.5))
+    write_radiograph(a, RadiographSpec(**_args(pneumonia=True, severity=0.5)), rng=np.random.default_rng(42))
+    write_radiograph(b, RadiographSpec(**_args(pneumonia=True, severity=0.5)), rng=np.random.default_rng(42))
+    write_radiograph(c, RadiographSpec(**_args(pneumonia=True, severity=0.5)), rng=np.random.default_rng(43))
     assert a.read_bytes() == b.read_bytes()
     assert a.read_bytes() != c.read_bytes()
     assert not list(tmp_path.glob("*.tmp"))
@@ -90,7 +90,7 @@ def test_encodings_vary_like_a_real_archive(tmp_path: Path) -> None:
     seen: dict[str, set[object]] = {"modality": set(), "photometric": set(), "bits": set(), "rescale": set()}
     for seed in range(40):
         path = tmp_path / f"{seed}.dcm"
-        write_radiograph(path, rng=np.random.default_rng(seed), **_args(seed, size=32))
+        write_radiograph(path, RadiographSpec(**_args(seed, size=32)), rng=np.random.default_rng(seed))
         ds = pydicom.dcmread(path)
         seen["modality"].add(ds.Modality)
         seen["photometric"].add(ds.PhotometricInterpretation)
@@ -106,7 +106,7 @@ def test_monochrome1_files_read_back_with_dark_lungs(tmp_path: Path) -> None:
     kinds = set()
     for seed in range(30):
         path = tmp_path / f"{seed}.dcm"
-        write_radiograph(path, rng=np.random.default_rng(seed), **_args(seed, size=64))
+        write_radiograph(path, RadiographSpec(**_args(seed, size=64)), rng=np.random.default_rng(seed))
         ds = read_dicom(path)
         kinds.add(ds.PhotometricInterpretation)
         image = normalize_pixels(ds)
@@ -118,11 +118,11 @@ def test_monochrome1_files_read_back_with_dark_lungs(tmp_path: Path) -> None:
 
 def test_defective_files(tmp_path: Path) -> None:
     whole = tmp_path / "whole.dcm"
-    write_radiograph(whole, rng=np.random.default_rng(5), **_args())
+    write_radiograph(whole, RadiographSpec(**_args()), rng=np.random.default_rng(5))
     paths = {}
     for defect in ("dicom_unreadable", "dicom_not_dicom", "dicom_no_pixels"):
         paths[defect] = tmp_path / f"{defect}.dcm"
-        write_defective_dicom(paths[defect], defect, rng=np.random.default_rng(5), **_args())
+        write_defective_dicom(paths[defect], defect, RadiographSpec(**_args()), rng=np.random.default_rng(5))
 
     truncated = paths["dicom_unreadable"].read_bytes()
     assert len(truncated) < len(whole.read_bytes())
@@ -140,11 +140,11 @@ def test_defective_files(tmp_path: Path) -> None:
 
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="sex"):
-        write_radiograph(tmp_path / "a.dcm", rng=np.random.default_rng(0), **_args(sex="unknown"))
+        write_radiograph(tmp_path / "a.dcm", RadiographSpec(**_args(sex="unknown")), rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="severity"):
-        write_radiograph(tmp_path / "a.dcm", rng=np.random.default_rng(0), **_args(severity=1.5))
+        write_radiograph(tmp_path / "a.dcm", RadiographSpec(**_args(severity=1.5)), rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="defect"):
-        write_defective_dicom(tmp_path / "a.dcm", "dicom_bad", rng=np.random.default_rng(0), **_args())
+        write_defective_dicom(tmp_path / "a.dcm", "dicom_bad", RadiographSpec(**_args()), rng=np.random.default_rng(0))
 
 
 def test_pneumonia_shows_in_the_lung_fields_but_not_trivially(tmp_path: Path) -> None:
@@ -156,13 +156,15 @@ def test_pneumonia_shows_in_the_lung_fields_but_not_trivially(tmp_path: Path) ->
         path = tmp_path / f"{i}.dcm"
         write_radiograph(
             path,
-            rng=rng,
-            **_args(
-                i,
-                pneumonia=pneumonia,
-                severity=float(rng.uniform()) if pneumonia else 0.0,
-                sex=("male", "female")[i % 4 // 2],
+            RadiographSpec(
+                **_args(
+                    i,
+                    pneumonia=pneumonia,
+                    severity=float(rng.uniform()) if pneumonia else 0.0,
+                    sex=("male", "female")[i % 4 // 2],
+                )
             ),
+            rng=rng,
         )
         image = normalize_pixels(read_dicom(path))
         image = (image - image.mean()) / image.std()  # exposure differs between films
