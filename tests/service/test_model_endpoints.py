@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -37,13 +36,16 @@ from pipelines import codes
 from pipelines.config import (
     DEMO_PSEUDONYM_KEY,
     DiagnosisFeaturesParams,
+    DiagnosisRegisterParams,
     DiagnosisTrainParams,
     EvaluateParams,
     FraudFeaturesParams,
+    FraudRegisterParams,
     FraudTrainParams,
+    GateParams,
     IngestParams,
+    RegisterParams,
 )
-from pipelines.features.diagnosis import Scaler
 from pipelines.features.fraud import FraudFeatureOptions, build_claim_features
 from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.iin import make_iin, parse_iin
@@ -52,12 +54,9 @@ from pipelines.service.models_provider import MlflowModelProvider
 from pipelines.service.roles import Role
 from pipelines.service.server import uvicorn_config
 from pipelines.service.settings import ServiceSettings
-from pipelines.stages import evaluate, features, ingest, train
-from pipelines.tracking import pyfunc_diagnosis as dx_wrapper
-from pipelines.tracking import pyfunc_fraud as fraud_wrapper
+from pipelines.stages import evaluate, features, ingest, register, train
 from pipelines.tracking.client import tracking_uri_scope
-from pipelines.tracking.registry import FRAUD_MODEL_NAME, register_version, set_alias
-from pipelines.tracking.runs import stage_run
+from pipelines.tracking.registry import FRAUD_MODEL_NAME
 
 from .helpers import PEPPER, auth, free_port
 
@@ -74,7 +73,6 @@ class Registry:
     uri: str
     work: Path
     fraud_model_dir: Path
-    fraud_schema: dict[str, Any]
 
 
 @dataclass
@@ -86,84 +84,62 @@ class Service:
     tokens: dict[str, str]
 
 
-def _register_fraud(uri: str, registry: Registry) -> str:
-    scorer = fraud_wrapper.load_scorer(registry.fraud_model_dir)
-    with stage_run(
-        "register@fraud", tracking_uri=uri, experiment="shipa", params={}, tags={}, pipeline_run_id=None
-    ) as run:
-        ref = run.log_pyfunc_model(
-            fraud_wrapper.FraudPyfunc(),
-            artifacts={fraud_wrapper.ARTIFACT_MODEL: registry.fraud_model_dir},
-            input_example=fraud_wrapper.input_example(scorer, registry.fraud_schema),
-            signature=fraud_wrapper.signature(registry.fraud_schema, scorer.feature_names),
-            pip_requirements=[],
+# A tiny cohort's models are too uncertain for the real gate (tested in tests/stages/test_register.py): every
+# check but "not worse than the champion" is off, so the first registration becomes champion.
+LENIENT_GATE = GateParams(min_primary_low=0.0, max_ece=None, max_subgroup_gap=None)
+LENIENT = RegisterParams(
+    diagnosis=DiagnosisRegisterParams(gate=LENIENT_GATE),
+    fraud=FraudRegisterParams(gate=LENIENT_GATE.model_copy(update={"primary_metric": "auprc"})),
+)
+
+
+def _register(model: str, registry: Registry) -> str:
+    """Register ``model`` through the real register stage into the registry's store; returns the version."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(registry.work)
+        mp.setenv("MLFLOW_TRACKING_URI", registry.uri)
+        record = register.run(
+            model,
+            LENIENT,
+            processed=registry.work / "processed",
+            models=registry.work / "models",
+            feature_options=FraudFeaturesParams().model_dump(mode="json", exclude={"split"}),
         )
-    version = register_version(
-        ref.model_uri, FRAUD_MODEL_NAME, tracking_uri=uri, run_id=ref.run_id, model_id=ref.model_id
-    )
-    set_alias(FRAUD_MODEL_NAME, "champion", version, tracking_uri=uri)
-    return version
+    assert record["champion"] == record["version"], record["gate"]
+    return str(record["version"])
 
 
 @pytest.fixture(scope="module")
 def registry(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    """Diagnosis and fraud models trained on the tiny cohort, registered and aliased champion."""
+    """Diagnosis and fraud models trained on the tiny cohort by the stages, registered and promoted champion."""
     work = tmp_path_factory.mktemp("model-service")
-    uri = f"sqlite:///{work / 'mlflow.db'}"
+    out = Registry(f"sqlite:///{work / 'mlflow.db'}", work, work / "models" / "fraud" / "train" / "model")
     interim = tiny_cohort / "data" / "interim"
+    processed, models = work / "processed", work / "models"
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(work)  # checkpoints and lineage look at the working directory
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        dx, fr = work / "diagnosis", work / "fraud"
-        features.run_diagnosis(DiagnosisFeaturesParams(), interim, dx / "processed")
+        mp.setenv("MLFLOW_TRACKING_URI", out.uri)
+        features.run_diagnosis(DiagnosisFeaturesParams(), interim, processed / "diagnosis")
         train.run_diagnosis(
             DiagnosisTrainParams(image_size=32, epochs=2, batch_size=16, modes=("fused",), num_threads=1),
-            dx / "processed",
-            dx / "train",
+            processed / "diagnosis",
+            models / "diagnosis" / "train",
             progress=False,
         )
+        quick = EvaluateParams(n_boot=20, min_group_size=5, fraud_k=20)
+        dx_models = models / "diagnosis"
         evaluate.run_diagnosis(
-            EvaluateParams(n_boot=20, min_group_size=5),
-            dx / "processed",
-            dx / "train",
-            dx / "eval",
-            dx / "metrics.json",
+            quick, processed / "diagnosis", dx_models / "train", dx_models / "eval", dx_models / "metrics.json"
         )
-        features.run_fraud(FraudFeaturesParams(), interim, fr / "processed")
-        train.run_fraud(FraudTrainParams(epochs=2), fr / "processed", fr / "train")
-        feats = json.loads((dx / "train" / "features.json").read_text())
-        scaler = Scaler.from_dict(feats["scaler"])
-        with (
-            stage_run(
-                "register@diagnosis",
-                tracking_uri=uri,
-                experiment="shipa",
-                params={},
-                tags={},
-                pipeline_run_id=None,
-            ) as run,
-            tempfile.TemporaryDirectory() as scratch,
-        ):
-            artifacts = dx_wrapper.artifact_files(
-                dx / "train" / "fused",
-                dx / "train" / "features.json",
-                dx / "eval" / "calibration.json",
-                Path(scratch),
-            )
-            ref = run.log_pyfunc_model(
-                dx_wrapper.DiagnosisPyfunc(),
-                artifacts=artifacts,
-                input_example=dx_wrapper.input_example(scaler),
-                signature=dx_wrapper.signature(scaler.features),
-                pip_requirements=[],
-            )
-        version = register_version(ref.model_uri, DX_NAME, tracking_uri=uri, run_id=ref.run_id, model_id=ref.model_id)
-        set_alias(DX_NAME, "champion", version, tracking_uri=uri)  # the tiny model would not pass the gate
-        schema = dict(pl.read_parquet_schema(fr / "processed" / "dataset.parquet"))
-        out = Registry(
-            uri, work, fr / "train" / "model", {k: v for k, v in schema.items() if k not in FRAUD_NON_INPUTS}
-        )
-        _register_fraud(uri, out)
+        features.run_fraud(FraudFeaturesParams(), interim, processed / "fraud")
+        train.run_fraud(FraudTrainParams(epochs=2), processed / "fraud", models / "fraud" / "train")
+        fr_models = models / "fraud"
+        evaluate.run_fraud(
+            quick, processed / "fraud", fr_models / "train", fr_models / "eval", fr_models / "metrics.json",
+            raw=tiny_cohort / "data" / "raw", tables=interim / "tables",
+        )  # fmt: skip
+    assert _register("diagnosis", out) == "1"
+    assert _register("fraud", out) == "1"
     return out
 
 
@@ -353,7 +329,7 @@ def test_diagnosis_answers_a_valid_fhir_bundle_in_three_languages(service: Servi
 
 def test_diagnosis_uses_exactly_the_training_features(service: Service, case: Case, registry: Registry) -> None:
     """The served probability equals the registered pyfunc on the pipeline's own row for this study."""
-    dataset = pl.read_parquet(registry.work / "diagnosis" / "processed" / "dataset.parquet")
+    dataset = pl.read_parquet(registry.work / "processed" / "diagnosis" / "dataset.parquet")
     study_id = Pseudonymizer(DEMO_PSEUDONYM_KEY).id("ImagingStudy", case.study_id)
     row = dataset.filter(pl.col("study_id") == study_id)
     assert row.height == 1
@@ -597,7 +573,7 @@ def test_role_matrix(service: Service, case: Case, role: str | None, diagnosis: 
 def test_reload_swaps_the_champion_without_dropping_requests(service: Service, case: Case, registry: Registry) -> None:
     claim = next(r for r in case.resources if r["resourceType"] == "Claim")
     headers = auth(service.tokens["investigator"])
-    new_version = _register_fraud(registry.uri, registry)
+    new_version = _register("fraud", registry)
     stop = threading.Event()
 
     def hammer() -> list[tuple[float, float, int]]:
