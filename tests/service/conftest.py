@@ -4,22 +4,17 @@ role, a TestClient, and a real uvicorn server on a free 127.0.0.1 port."""
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from pipelines.service.roles import Role
-from pipelines.service.server import uvicorn_config
 from pipelines.service.settings import ServiceSettings
 
-from .helpers import StaticProvider, build_app, free_port, make_settings
+from .helpers import StaticProvider, build_app, make_settings, served
 
 
 @pytest.fixture(autouse=True)
@@ -60,22 +55,5 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 @pytest.fixture
 def live_server(app: FastAPI, settings: ServiceSettings) -> Iterator[str]:
     """The app served by a real uvicorn (the service's own config) on a free 127.0.0.1 port in a thread."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn_config(app, settings, port=port))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=0.5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    else:  # pragma: no cover
-        raise RuntimeError("uvicorn did not start")
-    try:
+    with served(app, settings, start_timeout=10) as base:
         yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

@@ -3,17 +3,24 @@ diagnosis/fraud routes), settings on a temporary SQLite file."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
+import uvicorn
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, Field
 
 from pipelines.service.app import create_app
 from pipelines.service.audit import AuditRecord, sha256_hex
 from pipelines.service.deps import InvestigatorPrincipal, ProviderDep, RequestAuditDep
+from pipelines.service.server import uvicorn_config
 from pipelines.service.settings import ServiceSettings
 
 PEPPER = "test-pepper-0123456789-abcdefghij"
@@ -136,3 +143,30 @@ def make_record(i: int = 0, **overrides: Any) -> AuditRecord:
     }
     values.update(overrides)
     return AuditRecord(**values)
+
+
+@contextlib.contextmanager
+def served(app: FastAPI, settings: ServiceSettings, *, start_timeout: float = 20.0) -> Iterator[str]:
+    """Serve ``app`` with a real uvicorn (the service's own config) on a free 127.0.0.1 port in a thread.
+
+    Yields the base URL once ``/health`` answers; the server is asked to exit and joined afterwards.
+    """
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(app, settings, port=port))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + start_timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=0.5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    else:  # pragma: no cover
+        raise RuntimeError("uvicorn did not start")
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

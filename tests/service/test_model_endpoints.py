@@ -28,7 +28,6 @@ import mlflow
 import polars as pl
 import pydicom
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fhir.resources.R4B import get_fhir_model_class
 
@@ -52,13 +51,12 @@ from pipelines.iin import make_iin, parse_iin
 from pipelines.service.assemble import build_app
 from pipelines.service.models_provider import MlflowModelProvider
 from pipelines.service.roles import Role
-from pipelines.service.server import uvicorn_config
 from pipelines.service.settings import ServiceSettings
 from pipelines.stages import evaluate, features, ingest, register, train
 from pipelines.tracking.client import tracking_uri_scope
 from pipelines.tracking.registry import FRAUD_MODEL_NAME
 
-from .helpers import PEPPER, auth, free_port
+from .helpers import PEPPER, auth, served
 
 DX_NAME = "shipa-diagnosis-pneumonia"
 FRAUD_NON_INPUTS = ("claim_id", "provider_id", "patient_id", "created", "label", "split")
@@ -160,25 +158,8 @@ def service(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Ite
     provider = MlflowModelProvider(tracking_uri=registry.uri, cache_dir=state / "models", ingest_image_size=32)
     app = build_app(settings, provider=provider, key=DEMO_PSEUDONYM_KEY)
     tokens = {role.value: app.state.tokens.add(f"{role.value}-1", role) for role in Role}
-    port = free_port()
-    server = uvicorn.Server(uvicorn_config(app, settings, port=port))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=0.5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    else:  # pragma: no cover
-        raise RuntimeError("uvicorn did not start")
-    try:
+    with served(app, settings) as base:
         yield Service(base, app, tokens)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 # --- requests built from the tiny cohort's raw data ---------------------------------------------------------
