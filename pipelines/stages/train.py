@@ -26,28 +26,10 @@ CHECKPOINT_ROOT = Path("models/.checkpoints")
 
 
 def _options(params: DiagnosisTrainParams, mode: str) -> Any:
+    """The engine's options for one mode: the params section less what the stage itself handles."""
     from pipelines.modeling.options import TrainOptions
 
-    return TrainOptions(
-        network=params.network,
-        mode=mode,  # type: ignore[arg-type]
-        image_size=params.image_size,
-        embed_dim=params.embed_dim,
-        ehr_hidden=params.ehr_hidden,
-        dropout=params.dropout,
-        epochs=params.epochs,
-        batch_size=params.batch_size,
-        lr=params.lr,
-        weight_decay=params.weight_decay,
-        scheduler=params.scheduler,
-        patience=params.patience,
-        augment=params.augment,
-        cache=params.cache,
-        num_workers=params.num_workers,
-        num_threads=params.num_threads,
-        precision=params.precision,
-        compile=params.compile,
-    )
+    return TrainOptions(**params.model_dump(exclude={"seed", "device", "modes"}), mode=mode)
 
 
 def run_diagnosis(
