@@ -48,6 +48,7 @@ from pipelines.modeling.fraud_baselines import (
     median_reference,
 )
 from pipelines.modeling.fraud_encoding import TabularEncoder
+from pipelines.modeling.forest import FlatForest
 from pipelines.modeling.fraud_store import (
     FORMAT,
     ModelFormatError,
@@ -208,6 +209,14 @@ class FraudModel:
     info: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     kind: str = KIND
+    _flat: FlatForest | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def flat_forest(self) -> FlatForest:
+        """The isolation forest flattened for fast scoring of small batches (built once)."""
+        if self._flat is None:
+            self._flat = FlatForest(self.iforest)
+        return self._flat
 
     @property
     def feature_names(self) -> list[str]:
@@ -219,7 +228,7 @@ class FraudModel:
         dense = self.encoder.dense(df)
         codes = self.encoder.codes(df)
         mlp = _predict_logits(self.net, codes, dense, self.device)
-        raw = -self.iforest.score_samples(dense.astype(np.float64)) if df.height else np.zeros(0)
+        raw = -self.flat_forest.score_samples(dense) if df.height else np.zeros(0)
         return mlp, (raw - self.anomaly_mean) / self.anomaly_std
 
     def logit(self, df: pl.DataFrame) -> npt.NDArray[np.float64]:
