@@ -35,8 +35,11 @@ from fhir_core.utils import is_list_type, is_primitive_type
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 _MISSING = object()
-# class -> ((field name, alias), ...) of its lists of complex types
-_COMPLEX_LISTS: dict[type, tuple[tuple[str, str | None], ...]] = {}
+# class -> data key -> (position, shadowing alias) of its lists of complex types (None: keys not unique)
+_COMPLEX_LISTS: dict[type, dict[str, tuple[int, str | None]] | None] = {}
+# class -> whether it has required primitives or choice elements to check after construction
+_AFTER: dict[type, bool] = {}
+_stock_reject_null = FHIRAbstractModel.reject_null_complex_elements.__func__  # type: ignore[attr-defined]
 # class -> ((field name, alias, extension field), ...) of its required primitive elements
 _REQUIRED: dict[type, tuple[tuple[str, str | None, str | None], ...]] = {}
 # class -> ((field names), required) of its choice elements (value[x] ...)
@@ -44,39 +47,58 @@ _CHOICES: dict[type, tuple[tuple[tuple[str, ...], bool], ...]] = {}
 _installed = False
 
 
-def _complex_lists(cls: type[FHIRAbstractModel]) -> tuple[tuple[str, str | None], ...]:
-    found = _COMPLEX_LISTS.get(cls)
-    if found is None:
-        found = tuple(
-            (name, field.alias)
-            for name, field in cls.model_fields.items()
-            if is_list_type(field) and not is_primitive_type(field) and not name.endswith("__ext")
-        )
-        _COMPLEX_LISTS[cls] = found
+def _complex_lists(cls: type[FHIRAbstractModel]) -> dict[str, tuple[int, str | None]] | None:
+    """Data key -> (field position, the alias that shadows it) of the class's lists of complex types.
+
+    The stock check reads, for each such field, its alias when the data has it and else its name; so an alias is
+    read whenever present and a name only when its alias is absent. None when two fields share a key (then the
+    stock field-by-field loop runs).
+    """
+    if cls in _COMPLEX_LISTS:
+        return _COMPLEX_LISTS[cls]
+    keys: dict[str, tuple[int, str | None]] = {}
+    unique = True
+    fields = [
+        (name, field.alias)
+        for name, field in cls.model_fields.items()
+        if is_list_type(field) and not is_primitive_type(field) and not name.endswith("__ext")
+    ]
+    for pos, (name, alias) in enumerate(fields):
+        entries = [(alias, (pos, None))] if alias else []
+        if name != alias:
+            entries.append((name, (pos, alias or None)))
+        for key, spec in entries:
+            unique = unique and key not in keys
+            keys[key] = spec
+    found = keys if unique else None
+    _COMPLEX_LISTS[cls] = found
     return found
 
 
 def reject_null_complex_elements(cls: type[FHIRAbstractModel], data: Any) -> Any:
-    """``FHIRAbstractModel.reject_null_complex_elements`` with the class's complex list fields cached."""
+    """``FHIRAbstractModel.reject_null_complex_elements``, looking only at the few keys the data has."""
     if not isinstance(data, dict):
         return data
-    errors: list[InitErrorDetails] = []
-    for name, alias in _complex_lists(cls):
-        key = alias if alias and alias in data else name
-        value = data.get(key)
-        if isinstance(value, list) and any(item is None for item in value):
-            errors.append(
-                {
-                    "type": PydanticCustomError(
-                        "list_type", "None is not allowed as an element of {field}", {"field": key}
-                    ),
-                    "loc": (key,),
-                    "input": value,
-                }
-            )
-    if errors:
-        raise ValidationError.from_exception_data(cls.__name__, errors)
-    return data
+    keys = _complex_lists(cls)
+    if keys is None:
+        return _stock_reject_null(cls, data)
+    hits: list[tuple[int, str, list[Any]]] = []
+    for key, value in data.items():
+        if isinstance(value, list) and key in keys and any(item is None for item in value):
+            pos, shadow = keys[key]
+            if shadow is None or shadow not in data:
+                hits.append((pos, key, value))
+    if not hits:
+        return data
+    errors: list[InitErrorDetails] = [
+        {
+            "type": PydanticCustomError("list_type", "None is not allowed as an element of {field}", {"field": key}),
+            "loc": (key,),
+            "input": value,
+        }
+        for _, key, value in sorted(hits, key=lambda hit: hit[0])  # the stock check reports in field order
+    ]
+    raise ValidationError.from_exception_data(cls.__name__, errors)
 
 
 def _required(model: FHIRAbstractModel) -> tuple[tuple[str, str | None, str | None], ...]:
@@ -164,9 +186,11 @@ def validate_one_of_many(self: FHIRAbstractModel) -> None:
 def validate_after_model_construction(self: FHIRAbstractModel) -> FHIRAbstractModel:
     """``FHIRAbstractModel.validate_after_model_construction``: the two checks above, skipped where a class has
     neither required primitives nor choice elements (most element types)."""
-    if _required(self):
+    checks = _AFTER.get(type(self))
+    if checks is None:
+        checks = _AFTER[type(self)] = bool(_required(self) or _choices(self))
+    if checks:
         validate_required_primitive_elements(self)
-    if _choices(self):
         validate_one_of_many(self)
     return self
 

@@ -89,6 +89,16 @@ def _mutants(resource: dict[str, Any], rng: random.Random, n: int) -> Iterator[d
         yield copied
 
 
+def _nulls_everywhere(resource: dict[str, Any]) -> dict[str, Any]:
+    """Every list of the resource gets a null, keys in reverse order: several errors, reported in field order."""
+    out = {"resourceType": resource["resourceType"]}
+    for key in reversed(resource):
+        if key != "resourceType":
+            value = resource[key]
+            out[key] = [*value, None] if isinstance(value, list) else value
+    return out
+
+
 def _corpus(raw_fhir: Path, synthea: Path, out: Path) -> int:
     rng = random.Random(11)
     resources: list[dict[str, Any]] = []
@@ -104,7 +114,7 @@ def _corpus(raw_fhir: Path, synthea: Path, out: Path) -> int:
     n = 0
     with out.open("wb") as fh:
         for resource in resources:
-            for one in (resource, *_mutants(resource, rng, 4)):
+            for one in (resource, *_mutants(resource, rng, 4), _nulls_everywhere(resource)):
                 fh.write(orjson.dumps(one) + b"\n")
                 n += 1
     return n
