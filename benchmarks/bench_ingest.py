@@ -9,6 +9,10 @@ Observation codes replaced by valid LOINC codes so that the input is mostly clea
 
     python benchmarks/bench_ingest.py --sizes 200000,400000          # the acceptance run (minutes on 2 cores)
     python benchmarks/bench_ingest.py --sizes 5000,10000 --work /tmp/bench-ingest   # a quick check
+
+fhiry is not a Shipa dependency (it pulls google-cloud-bigquery); install it beside the venv and point at it:
+``pip install --target /tmp/fhiry-lib --no-deps fhiry prodict timeago et_xmlfile openpyxl``, then
+``--fhiry-path /tmp/fhiry-lib``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ SYNTHEA = REPO.parent / "shared" / "data" / "synthea-r4"
 BENCH_KEY = "benchmark-key-0123456789abcdef"
 _UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _CIEL = re.compile(rb'"code":"[0-9]+A{10,}"')
+FHIRY_HINT = "pip install --target /tmp/fhiry-lib --no-deps fhiry prodict timeago et_xmlfile openpyxl"
 
 
 # --- input ----------------------------------------------------------------------------------------------------------
@@ -121,13 +126,21 @@ def run_shipa(input_dir: Path, out: Path, workers: int) -> dict[str, Any]:
     }
 
 
-def run_naive(input_dir: Path, dump: bool = False) -> dict[str, Any]:
-    """Validate each resource with its R4B model, one by one, appending the parsed dict (or ``model_dump()``)."""
+def run_naive(input_dir: Path, dump: bool = False, fastcheck: bool = False) -> dict[str, Any]:
+    """Validate each resource with its R4B model, one by one, appending the parsed dict (or ``model_dump()``).
+
+    The stock fhir.resources unless ``fastcheck``: then with Shipa's cached element checks installed first
+    (:mod:`pipelines.fhir.fastcheck`), to show how much of Shipa's lead comes from them. Nothing else of Shipa is
+    imported here, because importing ``pipelines.fhir`` installs them.
+    """
     import orjson
+
+    if fastcheck:
+        from pipelines.fhir.fastcheck import install
+
+        install()
     from fhir.resources.R4B import get_fhir_model_class
     from pydantic import ValidationError
-
-    from pipelines.fhir.read import discover
 
     start, cpu = time.perf_counter(), _cpu_s()
     kept: list[dict[str, Any]] = []
@@ -142,9 +155,9 @@ def run_naive(input_dir: Path, dump: bool = False) -> dict[str, Any]:
             return
         kept.append(model.model_dump() if dump else obj)
 
-    for source in discover(input_dir):
-        if source.fmt == "ndjson":
-            with source.path.open("rb") as fh:
+    for path in sorted(p for p in input_dir.rglob("*") if p.suffix in (".ndjson", ".json")):
+        if path.suffix == ".ndjson":
+            with path.open("rb") as fh:
                 for line in fh:
                     if line.strip():
                         try:
@@ -152,7 +165,7 @@ def run_naive(input_dir: Path, dump: bool = False) -> dict[str, Any]:
                         except orjson.JSONDecodeError:
                             n += 1
         else:
-            doc = orjson.loads(source.path.read_bytes())
+            doc = orjson.loads(path.read_bytes())
             for entry in doc.get("entry", []):
                 if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
                     one(entry["resource"])
@@ -166,21 +179,65 @@ def run_naive(input_dir: Path, dump: bool = False) -> dict[str, Any]:
     }
 
 
-def run_fhiry(input_dir: Path) -> dict[str, Any]:
+def _fhiry_input(input_dir: Path, out: Path, limit: int) -> tuple[Path, int, int]:
+    """Every k-th parseable NDJSON line (all resource types, at most about ``limit`` in all), for fhiry.
+
+    fhiry stops at the first line that is not JSON (the cohort has a few on purpose) and flattens about a hundred
+    resources a second here, so it runs on a sample; its rate is per resource like the others'. Returns
+    (folder, resources kept, unparseable lines left out).
+    """
+    import orjson
+
+    total = _count_resources(input_dir / "fhir")
+    stride = max(1, -(-total // limit))
+    target = out / "fhiry-input"
+    target.mkdir(parents=True, exist_ok=True)
+    kept = broken = seen = 0
+    for path in sorted((input_dir / "fhir").glob("*.ndjson")):
+        with path.open("rb") as src, (target / path.name).open("wb") as dst:
+            for line in src:
+                if not line.strip():
+                    continue
+                seen += 1
+                try:
+                    orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    broken += 1
+                    continue
+                if seen % stride == 0:
+                    dst.write(line)
+                    kept += 1
+    return target, kept, broken
+
+
+def run_fhiry(input_dir: Path, out: Path, limit: int) -> dict[str, Any]:
+    """fhiry's parallel NDJSON flattening (a process per core, one pandas frame; no validation), on a sample."""
     try:
         import fhiry.parallel as fp  # type: ignore[import-not-found]
     except ImportError:
-        return {"skipped": "fhiry is not installed (not a Shipa dependency); nothing measured"}
-    start = time.perf_counter()
-    frame = fp.ndjson(str(input_dir / "fhir"))
+        return {"skipped": f"fhiry is not installed (not a Shipa dependency; see {FHIRY_HINT}); nothing measured"}
+    folder, kept, broken = _fhiry_input(input_dir, out, limit)
+    start, cpu = time.perf_counter(), _cpu_s()
+    frame = fp.ndjson(str(folder))
     seconds = time.perf_counter() - start
-    return {"resources": len(frame), "seconds": seconds, "peak_rss_mb": _peak_mb(resource.RUSAGE_SELF)}
+    return {
+        "resources": len(frame),
+        "seconds": seconds,
+        "cpu_s": _cpu_s() - cpu,
+        "peak_rss_mb": _peak_mb(resource.RUSAGE_SELF),
+        "peak_worker_rss_mb": _peak_mb(resource.RUSAGE_CHILDREN),
+        "note": f"a sample of {kept} resources, without {broken} unparseable lines, which stop fhiry",
+    }
 
 
-def _child(kind: str, input_dir: Path, out: Path, workers: int) -> dict[str, Any]:
+def _child(
+    kind: str, input_dir: Path, out: Path, workers: int, path: Path | None = None, sample: int = 10000
+) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--input", str(input_dir)]
-    cmd += ["--out", str(out), "--workers", str(workers)]
+    cmd += ["--out", str(out), "--workers", str(workers), "--fhiry-sample", str(sample)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(path), env.get("PYTHONPATH", "")) if p)
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
@@ -194,7 +251,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="Shipa workers (0: one per core)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/shipa-bench-ingest"), help="scratch folder")
     parser.add_argument("--skip-naive", action="store_true", help="measure Shipa only")
-    parser.add_argument("--child", choices=("shipa", "naive", "naive-dump", "fhiry"), help=argparse.SUPPRESS)
+    parser.add_argument("--fhiry-sample", type=int, default=10000, help="resources fhiry flattens (a sample)")
+    parser.add_argument("--fhiry-path", type=Path, help=f"a folder holding fhiry, kept out of the venv ({FHIRY_HINT})")
+    parser.add_argument(
+        "--child", choices=("shipa", "naive", "naive-fastcheck", "naive-dump", "fhiry"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -202,10 +263,10 @@ def main() -> None:
     if args.child:
         if args.child == "shipa":
             result = run_shipa(args.input, args.out, args.workers)
-        elif args.child in ("naive", "naive-dump"):
-            result = run_naive(args.input, dump=args.child == "naive-dump")
+        elif args.child.startswith("naive"):
+            result = run_naive(args.input, dump=args.child == "naive-dump", fastcheck=args.child == "naive-fastcheck")
         else:
-            result = run_fhiry(args.input)
+            result = run_fhiry(args.input, args.out, args.fhiry_sample)
         print(json.dumps(result))
         return
 
@@ -223,18 +284,20 @@ def main() -> None:
         shipa = _child("shipa", input_dir, out, args.workers)
         skipped = {"skipped": "--skip-naive"}
         naive = skipped if args.skip_naive else _child("naive", input_dir, out, 1)
+        fast = skipped if args.skip_naive else _child("naive-fastcheck", input_dir, out, 1)
         dump = skipped if args.skip_naive else _child("naive-dump", input_dir, out, 1)
-        fhiry = _child("fhiry", input_dir, out, 1)
-        rows.append((size, count, shipa, naive, dump, fhiry))
+        fhiry = _child("fhiry", input_dir, out, 1, args.fhiry_path, args.fhiry_sample)
+        rows.append((size, count, shipa, naive, fast, dump, fhiry))
 
     print(f"\nFHIR ingest benchmark ({args.source}, {cores} cores, Shipa workers={args.workers or cores})")
     print(
         f"{'input':>10} {'method':>10} {'res/s':>9} {'ratio':>7} {'CPU µs/res':>11} {'peak RSS MB':>12} "
         f"{'worker RSS MB':>14}"
     )
-    for _size, count, shipa, naive, dump, fhiry in rows:
+    for _size, count, shipa, naive, fast, dump, fhiry in rows:
         base = shipa.get("resources", count) / shipa["seconds"] if "seconds" in shipa else None
-        for name, res in (("shipa", shipa), ("naive", naive), ("naive-dump", dump), ("fhiry", fhiry)):
+        methods = (("shipa", shipa), ("naive", naive), ("naive+fast", fast), ("naive-dump", dump), ("fhiry", fhiry))
+        for name, res in methods:
             if "seconds" not in res:
                 print(f"{count:>10} {name:>10}  {res.get('skipped') or res.get('error')}")
                 continue
@@ -243,10 +306,13 @@ def main() -> None:
             worker = f"{res['peak_worker_rss_mb']:.0f}" if "peak_worker_rss_mb" in res else ""
             cpu = f"{res['cpu_s'] / res['resources'] * 1e6:.0f}" if "cpu_s" in res else ""
             print(f"{count:>10} {name:>10} {rate:>9.0f} {ratio:>7} {cpu:>11} {res['peak_rss_mb']:>12.0f} {worker:>14}")
+            if res.get("note"):
+                print(f"{'':>10} {'':>10}  ({name}: {res['note']})")
     print("ratio = Shipa's resources/s divided by the method's (Shipa validates with R4B too, and also de-identifies,")
     print("checks references, dates, IINs and codes, and writes Parquet tables and quarantine). CPU µs/res counts")
     print("every process; on a busy machine it is the fairer comparison. naive appends the parsed dict after")
-    print("validating; naive-dump appends the validated model's model_dump().")
+    print("validating with the stock fhir.resources; naive+fast does the same with Shipa's cached element checks")
+    print("(pipelines/fhir/fastcheck.py) installed; naive-dump appends the validated model's model_dump().")
 
 
 if __name__ == "__main__":
