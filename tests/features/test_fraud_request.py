@@ -1,0 +1,485 @@
+"""The fraud features of one scoring request, computed in plain Python, equal those of the polars feature code.
+
+Requests are built from the tiny cohort's raw FHIR the way clients send them: bare Claims; a Claim with its
+patient, encounter, observations, procedures, conditions, provider, staff and referral; Bundles with all the
+claims and records of one patient (or of several: a collusion ring, the patients of one provider, whose records
+fire the peer, volume and network features); claims of every fraud pattern of the cohort's truth; and edited
+copies that reach the null and fallback paths (a Practitioner as provider, conditional references, missing
+service dates and amounts, items without a tariff code, inactive staff, inflated prices, duplicates at the edge
+of the window, a package billed with its components, records dated after the claim). Each one passes the
+service's steps (``submitted_resources``, ``check_resources``, ``deidentify_and_flatten``) and
+:func:`request_claim_features` must equal ``claim_features(normalise(table_frames(rows)))`` (floats to 1e-9,
+same columns, order and dtypes) under several option sets (time zones, windows, thresholds). The sample must
+move every feature away from its neutral value somewhere, so that an equivalence on neutral values only cannot
+pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from pipelines import codes
+from pipelines.features.fraud import NUMERIC_FEATURES, PROVIDER_FEATURES, FraudFeatureOptions, claim_features
+from pipelines.features.fraud_request import SCHEMA, request_claim_features
+from pipelines.features.fraud_tables import normalise
+from pipelines.fhir.deid import Pseudonyms
+from pipelines.fhir.pseudonym import Pseudonymizer
+from pipelines.service.errors import FhirHTTPError
+from pipelines.service.fhir_in import check_resources, deidentify_and_flatten, submitted_resources, table_frames
+from pipelines.service.fraud_case import build_claim_records
+
+Resource = dict[str, Any]
+KEY = "shipa-test-key-0123456789abcdef"
+OPTIONS = {
+    "default": FraudFeatureOptions(),
+    # Small thresholds, other windows and a time zone that moves dates (created 00:00 UTC is the day before).
+    "loose": FraudFeatureOptions(
+        duplicate_days=30,
+        trace_days=0,
+        peer_min_count=2,
+        peer_window_days=None,
+        near_days=400,
+        cycle_days=30,
+        min_shared=1,
+        timezone="-08:00",
+    ),
+    "almaty": FraudFeatureOptions(
+        peer_min_count=3, peer_window_days=120, graph_window_days=90, near_days=30, timezone="Asia/Almaty"
+    ),
+}
+# The value each feature has when nothing is found (its fill value).
+NEUTRAL: dict[str, float] = {
+    "amount_ratio_dx": 1.0,
+    "price_ratio_max": 1.0,
+    "quantity_ratio_max": 1.0,
+    "volume_vs_baseline": 1.0,
+    "patient_providers_90d": 1.0,
+    "provider_referral_scc": 1.0,
+    "community_size": 1.0,
+}
+CONTEXT_PRESENT = ("peer_amount_median", "price_peer_code", "qty_peer_code", "unbundled_package", "deceased_date")
+
+
+# --- requests built from the cohort -----------------------------------------------------------------------------
+
+
+def _ref(resource: Resource, key: str) -> str | None:
+    value = resource.get(key)
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return value.get("reference") if isinstance(value, dict) else None
+
+
+def _bundle(resources: list[Resource]) -> Resource:
+    """A collection Bundle (each resource once, ``urn:uuid`` fullUrls as clients send them)."""
+    seen: set[tuple[str, str]] = set()
+    entries = []
+    for r in resources:
+        if (r["resourceType"], r["id"]) not in seen:
+            seen.add((r["resourceType"], r["id"]))
+            entries.append({"fullUrl": f"urn:uuid:{r['id']}", "resource": r})
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
+@dataclass
+class Cohort:
+    """The tiny cohort's raw FHIR, indexed by patient, encounter and organization."""
+
+    claims: list[Resource]
+    patients: dict[str, Resource]  # "Patient/<id>" ->
+    organizations: dict[str, Resource]  # "Organization/<id>" ->
+    roles: dict[str, list[Resource]]  # organization reference -> PractitionerRoles
+    records: dict[str, list[Resource]]  # patient reference -> Encounters, Observations, ... ServiceRequests
+    by_encounter: dict[str, list[Resource]]  # encounter reference -> its Observations, Procedures, Conditions
+    service_requests: dict[str, Resource]  # "ServiceRequest/<id>" ->
+    encounters: dict[str, Resource]  # "Encounter/<id>" ->
+    claims_of: dict[str, list[Resource]] = field(default_factory=dict)  # patient reference -> Claims
+    pattern: dict[str, str] = field(default_factory=dict)  # claim id -> fraud pattern
+
+    def claim_context(self, claim: Resource) -> list[Resource]:
+        """The claim with its patient, encounter and the encounter's records, provider, staff and referral."""
+        out = [claim]
+        patient = self.patients.get(_ref(claim, "patient") or "")
+        out += [patient] if patient else []
+        encounter = _encounter_of(claim)
+        for r in self.records.get(_ref(claim, "patient") or "", ()):
+            if encounter and f"{r['resourceType']}/{r['id']}" == encounter:
+                out.append(r)
+        out += self.by_encounter.get(encounter or "", [])
+        provider = _ref(claim, "provider") or ""
+        out += [self.organizations[provider], *self.roles.get(provider, [])] if provider in self.organizations else []
+        referral = self.service_requests.get(_ref(claim, "referral") or "")
+        out += [referral] if referral else []
+        return out
+
+    def patient_records(self, patient: str) -> list[Resource]:
+        """Everything of one patient: the Patient, all claims and records, the organizations involved and staff."""
+        out = [self.patients[patient]] if patient in self.patients else []
+        out += self.claims_of.get(patient, []) + self.records.get(patient, [])
+        orgs = sorted(
+            {
+                ref
+                for r in out
+                for key in ("provider", "serviceProvider", "performer")
+                if (ref := _ref(r, key)) and ref in self.organizations
+            }
+        )
+        for org in orgs:
+            out += [self.organizations[org], *self.roles.get(org, [])]
+        return out
+
+
+def _ndjson(raw: Path, rtype: str, dirty: set[str]) -> list[Resource]:
+    path = raw / "fhir" / f"{rtype}.ndjson"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            resource = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if resource.get("id") not in dirty:
+            out.append(resource)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cohort(tiny_cohort: Path) -> Cohort:
+    raw = tiny_cohort / "data" / "raw"
+    # Records with an injected defect are left out: the service rejects them (422) before any feature is built.
+    dirty = set(pl.read_csv(raw / "manifest" / "dirty.csv")["resource_id"].cast(pl.String).to_list())
+    records: dict[str, list[Resource]] = defaultdict(list)
+    by_encounter: dict[str, list[Resource]] = defaultdict(list)
+    service_requests, encounters = {}, {}
+    for rtype in ("Encounter", "Observation", "Procedure", "Condition", "ServiceRequest"):
+        for r in _ndjson(raw, rtype, dirty):
+            records[_ref(r, "subject") or ""].append(r)
+            if rtype in ("Observation", "Procedure", "Condition") and _ref(r, "encounter"):
+                by_encounter[_ref(r, "encounter") or ""].append(r)
+            if rtype == "ServiceRequest":
+                service_requests[f"ServiceRequest/{r['id']}"] = r
+            if rtype == "Encounter":
+                encounters[f"Encounter/{r['id']}"] = r
+    roles: dict[str, list[Resource]] = defaultdict(list)
+    for r in _ndjson(raw, "PractitionerRole", dirty):
+        roles[_ref(r, "organization") or ""].append(r)
+    claims = _ndjson(raw, "Claim", dirty)
+    claims_of: dict[str, list[Resource]] = defaultdict(list)
+    for c in claims:
+        claims_of[_ref(c, "patient") or ""].append(c)
+    truth = pl.read_csv(raw / "manifest" / "fraud_truth.csv", schema_overrides={"claim_id": pl.String})
+    return Cohort(
+        claims=claims,
+        patients={f"Patient/{p['id']}": p for p in _ndjson(raw, "Patient", dirty)},
+        organizations={f"Organization/{o['id']}": o for o in _ndjson(raw, "Organization", dirty)},
+        roles=roles,
+        records=records,
+        by_encounter=by_encounter,
+        service_requests=service_requests,
+        encounters=encounters,
+        claims_of=claims_of,
+        pattern=dict(zip(truth["claim_id"], truth["pattern"], strict=True)),
+    )
+
+
+def _edited(cohort: Cohort, rng: random.Random) -> Iterator[tuple[str, Resource]]:
+    """Edited copies of realistic requests that reach the null and fallback paths of the features."""
+    patients = [p for p, cs in cohort.claims_of.items() if len(cs) >= 3 and p in cohort.patients]
+    base = copy.deepcopy(cohort.patient_records(rng.choice(patients)))
+    claims = [r for r in base if r["resourceType"] == "Claim"]
+
+    # A Practitioner as provider (no provider_id), a claim without billable period and item dates (service
+    # dates fall back on the created date), amounts without unit price or net, items coded in another system
+    # (no tariff code), a conditional patient reference that the request resolves, one it cannot resolve.
+    edited = copy.deepcopy(base)
+    cs = [r for r in edited if r["resourceType"] == "Claim"]
+    team = cs[0].get("careTeam") or [{"provider": {"reference": "Practitioner/nobody"}}]
+    cs[0]["provider"] = copy.deepcopy(team[0]["provider"])
+    cs[1].pop("billablePeriod", None)
+    for item in cs[1].get("item", ()):
+        item.pop("servicedDate", None)
+    for item in cs[2].get("item", ())[:1]:
+        item.pop("unitPrice", None)
+        item["quantity"] = {"value": 2}
+    for item in cs[2].get("item", ())[1:2]:
+        item.pop("net", None)
+    for item in cs[-1].get("item", ())[:1]:
+        item["productOrService"] = {"coding": [{"system": "http://example.org/local-codes", "code": "X1"}]}
+    patient = next(r for r in edited if r["resourceType"] == "Patient")
+    iin = next(i for i in patient["identifier"] if i["system"] == codes.IIN_SYSTEM)
+    if len(cs) > 3:
+        cs[3]["patient"] = {"reference": f"Patient?identifier={iin['system']}|{iin['value']}"}
+    # A claim billed by another provider than the one of its encounter.
+    other = next(o for o in sorted(cohort.organizations) if o != _ref(cs[-2], "provider"))
+    cs[-2]["provider"] = {"reference": other}
+    yield "edited: nulls and fallbacks", _bundle([*edited, cohort.organizations[other]])
+
+    unresolved = copy.deepcopy(claims[0])
+    unresolved["patient"] = {"reference": f"Patient?identifier={codes.IIN_SYSTEM}|000000000000"}
+    yield "edited: unresolved patient", unresolved
+
+    # Staff: inactive roles, a role without a practitioner, a role without an organization.
+    edited = copy.deepcopy(base)
+    roles = [r for r in edited if r["resourceType"] == "PractitionerRole"]
+    for i, role in enumerate(roles):
+        if i % 3 == 0:
+            role["active"] = False
+        elif i % 3 == 1:
+            role.pop("practitioner", None)
+            role.pop("active", None)
+    if roles:
+        roles[-1].pop("organization", None)
+    yield "edited: staff", _bundle(edited)
+
+    # The same services billed again under new ids: the same day, and exactly 7 and 30 days later (the edges of
+    # the duplicate windows of the option sets).
+    first = claims[0]
+    copies = [_claim_copy(first, f"dp{days:02d}", days=days) for days in (0, 7, 30)]
+    yield "edited: duplicates", _bundle([*base, *copies])
+
+    # A package's components billed separately on one day (unbundled), then the package itself with one of its
+    # components on the same day by a claim created a day later (no longer unbundled: the package was billed).
+    package = next(t for t in codes.TARIFFS.values() if t.kind == "package")
+    parts = _claim_copy(first, "pkg1", tariffs=package.components)
+    billed = _claim_copy(first, "pkg2", later=1, tariffs=(package.code, package.components[0]))
+    yield "edited: packages", _bundle([*base, parts, billed])
+
+    # Records dated after the claim's created date must not count: a late observation and procedure in the
+    # claim's encounter, its diagnosis recorded late, and a claim created before its encounter.
+    edited = copy.deepcopy(base)
+    cs = [r for r in edited if r["resourceType"] == "Claim" and _encounter_of(r) in cohort.encounters]
+    late = (dt.date.fromisoformat(cs[0]["created"][:10]) + dt.timedelta(days=5)).isoformat()
+    encounter = {"reference": _encounter_of(cs[0])}
+    observation = next(r for r in edited if r["resourceType"] == "Observation")
+    procedure = copy.deepcopy(next(r for rs in cohort.records.values() for r in rs if r["resourceType"] == "Procedure"))
+    extra = [
+        {**observation, "id": observation["id"][:-4] + "lat1", "encounter": encounter, "effectiveDateTime": late},
+        {**procedure, "id": procedure["id"][:-4] + "lat2", "subject": cs[0]["patient"], "encounter": encounter},
+        {**procedure, "id": procedure["id"][:-4] + "lat3", "subject": cs[0]["patient"], "encounter": encounter},
+    ]
+    for r in extra[1:]:
+        r.pop("performedPeriod", None)
+    extra[1]["performedDateTime"] = late
+    extra[2]["performedDateTime"] = cs[0]["created"][:10]
+    for r in edited:
+        if r["resourceType"] == "Condition" and _ref(r, "encounter") == encounter["reference"]:
+            r.pop("onsetPeriod", None)
+            r["onsetDateTime"] = r["recordedDate"] = late
+    if len(cs) > 1:
+        enc = cohort.encounters[_encounter_of(cs[1]) or ""]
+        cs[1]["created"] = (dt.date.fromisoformat(enc["period"]["start"][:10]) - dt.timedelta(days=2)).isoformat()
+    yield "edited: records after the claim", _bundle(edited + extra)
+
+
+def _encounter_of(claim: Resource) -> str | None:
+    return next((_ref(i, "encounter") for i in claim.get("item", ()) if i.get("encounter")), None)
+
+
+def _shift(value: str, days: int) -> str:
+    """A FHIR date or dateTime moved by whole days (its time and offset kept)."""
+    return (dt.date.fromisoformat(value[:10]) + dt.timedelta(days=days)).isoformat() + value[10:]
+
+
+def _claim_copy(
+    claim: Resource, suffix: str, *, days: int = 0, later: int = 0, tariffs: tuple[str, ...] | None = None
+) -> Resource:
+    """A copy of a claim under a new id: its dates moved by ``days`` (created by ``later`` more), billing
+    ``tariffs`` at their list prices when given."""
+    new = copy.deepcopy(claim)
+    new["id"] = claim["id"][:-4] + suffix
+    new["identifier"] = [{"system": "https://shipa.kz/fhir/sid/claim", "value": new["id"]}]
+    new["created"] = _shift(new["created"], days + later)
+    period = new.get("billablePeriod") or {}
+    for key in ("start", "end"):
+        if key in period:
+            period[key] = _shift(period[key], days)
+    for item in new.get("item", ()):
+        if "servicedDate" in item:
+            item["servicedDate"] = _shift(item["servicedDate"], days)
+    if tariffs is not None:
+        template, new["item"] = new["item"][0], []
+        for seq, code in enumerate(tariffs, start=1):
+            price = {"value": codes.TARIFFS[code].price_kzt, "currency": "KZT"}
+            coding = {"system": codes.TARIFF, "code": code, "display": codes.TARIFFS[code].name}
+            new["item"].append(
+                {
+                    **copy.deepcopy(template),
+                    "sequence": seq,
+                    "productOrService": {"coding": [coding]},
+                    "quantity": {"value": 1},
+                    "unitPrice": price,
+                    "net": price,
+                }
+            )
+        new["total"] = {"value": sum(codes.TARIFFS[c].price_kzt for c in tariffs), "currency": "KZT"}
+    return new
+
+
+def _referral_loop(cohort: Cohort) -> Resource | None:
+    """A patient referred from provider A to B, with two more referrals dated 60 days before B's claim (A -> B
+    and back B -> A, the second from the encounter of B's claim): a loop between A and B known before the
+    claim's month, a referral passed on, and a patient's referral cycle."""
+    for ref, sr in sorted(cohort.service_requests.items()):
+        enc_a = cohort.encounters.get(_ref(sr, "encounter") or "")
+        a, b = _ref(enc_a or {}, "serviceProvider"), _ref(sr, "performer")
+        if a is None or b is None or a == b:
+            continue
+        patient = _ref(sr, "subject") or ""
+        for claim in cohort.claims_of.get(patient, []):
+            enc_b = _encounter_of(claim)
+            if _ref(claim, "referral") != ref or _ref(claim, "provider") != b or enc_b not in cohort.encounters:
+                continue
+            day = (dt.date.fromisoformat(claim["created"][:10]) - dt.timedelta(days=60)).isoformat()
+            back = {
+                **sr,
+                "id": sr["id"][:-4] + "bac1",
+                "encounter": {"reference": enc_b},
+                "performer": [{"reference": a}],
+            }
+            again = {**sr, "id": sr["id"][:-4] + "fwd1"}
+            extra = [{**r, "authoredOn": day} for r in (back, again)]
+            return _bundle(cohort.patient_records(patient) + extra)
+    return None
+
+
+def _provider_bundle(cohort: Cohort, rng: random.Random, inflate: bool) -> Resource:
+    """Claims of many patients of the busiest provider: peers for medians, volume baselines, shared patients.
+    With ``inflate``, the latest claims bill three times the price and twice the quantity."""
+    busiest = Counter(_ref(c, "provider") for c in cohort.claims).most_common(1)[0][0]
+    patients = sorted({_ref(c, "patient") for c in cohort.claims if _ref(c, "provider") == busiest} - {None})
+    chosen = rng.sample(patients, min(len(patients), 30))
+    resources = [r for p in chosen for r in cohort.patient_records(p or "")]
+    if inflate:
+        resources = copy.deepcopy(resources)
+        claims = sorted((r for r in resources if r["resourceType"] == "Claim"), key=lambda c: c["created"])
+        for claim in claims[-8:]:
+            for item in claim.get("item", ()):
+                for key, factor in (("unitPrice", 3), ("net", 6)):
+                    if key in item:
+                        item[key] = {**item[key], "value": item[key]["value"] * factor}
+                item["quantity"] = {"value": 2}
+    return _bundle(resources)
+
+
+def _requests(cohort: Cohort) -> Iterator[tuple[str, Resource]]:
+    """(what it is, request body) for every request of the comparison."""
+    rng = random.Random(11)
+    by_pattern: dict[str, list[Resource]] = defaultdict(list)
+    for claim in cohort.claims:
+        by_pattern[cohort.pattern.get(claim["id"], "none")].append(claim)
+    for pattern, claims in sorted(by_pattern.items()):
+        picked = rng.sample(claims, min(len(claims), 6 if pattern == "none" else 3))
+        for claim in picked[:3]:
+            yield f"bare claim ({pattern})", claim
+        for claim in picked:
+            yield f"claim with context ({pattern})", _bundle(cohort.claim_context(claim))
+        patients = sorted({_ref(c, "patient") or "" for c in claims})
+        for patient in rng.sample(patients, min(len(patients), 4 if pattern == "none" else 3)):
+            yield f"one patient's bundle ({pattern})", _bundle(cohort.patient_records(patient))
+    ring = sorted({_ref(c, "patient") or "" for c in by_pattern.get("collusion_ring", [])})
+    if ring:
+        yield "collusion ring bundle", _bundle([r for p in ring for r in cohort.patient_records(p)])
+    referred = sorted({_ref(sr, "subject") or "" for sr in cohort.service_requests.values()})
+    yield "referred patients bundle", _bundle([r for p in referred for r in cohort.patient_records(p)])
+    loop = _referral_loop(cohort)
+    if loop is not None:
+        yield "edited: referral loop", loop
+    yield "one provider's patients", _provider_bundle(cohort, rng, inflate=False)
+    yield "one provider's patients, inflated prices", _provider_bundle(cohort, rng, inflate=True)
+    yield from _edited(cohort, rng)
+
+
+# --- the comparison ---------------------------------------------------------------------------------------------
+
+
+def _non_neutral(frame: pl.DataFrame, opt: FraudFeatureOptions) -> Counter[str]:
+    """Per feature, the records whose value is not the neutral (nothing found) one."""
+    counts: Counter[str] = Counter()
+    for col in (*NUMERIC_FEATURES, *PROVIDER_FEATURES):
+        neutral = opt.duplicate_days + 1 if col == "dup_min_days" else NEUTRAL.get(col, 0.0)
+        counts[col] = frame.filter(pl.col(col).is_not_null() & (pl.col(col) != neutral)).height
+    for col in CONTEXT_PRESENT:
+        counts[col] = frame[col].is_not_null().sum()
+    counts["dup_prior_provider_same"] = frame["dup_prior_provider_same"].sum()
+    return counts
+
+
+def test_request_features_equal_the_polars_features(cohort: Cohort) -> None:
+    pseudonyms = Pseudonyms(Pseudonymizer(KEY))
+    compared: Counter[str] = Counter()
+    rejected: list[str] = []
+    fired: Counter[str] = Counter()
+    claims_seen = 0
+    for what, body in _requests(cohort):
+        submitted = submitted_resources(body, allowed=("Claim",))
+        try:
+            check_resources(submitted)
+        except FhirHTTPError:
+            rejected.append(what)
+            continue
+        rows = deidentify_and_flatten(submitted, pseudonyms).rows
+        big = "bundle" in what or "patients" in what or "edited" in what
+        for name, opt in OPTIONS.items():
+            if name == "almaty" and not big:
+                continue
+            want = claim_features(normalise(table_frames(rows), opt.timezone), opt)
+            got = request_claim_features(rows, opt)
+            assert got.schema == want.schema
+            try:
+                assert_frame_equal(got, want, check_exact=False, rel_tol=1e-9, abs_tol=1e-9)
+            except AssertionError as exc:
+                raise AssertionError(f"{what}, options {name}: {exc}") from None
+            compared[what.split(" (")[0]] += 1
+            claims_seen += want.height
+            fired.update(_non_neutral(want, opt))
+    # The sample is large and varied enough, and was accepted by the service's checks.
+    assert sum(compared.values()) >= 150, compared
+    assert len(rejected) <= 3, rejected
+    for kind in (
+        "bare claim",
+        "claim with context",
+        "one patient's bundle",
+        "collusion ring bundle",
+        "edited: referral loop",
+    ):
+        assert compared[kind] > 0, kind
+    assert sum(v for k, v in compared.items() if k.startswith("edited")) >= 8, compared
+    assert claims_seen >= 1000
+    # Every feature and context column moved away from its neutral value in some records.
+    silent = [col for col in (*NUMERIC_FEATURES, *PROVIDER_FEATURES, *CONTEXT_PRESENT) if fired[col] == 0]
+    assert not silent, f"features never away from neutral in the sample: {silent}"
+    assert fired["dup_prior_provider_same"] > 0
+
+
+def test_the_records_follow_the_request_order(cohort: Cohort) -> None:
+    """``build_claim_records`` answers one record per submitted claim in request order, as the polars path did."""
+    patient = max(cohort.claims_of, key=lambda p: len(cohort.claims_of[p]))
+    resources = cohort.patient_records(patient)
+    resources = resources[::-1]  # claims out of created order
+    body = _bundle(resources)
+    pseudonymizer = Pseudonymizer(KEY)
+    records = build_claim_records(body, pseudonymizer=pseudonymizer, options=FraudFeatureOptions(), max_claims=100)
+    submitted_claims = [r["id"] for r in resources if r["resourceType"] == "Claim"]
+    assert records.records["claim_id"].to_list() == [pseudonymizer.id("Claim", c) for c in submitted_claims]
+    assert records.records.schema == pl.Schema(SCHEMA)
+    rows = deidentify_and_flatten(submitted_resources(body), Pseudonyms(pseudonymizer)).rows
+    want = claim_features(normalise(table_frames(rows)), FraudFeatureOptions())
+    order = records.records["claim_id"].to_list()
+    want = want.join(pl.DataFrame({"claim_id": order, "_pos": range(len(order))}), on="claim_id").sort("_pos")
+    assert_frame_equal(records.records, want.drop("_pos"), check_exact=False, rel_tol=1e-9, abs_tol=1e-9)
+    # ``order`` keeps only known claims, in the given order.
+    subset = request_claim_features(rows, order=[order[2], "not-a-claim", order[0]])
+    assert subset["claim_id"].to_list() == [order[2], order[0]]
