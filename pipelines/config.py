@@ -44,6 +44,30 @@ class FraudRates(_Section):
         return float(sum(self.model_dump().values()))
 
 
+class LabelledShares(_Section):
+    """Share of each pattern's fraudulent claims that the Fund's audits find where they look (docs/cohort.md).
+
+    Registry checks (duplicate_claim, services_after_death) look at every provider; record reviews (the other
+    patterns) only at the audited providers (``synthesize.audited_provider_share``).
+    """
+
+    phantom_billing: float = Field(0.3, ge=0, le=1)
+    upcoding: float = Field(0.6, ge=0, le=1)
+    unbundling: float = Field(0.6, ge=0, le=1)
+    duplicate_claim: float = Field(0.85, ge=0, le=1)
+    services_after_death: float = Field(0.9, ge=0, le=1)
+    excessive_volume: float = Field(0.1, ge=0, le=1)
+    collusion_ring: float = Field(0.1, ge=0, le=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_number(cls, data: Any) -> Any:
+        # One number gives every pattern the same share (unbiased audits).
+        if isinstance(data, int | float) and not isinstance(data, bool):
+            return dict.fromkeys(cls.model_fields, float(data))
+        return data
+
+
 class DirtyRates(_Section):
     """Share of records (of the kind each defect applies to) injected with each data-quality defect."""
 
@@ -77,7 +101,12 @@ class SynthesizeParams(_Section):
     image_size: int = Field(256, ge=32, le=4096, description="side of the generated radiographs in pixels")
     deceased_rate: float = Field(0.03, ge=0, le=1)
     fraud_provider_share: float = Field(0.15, gt=0, le=1, description="share of organizations that commit fraud")
-    labelled_share: float = Field(0.7, ge=0, le=1, description="share of fraudulent claims found by audits")
+    labelled_share: LabelledShares = Field(
+        LabelledShares(), description="per pattern, share of fraudulent claims audits find where they look"
+    )
+    audited_provider_share: float = Field(
+        0.6, ge=0, le=1, description="share of providers whose records audits review (registry checks: all)"
+    )
     fraud: FraudRates = FraudRates()
     dirty: DirtyRates = DirtyRates()
 
@@ -207,9 +236,12 @@ class FraudTrainParams(_Section):
     focal_gamma: float = Field(0.0, ge=0)
     patience: int = Field(0, ge=0, description="0 = no early stopping (audit labels are positive-unlabelled)")
     iforest_trees: int = Field(200, ge=1)
-    iforest_max_samples: int = Field(256, ge=2)
+    iforest_max_samples: int = Field(2048, ge=2)
     anomaly_weight: float = Field(0.5, ge=0)
     anomaly_margin: float = 2.0
+    unlabelled_discount: float = Field(
+        3.0, ge=0, description="weight of an unlabelled training claim: exp(-d * max(0, anomaly_z - margin))"
+    )
     min_category_count: int = Field(5, ge=1)
     monotone: bool = True
     gbm: GbmParams = GbmParams()

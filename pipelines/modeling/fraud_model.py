@@ -7,6 +7,12 @@
   evidence stronger than any seen in training still raises the score.
 - Unsupervised part: an isolation forest on the numeric features of all training claims (labels unused), so
   claims unlike anything seen rise even when no audit has confirmed such a pattern yet.
+- Audit labels are positive-unlabelled, and audits are biased: they find some patterns often, others rarely,
+  and only at the providers they visit. A claim no audit confirmed is therefore not known to be clean, least of
+  all an unusual one. Each unlabelled training claim counts as a negative with weight
+  ``exp(-d * max(0, anomaly_z - m))`` (``unlabelled_discount`` ``d``): ordinary claims fully, claims the forest
+  finds unusual less and less, so the network is not taught that fraud nobody audited is clean, and the patterns
+  it did learn still carry over to them.
 - Final score: ``sigmoid(a * mlp_logit + b * max(0, anomaly_z - m) + c)``. The anomaly term only lifts claims
   more than ``m`` standard deviations (``anomaly_margin``) more anomalous than the training mean, with a fixed
   weight ``b`` (``anomaly_weight``): it is set, not fitted, because audit labels only reward the patterns
@@ -40,6 +46,7 @@ from torch import nn
 
 from pipelines.evaluation.metrics import average_precision
 from pipelines.features.fraud import RISK_DIRECTION
+from pipelines.modeling.forest import FlatForest
 from pipelines.modeling.fraud_baselines import (
     GBM_KIND,
     RULES_KIND,
@@ -48,7 +55,6 @@ from pipelines.modeling.fraud_baselines import (
     median_reference,
 )
 from pipelines.modeling.fraud_encoding import TabularEncoder
-from pipelines.modeling.forest import FlatForest
 from pipelines.modeling.fraud_store import (
     FORMAT,
     ModelFormatError,
@@ -83,7 +89,11 @@ class FraudModelConfig:
         iforest_trees: trees of the isolation forest.
         iforest_max_samples: claims per isolation tree.
         anomaly_weight: weight ``b`` of the anomaly term in the final log-odds.
-        anomaly_margin: anomaly z-score above which the anomaly term starts to count.
+        anomaly_margin: anomaly z-score above which the anomaly term starts to count, and above which an
+            unlabelled training claim starts to count less as a negative.
+        unlabelled_discount: how fast an unlabelled training claim's weight as a negative falls with its
+            anomaly z-score above ``anomaly_margin`` (``exp(-d * excess)``); 0 makes every unlabelled claim a
+            full negative.
         min_category_count: rarer categories map to "unknown".
         monotone: constrain the network to be monotone in the signed features (see :class:`FraudNet`).
     """
@@ -99,9 +109,10 @@ class FraudModelConfig:
     focal_gamma: float = 0.0
     patience: int = 0
     iforest_trees: int = 200
-    iforest_max_samples: int = 256
+    iforest_max_samples: int = 2048
     anomaly_weight: float = 0.5
     anomaly_margin: float = 2.0
+    unlabelled_discount: float = 3.0
     min_category_count: int = 5
     monotone: bool = True
 
@@ -292,17 +303,28 @@ def _predict_logits(
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 
-def _loss(logits: torch.Tensor, y: torch.Tensor, pos_weight: float, gamma: float) -> torch.Tensor:
+def _loss(
+    logits: torch.Tensor, y: torch.Tensor, pos_weight: float, gamma: float, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     logits = logits.float()
     if gamma <= 0:
         return nn.functional.binary_cross_entropy_with_logits(
-            logits, y, pos_weight=torch.tensor(pos_weight, device=logits.device)
+            logits, y, weight=weight, pos_weight=torch.tensor(pos_weight, device=logits.device)
         )
     p = torch.sigmoid(logits)
     log_p = nn.functional.logsigmoid(logits)
     log_q = nn.functional.logsigmoid(-logits)
     loss = -(pos_weight * y * (1 - p) ** gamma * log_p + (1 - y) * p**gamma * log_q)
-    return loss.mean()
+    return (loss if weight is None else loss * weight).mean()
+
+
+def unlabelled_weights(
+    y: npt.NDArray[np.int64], anomaly_z: npt.NDArray[np.float64], margin: float, discount: float
+) -> npt.NDArray[np.float32]:
+    """Loss weight of each training claim: 1 for audit-confirmed fraud, ``exp(-discount * max(0, z - margin))``
+    for an unlabelled claim (fraud no audit found looks unusual more often than a clean claim does)."""
+    keep = np.exp(-discount * anomaly_term(anomaly_z, margin))
+    return np.where(y == 1, 1.0, keep).astype(np.float32)
 
 
 def _safe_ap(y: npt.NDArray[np.int64], s: npt.NDArray[np.float64]) -> float:
@@ -319,6 +341,7 @@ def _fit_network(
     cfg: FraudModelConfig,
     seed: int,
     device: str,
+    weights: npt.NDArray[np.float32] | None = None,
 ) -> tuple[FraudNet, dict[str, Any]]:
     codes, dense, y = train
     n_pos = int(y.sum())
@@ -332,6 +355,7 @@ def _fit_network(
     gen = torch.Generator().manual_seed(seed)
     t_codes, t_dense = torch.from_numpy(codes).to(device), torch.from_numpy(dense).to(device)
     t_y = torch.from_numpy(y.astype(np.float32)).to(device)
+    t_w = torch.from_numpy(weights).to(device) if weights is not None else None
     best_ap, best_epoch, best_state, stale = -1.0, -1, None, 0
     history = []
     for epoch in range(cfg.epochs):
@@ -342,7 +366,7 @@ def _fit_network(
             idx = order[start : start + cfg.batch_size]
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
                 logits = net(t_codes[idx], t_dense[idx])
-            loss = _loss(logits, t_y[idx], pos_weight, cfg.focal_gamma)
+            loss = _loss(logits, t_y[idx], pos_weight, cfg.focal_gamma, None if t_w is None else t_w[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -451,8 +475,6 @@ def train_fraud_model(
     tr = (enc.codes(train_df), enc.dense(train_df), ytr)
     va = (enc.codes(val_df), enc.dense(val_df), yva)
     signs = dense_directions(enc, RISK_DIRECTION if directions is None else directions) if cfg.monotone else None
-    with torch.random.fork_rng(devices=[torch.device(device)] if device.startswith("cuda") else []):
-        net, info = _fit_network(enc, signs, tr, va, cfg, seed, device)
     forest = IsolationForest(
         n_estimators=cfg.iforest_trees,
         max_samples=min(cfg.iforest_max_samples, max(2, train_df.height)),
@@ -460,6 +482,9 @@ def train_fraud_model(
     ).fit(tr[1].astype(np.float64))
     raw = -forest.score_samples(tr[1].astype(np.float64))
     a_mean, a_std = float(raw.mean()), float(raw.std()) or 1.0
+    weights = unlabelled_weights(ytr, (raw - a_mean) / a_std, cfg.anomaly_margin, cfg.unlabelled_discount)
+    with torch.random.fork_rng(devices=[torch.device(device)] if device.startswith("cuda") else []):
+        net, info = _fit_network(enc, signs, tr, va, cfg, seed, device, weights)
     val_mlp = _predict_logits(net, va[0], va[1], device)
     val_anom = (-forest.score_samples(va[1].astype(np.float64)) - a_mean) / a_std if val_df.height else np.zeros(0)
     b = cfg.anomaly_weight
@@ -474,6 +499,8 @@ def train_fraud_model(
             "n_train_positive": int(ytr.sum()),
             "n_val": val_df.height,
             "n_val_positive": int(yva.sum()),
+            "unlabelled_weight_mean": float(weights[ytr == 0].mean()) if (ytr == 0).any() else None,
+            "unlabelled_discounted": int(((ytr == 0) & (weights < 0.5)).sum()),
             "seconds": round(time.perf_counter() - started, 2),
         }
     )

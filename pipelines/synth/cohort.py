@@ -53,6 +53,7 @@ def generate(spec: CohortSpec, root: Path, *, progress: bool = True) -> dict[str
         start_day=start,
         end_day=end,
         bundle=spec.format == "bundle",
+        audited_provider_share=spec.audited_provider_share,
     )
     sink: NdjsonSink | BundleSink = (
         BundleSink(root, compress=spec.gzip) if spec.format == "bundle" else NdjsonSink(root, compress=spec.gzip)

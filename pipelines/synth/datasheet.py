@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipelines import codes
 from pipelines.synth.providers import Directory
-from pipelines.synth.spec import DEFECTS, FRAUD_PATTERNS, CohortSpec
+from pipelines.synth.spec import DEFECTS, FRAUD_PATTERNS, REGISTRY_CHECKED, CohortSpec
 from pipelines.synth.stats import CohortStats
 
 _SIGNALS = """\
@@ -26,8 +26,14 @@ _SIGNALS = """\
   The radiologist's report reads it imperfectly (sensitivity 0.55 + 0.4 x severity, 6 % false positives).
   Severity above 0.65 leads to a referral (ServiceRequest) and an inpatient stay, intensive care above 0.85.
 - **Fraud.** A minority of providers commit the patterns below; each fraudulent claim is added beside the
-  clean ones, so the clean record stays coherent. Labels: a share (labelled_share) of fraudulent claims appear in
-  labels/audit_findings.csv, one to thirteen months after the claim; manifest/fraud_truth.csv lists all of them.
+  clean ones, so the clean record stays coherent. manifest/fraud_truth.csv lists all of them.
+- **Audit findings (labels).** labels/audit_findings.csv holds what the Fund's audits found, one to thirteen
+  months after the claim, and it is biased the way real audits are. Registry checks (a service after the death
+  in the population register, the same services billed twice) look at every provider's claims; record reviews
+  (every other pattern) only at the audited providers (audited_provider_share). Where an audit looks it finds a
+  pattern's claim with the pattern's labelled_share: often for the registry checks, upcoding and unbundling,
+  rarely for phantom billing, excessive volume and collusion rings, whose claims look ordinary one at a time.
+  A model trained on the findings alone learns the audited patterns and counts the rest as clean.
 - **Dirty data.** Defects are extra leaf copies of clean records under new ids (duplicates repeat a clean record
   exactly); DICOM defects are extra files no ImagingStudy lists. All are listed in manifest/dirty.csv.
 """
@@ -110,21 +116,30 @@ def render_datasheet(spec: CohortSpec, directory: Directory, stats: CohortStats)
         "",
         "## Fraud",
         "",
-        "| pattern | rate asked | rate achieved | claims | KZT | providers |",
-        "| --- | ---: | ---: | ---: | ---: | --- |",
+        "| pattern | rate asked | rate achieved | claims | KZT | providers (* audited) | audit | share found asked |"
+        " labelled by audits |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: |",
     ]
+    audited = set(directory.audited)
     for p in FRAUD_PATTERNS:
-        orgs = ", ".join(directory.orgs[i].identifier for i in directory.pattern_orgs[p])
+        orgs = ", ".join(
+            directory.orgs[i].identifier + ("*" if i in audited else "") for i in directory.pattern_orgs[p]
+        )
+        scope = "registry check, every provider" if p in REGISTRY_CHECKED else "record review, audited providers"
         out.append(
             f"| {p} | {_pct(spec.fraud.get(p, 0.0))} | {_pct(stats.fraud[p] / claims)} | {stats.fraud[p]} | "
-            f"{stats.fraud_amount_kzt[p]:,} | {orgs} |"
+            f"{stats.fraud_amount_kzt[p]:,} | {orgs} | {scope} | {_pct(spec.labelled_share.get(p, 0.0))} | "
+            f"{stats.labelled_by_pattern[p]} ({_pct(stats.labelled_by_pattern[p] / max(1, stats.fraud[p]))}) |"
         )
     total_fraud = sum(stats.fraud.values())
     out += [
         f"| **all** | {_pct(sum(spec.fraud.values()))} | {_pct(total_fraud / claims)} | {total_fraud} | "
-        f"{sum(stats.fraud_amount_kzt.values()):,} | {len(directory.fraud_orgs)} providers |",
+        f"{sum(stats.fraud_amount_kzt.values()):,} | {len(directory.fraud_orgs)} providers | | | "
+        f"{stats.labelled} ({_pct(stats.labelled / max(1, total_fraud))}) |",
         "",
-        f"Labelled by audits: {stats.labelled} of {total_fraud} fraudulent claims (asked {_pct(spec.labelled_share)}).",
+        f"Labelled by audits: {stats.labelled} of {total_fraud} fraudulent claims; record reviews visited "
+        f"{len(directory.audited)} of {len(directory.orgs)} providers (asked {_pct(spec.audited_provider_share)}), "
+        f"{len(audited & set(directory.fraud_orgs))} of the {len(directory.fraud_orgs)} fraudulent ones.",
         f"Collusion ring (referral order): {' -> '.join(directory.orgs[i].identifier for i in directory.ring)} -> "
         f"{directory.orgs[directory.ring[0]].identifier}.",
     ]

@@ -1,5 +1,9 @@
 """One synthetic patient from ``numpy.random.default_rng([seed, index])``: demographics, a clean trajectory,
-fraud committed on them, and data-quality defects. Patients are independent of each other."""
+fraud committed on them, and data-quality defects. Patients are independent of each other.
+
+What the Fund's audits found of the patient's fraud comes from a stream of its own
+(``default_rng([seed, index, AUDIT_STREAM])``), so that the audit settings change the labels and nothing else.
+"""
 
 from __future__ import annotations
 
@@ -21,13 +25,15 @@ from pipelines.synth.fraud import FraudModel
 from pipelines.synth.ids import IdFactory
 from pipelines.synth.people import make_address, make_name, make_phone, pick_region
 from pipelines.synth.providers import Directory, Org
-from pipelines.synth.spec import FRAUD_PATTERNS, CohortSpec
+from pipelines.synth.spec import FRAUD_PATTERNS, REGISTRY_CHECKED, CohortSpec
 
 _AGE_STARTS = tuple(a for a, _ in cl.AGE_BUCKETS)
 _AGE_CUM = tuple(accumulate(w for _, w in cl.AGE_BUCKETS))
 _OSMS_START = dt.date(2020, 1, 1).toordinal()
 _ETIOLOGIES = ("bacterial", "viral", "unspecified")
 _ETIOLOGY_CUM = (0.3, 0.55, 1.0)
+AUDIT_STREAM = 1 << 65
+FINDING_LAG_DAYS = (30, 400)  # an audit finding is dated this many days after the claim
 
 
 def _age_grid() -> list[tuple[float, float]]:
@@ -96,6 +102,7 @@ class PatientFactory:
         self.death_norm = mean_death_weight()
         self.fraud = FraudModel(spec.fraud, directory, expected_clean_claims(spec), spec.deceased_rate)
         self.dirty = DirtyInjector(spec.dirty)
+        self.audited = frozenset(directory.audited)
 
     def make(self, index: int) -> PatientRecord:
         """Generate patient ``index`` (0-based)."""
@@ -121,15 +128,28 @@ class PatientFactory:
             if pattern != "duplicate_claim":
                 for _ in range(counts[pattern]):
                     self.fraud.commit(chart, pattern, lo, hi)
-        for claim in chart.claims:
-            if claim.pattern is not None and d.chance(spec.labelled_share):
-                claim.labelled = True
-                claim.finding_day = claim.created_day + d.between(30, 400)
+        self._audit(Draws(np.random.default_rng([spec.seed, index, AUDIT_STREAM])), chart.claims)
         applicable = self.dirty.inject(chart)
         applicable["patients"] = 1
         return PatientRecord(
             person, chart.recs, chart.claims, chart.values, events, chart.images, chart.dicom_defects, applicable
         )
+
+    def _audit(self, a: Draws, claims: list[ClaimInfo]) -> None:
+        """Mark the fraudulent claims the Fund's audits found, with the finding's date.
+
+        Registry checks (:data:`REGISTRY_CHECKED`) look at every provider's claims, record reviews only at the
+        audited providers; where an audit looks, it finds a claim of pattern ``p`` with probability
+        ``labelled_share[p]``. Every fraudulent claim takes the same two draws, found or not.
+        """
+        for claim in claims:
+            if claim.pattern is None:
+                continue
+            u, lag = a.u(), a.between(*FINDING_LAG_DAYS)
+            looked = claim.pattern in REGISTRY_CHECKED or claim.org in self.audited
+            if looked and u < self.spec.labelled_share.get(claim.pattern, 0.0):
+                claim.labelled = True
+                claim.finding_day = claim.created_day + lag
 
     def _person(self, d: Draws, ids: IdFactory, index: int) -> tuple[Person, dict[str, object]]:
         spec = self.spec

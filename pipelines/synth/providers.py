@@ -1,5 +1,6 @@
 """The provider directory: polyclinics and hospitals per region, their practitioners and roles, the Fund (FSMS),
-and which providers commit which fraud patterns. Its size depends on the settings, never on the number of patients.
+which providers commit which fraud patterns and which ones the Fund's audits review. Its size depends on the
+settings, never on the number of patients.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class Directory:
     pattern_orgs: Mapping[str, tuple[int, ...]]  # pattern -> org indices that commit it
     ring: tuple[int, ...]  # collusion ring in referral order (each refers to the next, the last to the first)
     burst_days: Mapping[int, tuple[int, ...]] = field(default_factory=dict)  # excessive volume: org -> day ordinals
+    audited: tuple[int, ...] = ()  # providers whose records audits review (registry checks cover every provider)
 
     def polyclinic_for(self, region: str, d: Draws) -> Org:
         """A polyclinic in the region, or anywhere when the region has none."""
@@ -134,6 +136,7 @@ def build_directory(
     start_day: int,
     end_day: int,
     bundle: bool,
+    audited_provider_share: float = 1.0,
 ) -> Directory:
     """Make the provider directory.
 
@@ -147,6 +150,8 @@ def build_directory(
         start_day: first day of the window (ordinal).
         end_day: first day after the window (ordinal).
         bundle: whether references are conditional (bundle format) or ``Type/id`` (NDJSON).
+        audited_provider_share: share of providers whose records the Fund's audits review, drawn whatever they
+            bill (an audit plan, not a fraud detector).
     """
     d = Draws(np.random.default_rng([seed, 1 << 64]))
     ids = IdFactory(seed, "directory")
@@ -183,12 +188,17 @@ def build_directory(
     burst = _burst_days(
         d, pattern_orgs["excessive_volume"], fraud_rates, n_patients, start_day, end_day, practitioners_per_organization
     )
+    # Drawn last, so that the audit plan never changes the rest of the directory.
+    audit_order = sorted(range(n_organizations), key=lambda _: d.u())
+    audited = tuple(sorted(audit_order[: round(audited_provider_share * n_organizations)]))
     fsms_ref = (
         f"Organization?identifier={codes.ORG_ID_SYSTEM}|{codes.FSMS_ORG_IDENTIFIER}"
         if bundle
         else f"Organization/{fsms_id}"
     )
-    return Directory(tuple(orgs), fsms_id, fsms_ref, polyclinics, hospitals, fraud_orgs, pattern_orgs, ring, burst)
+    return Directory(
+        tuple(orgs), fsms_id, fsms_ref, polyclinics, hospitals, fraud_orgs, pattern_orgs, ring, burst, audited
+    )
 
 
 def _by_region(orgs: list[Org]) -> dict[str, tuple[int, ...]]:

@@ -35,6 +35,10 @@ FHIR_DEFECTS: tuple[str, ...] = (
     "invalid_json",
 )
 DICOM_DEFECTS: tuple[str, ...] = ("dicom_unreadable", "dicom_not_dicom", "dicom_no_pixels")
+# Patterns the Fund's automated registry checks find at every provider: a service after the death registered in
+# the population register, the same services billed twice for a patient. The other patterns need a review of the
+# provider's records, which audits do only at some providers (``audited_provider_share``).
+REGISTRY_CHECKED: tuple[str, ...] = ("duplicate_claim", "services_after_death")
 DEFECTS: tuple[str, ...] = FHIR_DEFECTS + DICOM_DEFECTS
 
 
@@ -47,6 +51,18 @@ DEFAULT_FRAUD_RATES: dict[str, float] = {
     "services_after_death": 0.003,
     "excessive_volume": 0.005,
     "collusion_ring": 0.004,
+}
+# Share of each pattern's fraudulent claims that audits find where they look: registry checks find most
+# duplicates and services after death; record reviews find upcoding and unbundling often, phantom billing less
+# (there is no record to review), and rarely excessive volume or a collusion ring (each claim looks ordinary alone).
+DEFAULT_LABELLED_SHARES: dict[str, float] = {
+    "phantom_billing": 0.3,
+    "upcoding": 0.6,
+    "unbundling": 0.6,
+    "duplicate_claim": 0.85,
+    "services_after_death": 0.9,
+    "excessive_volume": 0.1,
+    "collusion_ring": 0.1,
 }
 DEFAULT_DIRTY_RATES: dict[str, float] = {
     "missing_required_field": 0.002,
@@ -85,7 +101,8 @@ class CohortSpec:
     image_size: int = 256
     deceased_rate: float = 0.03
     fraud_provider_share: float = 0.15
-    labelled_share: float = 0.7
+    labelled_share: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_LABELLED_SHARES))
+    audited_provider_share: float = 0.6
     fraud: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_FRAUD_RATES))
     dirty: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_DIRTY_RATES))
 
@@ -96,11 +113,17 @@ class CohortSpec:
             raise SpecError("n_patients and months must be >= 1 and n_organizations >= 3")
         if self.practitioners_per_organization < 1:
             raise SpecError("practitioners_per_organization must be >= 1")
-        unknown = sorted(set(self.fraud) - set(FRAUD_PATTERNS)) + sorted(set(self.dirty) - set(DEFECTS))
+        unknown = (
+            sorted(set(self.fraud) - set(FRAUD_PATTERNS))
+            + sorted(set(self.labelled_share) - set(FRAUD_PATTERNS))
+            + sorted(set(self.dirty) - set(DEFECTS))
+        )
         if unknown:
             raise SpecError(f"unknown fraud pattern or defect {unknown[0]!r}")
         if any(not 0.0 <= r <= 1.0 for r in (*self.fraud.values(), *self.dirty.values())):
             raise SpecError("fraud and dirty rates must lie in [0, 1]")
+        if any(not 0.0 <= r <= 1.0 for r in (*self.labelled_share.values(), self.audited_provider_share)):
+            raise SpecError("labelled_share and audited_provider_share must lie in [0, 1]")
         if sum(self.fraud.values()) >= 0.5:
             raise SpecError("fraud rates must sum to less than 0.5")
 
@@ -109,7 +132,8 @@ class CohortSpec:
         """Build a spec from a plain mapping (e.g. ``SynthesizeParams.model_dump()``).
 
         Args:
-            data: keys as in the ``synthesize`` params section; ``start_date`` may be ISO text or a date.
+            data: keys as in the ``synthesize`` params section; ``start_date`` may be ISO text or a date;
+                ``labelled_share`` a mapping per pattern (missing patterns: 0) or one number for every pattern.
 
         Raises:
             SpecError: an unknown key or a value out of range.
@@ -125,7 +149,10 @@ class CohortSpec:
                 values["start_date"] = dt.date.fromisoformat(start)
             except ValueError as exc:
                 raise SpecError(f"start_date {start!r} is not an ISO date") from exc
-        for key, names_ in (("fraud", FRAUD_PATTERNS), ("dirty", DEFECTS)):
+        share = values.get("labelled_share")
+        if isinstance(share, int | float):
+            values["labelled_share"] = dict.fromkeys(FRAUD_PATTERNS, float(share))
+        for key, names_ in (("fraud", FRAUD_PATTERNS), ("labelled_share", FRAUD_PATTERNS), ("dirty", DEFECTS)):
             if key in values:
                 rates = dict(values[key])
                 extra = sorted(set(rates) - set(names_))
@@ -146,6 +173,7 @@ class CohortSpec:
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         out["start_date"] = self.start_date.isoformat()
         out["fraud"] = dict(self.fraud)
+        out["labelled_share"] = dict(self.labelled_share)
         out["dirty"] = dict(self.dirty)
         return out
 

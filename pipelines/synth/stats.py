@@ -62,6 +62,7 @@ class CohortStats:
     fraud: Counter[str] = field(default_factory=Counter)
     fraud_amount_kzt: Counter[str] = field(default_factory=Counter)
     labelled: int = 0
+    labelled_by_pattern: Counter[str] = field(default_factory=Counter)
     dirty: Counter[str] = field(default_factory=Counter)
     applicable: Counter[str] = field(default_factory=Counter)
     images: int = 0
@@ -107,6 +108,7 @@ class CohortStats:
                 self.fraud[c.pattern] += 1
                 self.fraud_amount_kzt[c.pattern] += c.amount
                 self.labelled += c.labelled
+                self.labelled_by_pattern[c.pattern] += c.labelled
             width = self.daily_services.shape[1]
             for line in c.lines:
                 # Multi-day services (bed-days) are not a day's work; count single-day services only.
@@ -132,6 +134,7 @@ class CohortStats:
             "fraud_claims": sum(self.fraud.values()),
             "fraud_by_pattern": dict(sorted(self.fraud.items())),
             "labelled_findings": self.labelled,
+            "labelled_by_pattern": dict(sorted(self.labelled_by_pattern.items())),
             "dirty_records": sum(self.dirty.values()),
             "dirty_by_defect": dict(sorted(self.dirty.items())),
             "radiographs": self.images,

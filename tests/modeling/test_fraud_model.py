@@ -33,6 +33,7 @@ from pipelines.modeling.fraud_model import (
     save_fraud_model,
     score,
     train_fraud_model,
+    unlabelled_weights,
 )
 from pipelines.modeling.fraud_reasons import explain, group_attributions
 from pipelines.modeling.fraud_store import ModelFormatError, read_metadata
@@ -236,6 +237,36 @@ def test_platt_combination_recalibrates_overconfident_logits() -> None:
     assert a == pytest.approx(2 / 3, abs=0.08)
     assert c == pytest.approx(np.log(0.25), abs=0.15)
     assert fit_combination(x, np.zeros(4000), np.zeros(4000, dtype=np.int64)) == (1.0, 0.0)
+
+
+def test_unusual_unlabelled_claims_count_less_as_clean() -> None:
+    y = np.array([1, 0, 0, 0, 1])
+    z = np.array([5.0, -1.0, 2.0, 3.0, -1.0])
+    w = unlabelled_weights(y, z, margin=2.0, discount=3.0)
+    assert w.dtype == np.float32
+    # Audit-confirmed fraud keeps full weight; unlabelled claims up to the margin too; beyond it the weight decays.
+    assert w.tolist() == pytest.approx([1.0, 1.0, 1.0, np.exp(-3.0), 1.0])
+    assert unlabelled_weights(y, z, margin=2.0, discount=0.0).tolist() == [1.0] * 5
+
+
+def test_a_pattern_no_audit_found_still_ranks_high(data: dict[str, object]) -> None:
+    # Audits never found excessive volume: its claims are unlabelled in training and validation.
+    train, val, test = data["train"], data["val"], data["test"]
+    assert isinstance(train, pl.DataFrame) and isinstance(val, pl.DataFrame) and isinstance(test, pl.DataFrame)
+    volume = {name: df["volume_vs_baseline"].to_numpy() > 5 for name, df in (("train", train), ("val", val))}
+    ytr = np.where(volume["train"], 0, data["ytr"])  # type: ignore[call-overload]
+    yva = np.where(volume["val"], 0, data["yva"])  # type: ignore[call-overload]
+    model = train_fraud_model(
+        train, ytr, val, yva, numeric=NUMERIC_FEATURES, categorical=CATEGORICAL_FEATURES, config=FAST, seed=0
+    )
+    assert model.info["unlabelled_discounted"] > 0
+    pats = data["patterns"]
+    yte = data["yte"]
+    assert isinstance(yte, np.ndarray) and isinstance(pats, list)
+    labelled = np.array([p not in ("", "excessive_volume") for p in pats])
+    rep = evaluate_fraud(yte, model.predict(test), test["total"].to_numpy(), pats, labelled, k=int(yte.sum()), n_boot=0)
+    assert rep["recall_at_k_by_pattern"]["excessive_volume"]["value"] >= 0.9
+    assert rep["unlabelled_recall_at_k"]["value"] >= 0.9
 
 
 def test_loading_refuses_foreign_folders_and_untrusted_types(model: FraudModel, tmp_path: Path) -> None:

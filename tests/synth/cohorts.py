@@ -20,6 +20,7 @@ LARGE_FRAUD_RATE = 0.015
 LARGE_N_ORGS = 30
 LARGE_PROVIDER_SHARE = 0.2
 LARGE_STAFF = 8
+LARGE_AUDITED_SHARE = 0.5
 
 
 def small_spec(**overrides: Any) -> CohortSpec:
@@ -42,7 +43,10 @@ def small_spec(**overrides: Any) -> CohortSpec:
 
 
 def large_spec() -> CohortSpec:
-    """2,000 clean patients (no defects) with raised fraud rates: big enough to measure rates and signals."""
+    """2,000 clean patients (no defects) with raised fraud rates: big enough to measure rates and signals.
+
+    Audits keep the default per-pattern labelled shares; record reviews visit half of the providers.
+    """
     return CohortSpec.from_mapping(
         {
             "seed": 11,
@@ -53,7 +57,7 @@ def large_spec() -> CohortSpec:
             "n_organizations": LARGE_N_ORGS,
             "practitioners_per_organization": LARGE_STAFF,
             "fraud_provider_share": LARGE_PROVIDER_SHARE,
-            "labelled_share": 0.7,
+            "audited_provider_share": LARGE_AUDITED_SHARE,
             "fraud": dict.fromkeys(FRAUD_PATTERNS, LARGE_FRAUD_RATE),
             "dirty": {},
         }
