@@ -11,7 +11,7 @@ Log-odds rather than probabilities keep a saturated score from hiding the eviden
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +19,8 @@ import polars as pl
 
 from pipelines.features.fraud import FEATURE_GROUPS
 from pipelines.fraud.reasons import Reason, make_reason
-from pipelines.modeling.fraud_baselines import median_reference
+from pipelines.modeling.fraud_baselines import GbmBaseline, median_reference
+from pipelines.modeling.fraud_encoding import OcclusionBatch, TabularEncoder
 
 
 class Scorer(Protocol):
@@ -59,24 +60,27 @@ def group_attributions(
     out = np.zeros((features_df.height, len(names)))
     if features_df.height == 0:
         return out, names
-    used = set(model.feature_names)
+    readable = set(model.feature_names) & set(features_df.columns)
     n = features_df.height
+    occluded = {j: cols for j, group in enumerate(names) if (cols := [c for c in groups[group] if c in readable])}
+    ref = _reference(model, features_df, list(dict.fromkeys(c for cols in occluded.values() for c in cols)))
     # Every occluded copy is scored in one call together with the original rows: the models score rows
-    # independently, and one pass costs far less than one per group (the isolation forest has a large fixed cost
-    # per call, which made single-claim scoring in the service slow).
-    frames, columns = [features_df], []
-    for j, group in enumerate(names):
-        cols = [c for c in groups[group] if c in used and c in features_df.columns]
-        if not cols:
-            continue
-        ref = _reference(model, features_df, cols)
-        frames.append(features_df.with_columns(pl.lit(ref[c], dtype=pl.Float64).alias(c) for c in cols))
-        columns.append(j)
-    logits = model.logit(pl.concat(frames, how="vertical_relaxed"))
+    # independently, and one pass costs far less than one per group. A model that reads its input only through
+    # its encoder gets the copies unmaterialised (the records are encoded once); others get the stacked frame.
+    batch = OcclusionBatch(features_df, tuple({c: ref[c] for c in cols} for cols in occluded.values()))
+    stacked = batch if _reads_through_encoder(model) else batch.to_frame()
+    logits = model.logit(cast(pl.DataFrame, stacked))
     base = logits[:n]
-    for k, j in enumerate(columns, start=1):
+    for k, j in enumerate(occluded, start=1):
         out[:, j] = base - logits[k * n : (k + 1) * n]
     return out, names
+
+
+def _reads_through_encoder(model: Scorer) -> bool:
+    """Whether ``model.logit`` reads its input only through ``model.encoder`` (and the row count)."""
+    from pipelines.modeling.fraud_model import FraudModel
+
+    return isinstance(model, FraudModel | GbmBaseline) and isinstance(model.encoder, TabularEncoder)
 
 
 def explain(

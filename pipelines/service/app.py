@@ -52,6 +52,10 @@ def create_app(settings: ServiceSettings, model_provider: ModelProvider | None =
         try:
             yield
         finally:
+            scoring = getattr(_app.state, "fraud_scoring", None)
+            if scoring is not None:  # the fraud batcher's worker thread (made again on first use)
+                scoring.close()
+                _app.state.fraud_scoring = None
             engine.dispose()
 
     app = FastAPI(
@@ -65,7 +69,7 @@ def create_app(settings: ServiceSettings, model_provider: ModelProvider | None =
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.tokens = TokenStore(engine, settings.pepper())
+    app.state.tokens = TokenStore(engine, settings.pepper(), cache_s=settings.token_cache_s)
     app.state.audit_log = AuditLog(engine, observer=settings.service_name)
     app.state.limiter = TokenBucketLimiter(settings.rate_per_s, settings.burst)
     app.state.provider = model_provider

@@ -104,6 +104,7 @@ def build_app(
     Raises:
         ServiceConfigError: no usable pseudonymisation key.
     """
+    from pipelines.service.batching import FraudScoring
     from pipelines.service.models_provider import MlflowModelProvider
     from pipelines.service.routes import diagnosis, fraud
 
@@ -120,6 +121,7 @@ def build_app(
         )
     app = create_app(settings, provider)
     app.state.pseudonymizer = pseudonymizer
+    app.state.fraud_scoring = FraudScoring.from_settings(settings)
     app.include_router(diagnosis.router)
     app.include_router(fraud.router)
     if load:

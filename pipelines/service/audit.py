@@ -306,6 +306,15 @@ class _ChainMoved(Exception):
     """Another writer appended between our read of the head and our update of it."""
 
 
+@dataclass(eq=False)
+class _Pending:
+    """A validated record waiting for a writer, and what became of it."""
+
+    row: dict[str, Any]
+    stored: AuditEventRecord | None = None
+    error: BaseException | None = None
+
+
 class AuditLog:
     """The hash-chained audit log in an SQLAlchemy database.
 
@@ -317,7 +326,9 @@ class AuditLog:
     def __init__(self, url_or_engine: str | Engine, observer: str = "shipa-service") -> None:
         self._owns_engine = isinstance(url_or_engine, str)
         self._engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one writer at a time
+        self._pending_lock = threading.Lock()  # guards _pending only (held for microseconds)
+        self._pending: list[_Pending] = []
         self._head: tuple[int, str] | None = None
         self.observer = observer
         metadata.create_all(self._engine)
@@ -346,38 +357,65 @@ class AuditLog:
 
         Appends are serialised in process by a lock, and across processes by a conditional update of the head
         row in the same transaction as the insert (a writer that lost the race retries), so the chain never forks.
+        Records appended by concurrent threads while another append is being written are committed together, in
+        arrival order, in the next transaction (group commit): one head update and one commit for all of them.
 
         Raises:
             ValueError: the record holds an unusable value (bad hash, IIN-like patient id, oversized output).
         """
-        row = _validated_row(record)
+        pending = _Pending(_validated_row(record))
+        with self._pending_lock:
+            self._pending.append(pending)
         with self._lock:
-            for attempt in range(APPEND_ATTEMPTS):
+            if pending.stored is None and pending.error is None:  # nobody wrote it yet: write every waiting record
+                with self._pending_lock:
+                    group, self._pending = self._pending, []
                 try:
-                    return self._append_once(row)
-                except (_ChainMoved, IntegrityError, OperationalError):
-                    self._head = None
-                    if attempt == APPEND_ATTEMPTS - 1:
-                        raise
-                    time.sleep(0.001 * (attempt + 1))
-                except BaseException:
-                    self._head = None
+                    stored = self._append_rows([p.row for p in group])
+                except BaseException as exc:
+                    for p in group:
+                        p.error = exc
+                else:
+                    for p, event in zip(group, stored, strict=True):
+                        p.stored = event
+        if pending.error is not None:
+            raise pending.error
+        assert pending.stored is not None
+        return pending.stored
+
+    def _append_rows(self, rows: list[dict[str, Any]]) -> list[AuditEventRecord]:
+        """Write ``rows`` at the end of the chain in one transaction (retried when another writer moved the head)."""
+        for attempt in range(APPEND_ATTEMPTS):
+            try:
+                return self._append_once(rows)
+            except (_ChainMoved, IntegrityError, OperationalError):
+                self._head = None
+                if attempt == APPEND_ATTEMPTS - 1:
                     raise
+                time.sleep(0.001 * (attempt + 1))
+            except BaseException:
+                self._head = None
+                raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _append_once(self, row: dict[str, Any]) -> AuditEventRecord:
+    def _append_once(self, rows: list[dict[str, Any]]) -> list[AuditEventRecord]:
         with self._engine.begin() as conn:
             # The head this process wrote last; if another process appended since, the conditional update
             # below matches no row and the retry reads the head afresh.
             seq, prev = self._head or tuple(conn.execute(_SELECT_HEAD).one())
-            full = {**row, "seq": seq + 1, "prev_hash": prev}
-            full["hash"] = record_hash(full)
-            params = {"old_seq": seq, "old_hash": prev, "new_seq": full["seq"], "new_hash": full["hash"]}
+            old_seq, old_hash = seq, prev
+            chained = []
+            for row in rows:
+                seq += 1
+                full = {**row, "seq": seq, "prev_hash": prev}
+                full["hash"] = prev = record_hash(full)
+                chained.append(full)
+            params = {"old_seq": old_seq, "old_hash": old_hash, "new_seq": seq, "new_hash": prev}
             if conn.execute(_MOVE_HEAD, params).rowcount != 1:
                 raise _ChainMoved
-            conn.execute(_INSERT_EVENT, full)
-        self._head = (full["seq"], full["hash"])
-        return AuditEventRecord(**full)
+            conn.execute(_INSERT_EVENT, chained[0] if len(chained) == 1 else chained)
+        self._head = (seq, prev)
+        return [AuditEventRecord(**full) for full in chained]
 
     def verify(self) -> VerifyResult:
         """Walk the whole chain and report the first missing, altered or unchained record."""

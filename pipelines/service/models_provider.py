@@ -9,6 +9,7 @@ model whose champion did not move is reused, not reloaded; one that fails to loa
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from pipelines.features.fraud import FraudFeatureOptions
+    from pipelines.modeling.fraud_model import FraudScorer
     from pipelines.service.gradcam import SaliencyExplainer
     from pipelines.tracking.pyfunc_diagnosis import DiagnosisPredictor
     from pipelines.tracking.serving import LoadedVersion
@@ -144,12 +146,62 @@ class FraudModel:
         """Name, version and alias."""
         return ModelRef(self.loaded.name, self.loaded.version, self.loaded.alias)
 
-    def score(self, records: pl.DataFrame) -> pd.DataFrame:
-        """``probability``, ``reason_codes`` and ``reasons`` (JSON) per claim record, from the pyfunc."""
+    @functools.cached_property
+    def scorer(self) -> FraudScorer | None:
+        """The fraud scorer inside the registered pyfunc (None for a pyfunc of another kind)."""
+        from pipelines.tracking.pyfunc_fraud import FraudPyfunc
+
+        wrapper = self.loaded.python_model
+        return wrapper.scorer if isinstance(wrapper, FraudPyfunc) else None
+
+    @functools.cached_property
+    def input_names(self) -> tuple[str, ...] | None:
+        """The columns of the pyfunc's input schema (None without a schema)."""
         schema = self.loaded.pyfunc.metadata.get_input_schema()
-        names = [c for c in schema.input_names() if c in records.columns] if schema is not None else records.columns
-        out: pd.DataFrame = self.loaded.pyfunc.predict(records.select(names).to_pandas())
-        return out
+        return tuple(schema.input_names()) if schema is not None else None
+
+    @functools.cached_property
+    def rows_independent(self) -> bool:
+        """Whether each record's score and reasons are independent of the other records scored with it.
+
+        True when the attribution baseline of every feature the reasons occlude was saved with the model (else
+        it is the median of the records scored together): only then may claims of different requests share a
+        model call.
+        """
+        from pipelines.features.fraud import FEATURE_GROUPS
+
+        scorer = self.scorer
+        if scorer is None:
+            return False
+        saved = getattr(scorer, "reference", None) or {}
+        used = set(scorer.feature_names)
+        return all(c in saved for cols in FEATURE_GROUPS.values() for c in cols if c in used)
+
+    def _inputs(self, records: pl.DataFrame) -> pl.DataFrame:
+        if self.input_names is None:
+            return records
+        present = set(records.columns)
+        return records.select([c for c in self.input_names if c in present])
+
+    def score(self, records: pl.DataFrame) -> ClaimScores:
+        """Probability and reasons of each claim record, as the registered pyfunc computes them.
+
+        A fraud pyfunc's scorer is called directly on the records (what its ``predict`` runs, without MLflow's
+        pandas conversion and schema enforcement); another pyfunc goes through ``predict``.
+        """
+        from pipelines.tracking.pyfunc_fraud import score_records
+
+        scorer = self.scorer
+        if scorer is not None:
+            # The scorer reads its features and the context columns its reasons quote, by name: other columns
+            # (the claim and patient ids) are ignored, so the records need no narrowing to the input schema.
+            scored = score_records(scorer, records)
+            return ClaimScores(
+                [float(p) for p in scored.probabilities],
+                [tuple(r.as_dict() for r in claim) for claim in scored.reasons],
+            )
+        out: pd.DataFrame = self.loaded.pyfunc.predict(self._inputs(records).to_pandas())
+        return ClaimScores([float(p) for p in out["probability"]], [self.reasons(r) for r in out["reasons"]])
 
     @staticmethod
     def reasons(row_reasons: Any) -> tuple[dict[str, Any], ...]:
@@ -159,6 +211,26 @@ class FraudModel:
         else:
             parsed = list(row_reasons or [])
         return tuple(dict(r) for r in parsed if isinstance(r, Mapping))
+
+
+@dataclass(frozen=True)
+class ClaimScores:
+    """The fraud model's answer for claim records, in row order.
+
+    Attributes:
+        probabilities: the calibrated probability of each record.
+        reasons: per record, its reasons as dicts (``code``, ``group``, ``weight``, ``kk``, ``ru``, ``en``).
+    """
+
+    probabilities: list[float]
+    reasons: list[tuple[dict[str, Any], ...]]
+
+    def __len__(self) -> int:
+        return len(self.probabilities)
+
+    def rows(self, start: int, stop: int) -> ClaimScores:
+        """Records ``start`` to ``stop`` (exclusive)."""
+        return ClaimScores(self.probabilities[start:stop], self.reasons[start:stop])
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,13 @@ class ServiceSettings(BaseSettings):
     content_types: Annotated[tuple[str, ...], NoDecode] = DEFAULT_CONTENT_TYPES
     max_claims_per_request: int = Field(1000, ge=1)
     threads: int = Field(1, ge=1, description="OMP/torch threads per worker")
+    token_cache_s: float = Field(
+        1.0, ge=0, le=60, description="seconds an active token is trusted without a database lookup (0: never)"
+    )
+    batch_max_claims: int = Field(32, ge=1, description="most claims of concurrent requests scored in one model call")
+    batch_max_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="how long an idle model waits for requests still being read to join a batch"
+    )
     tracking_uri: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

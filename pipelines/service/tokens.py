@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -20,6 +21,7 @@ from pipelines.service.errors import TokenError
 from pipelines.service.roles import Role, parse_role
 
 TOKEN_PREFIX = "shipa_"
+_CACHE_LIMIT = 10_000  # active tokens remembered at most (the cache is emptied when full)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 metadata = MetaData()
@@ -66,11 +68,15 @@ class TokenStore:
         pepper: the secret key of the token hashes (``ServiceSettings.pepper()``).
     """
 
-    def __init__(self, engine: Engine, pepper: bytes) -> None:
+    def __init__(self, engine: Engine, pepper: bytes, *, cache_s: float = 0.0) -> None:
         if not pepper:
             raise ValueError("token pepper must not be empty")
+        if cache_s < 0:
+            raise ValueError("cache_s must be >= 0")
         self._engine = engine
         self._pepper = pepper
+        self._cache_s = cache_s
+        self._cache: dict[str, tuple[TokenInfo, float]] = {}
         metadata.create_all(engine)
 
     def hash_token(self, token: str) -> str:
@@ -116,6 +122,7 @@ class TokenStore:
             if result.rowcount != 1:
                 raise TokenError(f"no active token named {name!r}")
             row = conn.execute(select(tokens_table).where(tokens_table.c.name == name)).one()
+        self._cache.pop(row.token_hash, None)
         return TokenInfo(row.name, Role(row.role), row.created_at, row.revoked_at)
 
     def list(self) -> list[TokenInfo]:
@@ -125,9 +132,27 @@ class TokenStore:
         return [TokenInfo(r.name, Role(r.role), r.created_at, r.revoked_at) for r in rows]
 
     def authenticate(self, token: str) -> TokenInfo | None:
-        """The active token matching ``token``, or None (unknown, revoked or malformed)."""
+        """The active token matching ``token``, or None (unknown, revoked or malformed).
+
+        With ``cache_s`` > 0, a token found active is trusted for that many seconds without asking the database
+        again (a revocation in this process takes effect at once, one made elsewhere within ``cache_s``);
+        unknown and revoked tokens are always looked up.
+        """
         if not token.startswith(TOKEN_PREFIX) or len(token) > 256:
             return None
+        token_hash = self.hash_token(token)
+        if self._cache_s:
+            hit = self._cache.get(token_hash)
+            if hit is not None and hit[1] > time.monotonic():
+                return hit[0]
         with self._engine.connect() as conn:
-            row = conn.execute(_FIND_ACTIVE, {"token_hash": self.hash_token(token)}).first()
-        return None if row is None else TokenInfo(row.name, Role(row.role), row.created_at)
+            row = conn.execute(_FIND_ACTIVE, {"token_hash": token_hash}).first()
+        if row is None:
+            self._cache.pop(token_hash, None)
+            return None
+        info = TokenInfo(row.name, Role(row.role), row.created_at)
+        if self._cache_s:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[token_hash] = (info, time.monotonic() + self._cache_s)
+        return info

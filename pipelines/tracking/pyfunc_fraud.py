@@ -16,9 +16,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import polars as pl
 from mlflow.models import ModelSignature
@@ -28,6 +31,7 @@ from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 from pipelines.errors import InputError
 
 if TYPE_CHECKING:
+    from pipelines.fraud.reasons import Reason
     from pipelines.modeling.fraud_model import FraudScorer
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,37 @@ def load_scorer(model_dir: Path, *, device: str = "cpu") -> FraudScorer:
     return load_fraud_model(Path(model_dir), device=device)
 
 
+@dataclass(frozen=True)
+class ScoredClaims:
+    """Scores and reasons of claim records, in row order (what :func:`score_claims` turns into its table).
+
+    Attributes:
+        probabilities: the calibrated probability of each record.
+        reasons: per record, at most ``top_n`` reasons, strongest first.
+    """
+
+    probabilities: npt.NDArray[np.float64]
+    reasons: list[list[Reason]]
+
+
+def score_records(model: FraudScorer, records: pl.DataFrame, top_n: int = TOP_N) -> ScoredClaims:
+    """Probability and reasons of each claim feature record, as :func:`score_claims` computes them, unformatted.
+
+    The service calls this on the records it built (no pandas frames, no JSON of the reasons).
+
+    Raises:
+        InputError: a feature column the model reads is missing.
+    """
+    from pipelines.modeling.fraud_model import score
+    from pipelines.modeling.fraud_reasons import explain
+
+    present = set(records.columns)
+    missing = [c for c in model.feature_names if c not in present]
+    if missing:
+        raise InputError(f"fraud input: missing feature column(s) {', '.join(missing)}")
+    return ScoredClaims(score(model, records), explain(model, records, top_n=top_n))
+
+
 def score_claims(model: FraudScorer, records: pd.DataFrame | pl.DataFrame, top_n: int = TOP_N) -> pd.DataFrame:
     """Probability, reason codes and reasons of each claim feature record, in row order.
 
@@ -58,20 +93,13 @@ def score_claims(model: FraudScorer, records: pd.DataFrame | pl.DataFrame, top_n
     Raises:
         InputError: a feature column the model reads is missing.
     """
-    from pipelines.modeling.fraud_model import score
-    from pipelines.modeling.fraud_reasons import explain
-
     df = records if isinstance(records, pl.DataFrame) else pl.from_pandas(pd.DataFrame(records).reset_index(drop=True))
-    missing = [c for c in model.feature_names if c not in df.columns]
-    if missing:
-        raise InputError(f"fraud input: missing feature column(s) {', '.join(missing)}")
-    probabilities = score(model, df)
-    reasons = explain(model, df, top_n=top_n)
+    scored = score_records(model, df, top_n)
     return pd.DataFrame(
         {
-            PROBABILITY: probabilities,
-            REASON_CODES: [[r.code for r in claim] for claim in reasons],
-            REASONS: [json.dumps([r.as_dict() for r in claim], ensure_ascii=False) for claim in reasons],
+            PROBABILITY: scored.probabilities,
+            REASON_CODES: [[r.code for r in claim] for claim in scored.reasons],
+            REASONS: [json.dumps([r.as_dict() for r in claim], ensure_ascii=False) for claim in scored.reasons],
         }
     )
 

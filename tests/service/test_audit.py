@@ -135,6 +135,44 @@ def test_concurrent_appends_from_threads_and_two_engines_keep_one_chain(tmp_path
         audit_log.close()
 
 
+def test_appends_waiting_for_a_writer_are_committed_together(log: AuditLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    log.append(make_record(0))
+    transactions: list[int] = []
+    write = log._append_once
+    monkeypatch.setattr(log, "_append_once", lambda rows: transactions.append(len(rows)) or write(rows))
+    stored: dict[int, Any] = {}
+
+    def worker(i: int) -> None:
+        stored[i] = log.append(make_record(i))
+
+    with log._lock:  # a write in progress: the appends below queue up behind it
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(1, 6)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(log._pending) < 5 and time.monotonic() < deadline:
+            time.sleep(0.001)
+    for t in threads:
+        t.join()
+    assert transactions == [5]  # one head update and one commit for the five records
+    assert sorted(r.seq for r in stored.values()) == [2, 3, 4, 5, 6]
+    for i, record in stored.items():
+        assert record.input_sha256 == make_record(i).input_sha256  # each caller gets its own record back
+    result = log.verify()
+    assert (result.ok, result.checked) == (True, 6)
+
+
+def test_a_failed_group_write_fails_every_waiting_append(log: AuditLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(rows: list[dict[str, Any]]) -> Any:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(log, "_append_once", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        log.append(make_record(1))
+    monkeypatch.undo()
+    assert log.append(make_record(2)).seq == 1 and log.verify().ok
+
+
 def test_to_fhir_is_a_valid_r4_audit_event(log: AuditLog) -> None:
     with_patient = log.append(make_record(1))
     without = log.append(

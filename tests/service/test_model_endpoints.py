@@ -8,6 +8,7 @@ resources), so the service's de-identification and preprocessing must equal trai
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import hashlib
@@ -49,7 +50,9 @@ from pipelines.features.fraud import FraudFeatureOptions, build_claim_features
 from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.iin import make_iin, parse_iin
 from pipelines.service.assemble import build_app
-from pipelines.service.models_provider import MlflowModelProvider
+from pipelines.service.batching import FraudScoring
+from pipelines.service.fraud_case import build_claim_records
+from pipelines.service.models_provider import ClaimScores, MlflowModelProvider
 from pipelines.service.roles import Role
 from pipelines.service.settings import ServiceSettings
 from pipelines.stages import evaluate, features, ingest, register, train
@@ -465,6 +468,57 @@ def test_fraud_scores_equal_the_registered_pyfunc(
         assert served[f"urn:uuid:{claim['id']}"] == pytest.approx(want, abs=1e-6)
     texts = [x["text"] for r in compact.json()["results"] for x in r["reasons"]]
     assert texts and all(t for t in texts)
+
+
+def test_concurrent_fraud_requests_share_model_calls_and_score_as_if_alone(service: Service, case: Case) -> None:
+    model = service.app.state.provider.snapshot().fraud
+    assert model is not None and model.rows_independent  # the registered model saved its occlusion baseline
+    claims = [r for r in case.resources if r["resourceType"] == "Claim"]
+    records = [
+        build_claim_records(
+            claim, pseudonymizer=service.app.state.pseudonymizer, options=model.options, max_claims=20
+        ).records
+        for claim in claims
+    ]
+    alone = [model.score(r) for r in records]
+    scoring = FraudScoring(max_claims=64, max_wait_ms=2)
+
+    async def together() -> list[ClaimScores]:
+        return await asyncio.gather(*(scoring.score(model, r) for r in records))
+
+    batched = asyncio.run(together())
+    assert (scoring.batcher.batches, scoring.batcher.largest) == (1, len(records))  # one model call for all
+    scoring.close()
+    for one, shared in zip(alone, batched, strict=True):
+        # Equal up to the float32 rounding of the network's matrix products, which can depend on their row count.
+        assert shared.probabilities == pytest.approx(one.probabilities, abs=1e-7)
+        assert [[(r["code"], r["kk"], r["ru"], r["en"]) for r in c] for c in shared.reasons] == [
+            [(r["code"], r["kk"], r["ru"], r["en"]) for r in c] for c in one.reasons
+        ]
+        for c_shared, c_one in zip(shared.reasons, one.reasons, strict=True):
+            assert [r["weight"] for r in c_shared] == pytest.approx([r["weight"] for r in c_one], abs=1e-6)
+
+    # Over HTTP: concurrent requests (each its own audit record) answer what the same request answers alone.
+    headers = auth(service.tokens["investigator"])
+    audit_log = service.app.state.audit_log
+    before = sum(1 for _ in audit_log.iter_all())
+    with httpx.Client(base_url=service.base, timeout=60) as client:
+        sequential = [client.post("/fraud/score?format=json", json=c, headers=headers).json() for c in claims]
+
+        def post(claim: dict[str, Any]) -> dict[str, Any]:
+            response = client.post("/fraud/score?format=json", json=claim, headers=headers)
+            assert response.status_code == 200, response.text
+            return response.json()  # type: ignore[no-any-return]
+
+        with ThreadPoolExecutor(max_workers=2 * len(claims)) as pool:
+            concurrent = list(pool.map(post, claims * 2))
+    for got, want in zip(concurrent, sequential * 2, strict=True):
+        (g,), (w,) = got["results"], want["results"]
+        assert (g["claim"], g["risk"]) == (w["claim"], w["risk"])
+        assert g["probability"] == pytest.approx(w["probability"], abs=2e-6)
+        assert [(r["code"], r["text"]) for r in g["reasons"]] == [(r["code"], r["text"]) for r in w["reasons"]]
+    assert sum(1 for _ in audit_log.iter_all()) - before == 3 * len(claims)
+    assert audit_log.verify().ok
 
 
 def test_fraud_single_claim_limits_and_invalid_input(service: Service, case: Case) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,32 @@ def test_role_rules() -> None:
     assert role_allows(Role.clinician, (Role.clinician, Role.investigator))
     assert not role_allows(Role.auditor, (Role.clinician,))
     assert not role_allows(Role.clinician, (Role.admin,))
+
+
+def test_active_tokens_are_cached_for_a_moment_and_revocation_here_is_immediate(
+    db_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine(f"sqlite:///{db_file}")
+    cached = TokenStore(engine, PEPPER.encode(), cache_s=30.0)
+    elsewhere = TokenStore(make_engine(f"sqlite:///{db_file}"), PEPPER.encode())  # another process: the CLI
+    token, other = cached.add("inv-1", "investigator"), cached.add("inv-2", "investigator")
+    assert cached.authenticate(token) is not None and cached.authenticate(other) is not None
+    # a revocation made elsewhere is seen once the cached entry expires (at most cache_s later)
+    elsewhere.revoke("inv-1")
+    assert cached.authenticate(token) is not None
+    later = time.monotonic() + 31.0
+    monkeypatch.setattr("pipelines.service.tokens.time.monotonic", lambda: later)
+    assert cached.authenticate(token) is None
+    assert cached.authenticate(token) is None  # unknown and revoked tokens are never cached
+    # a revocation through this store takes effect at once
+    assert cached.authenticate(other) is not None
+    cached.revoke("inv-2")
+    assert cached.authenticate(other) is None
+    # without a cache (the default), every check asks the database
+    fresh = elsewhere.add("inv-3", "investigator")
+    plain = TokenStore(engine, PEPPER.encode())
+    assert plain.authenticate(fresh) is not None
+    elsewhere.revoke("inv-3")
+    assert plain.authenticate(fresh) is None
+    with pytest.raises(ValueError, match="cache_s"):
+        TokenStore(engine, PEPPER.encode(), cache_s=-1)

@@ -4,21 +4,31 @@ in; a RiskAssessment per claim (probability, qualitative band, reasons in the re
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.service import fhir_out
 from pipelines.service.audit import AuditOutcome, compact_json, sha256_hex
-from pipelines.service.deps import InvestigatorPrincipal, RequestAudit, RequestAuditDep, SettingsDep
+from pipelines.service.batching import FraudScoring, fraud_scoring
+from pipelines.service.deps import InvestigatorPrincipal, RequestAudit, RequestAuditDep
 from pipelines.service.errors import FhirHTTPError
 from pipelines.service.fhir_in import parse_json
-from pipelines.service.fraud_case import build_claim_records
+from pipelines.service.fraud_case import ClaimRecords, build_claim_records
 from pipelines.service.i18n import Language, negotiate_language
-from pipelines.service.models_provider import FraudModel, ModelsDep, PseudonymizerDep
+from pipelines.service.models_provider import (
+    ClaimScores,
+    FraudModel,
+    ModelSet,
+    current_models,
+    current_pseudonymizer,
+)
 from pipelines.service.schemas import ERROR_RESPONSES, OperationOutcomeOut
+from pipelines.service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["fraud"], responses=ERROR_RESPONSES)
@@ -46,11 +56,6 @@ AUDIT_OUTPUT_BUDGET = 48 * 1024
 AUDIT_TOP_CLAIMS = 100
 
 
-async def raw_body(request: Request) -> bytes:
-    """The raw request body (read once; FastAPI caches it for the audit hash too)."""
-    return await request.body()
-
-
 def audit_output(risks: list[fhir_out.ClaimRisk], fmt: str, lang: str) -> dict[str, Any]:
     """The compact audited answer: per claim pseudonym its score, band and reason codes (bounded in size)."""
     rows = {r.claim_pseudonym: [round(r.probability, 6), r.band, [x.get("code") for x in r.reasons]] for r in risks}
@@ -68,7 +73,7 @@ def audit_output(risks: list[fhir_out.ClaimRisk], fmt: str, lang: str) -> dict[s
     }
 
 
-def _model(models: ModelsDep) -> FraudModel:
+def _model(models: ModelSet) -> FraudModel:
     if models.fraud is None:
         raise FhirHTTPError(503, "transient", "the fraud model is not loaded")
     return models.fraud
@@ -88,84 +93,107 @@ def _audit(
     )
 
 
+def _records(body: bytes, pseudonymizer: Pseudonymizer, model: FraudModel, max_claims: int) -> ClaimRecords:
+    return build_claim_records(
+        parse_json(body, "the request body"), pseudonymizer=pseudonymizer, options=model.options, max_claims=max_claims
+    )
+
+
+def _answer(
+    audit: RequestAudit, model: FraudModel, records: ClaimRecords, scored: ClaimScores, fmt: str, lang: Language
+) -> JSONResponse:
+    """Audit the scores and render the answer (one call in a worker thread)."""
+    risks = [
+        fhir_out.ClaimRisk(
+            basis=records.basis[claim_id],
+            claim_pseudonym=claim_id,
+            patient=records.patients.get(claim_id) or fhir_out.PatientRef(None),
+            probability=probability,
+            band=model.bands.band(probability),
+            reasons=reasons,
+        )
+        for claim_id, probability, reasons in zip(
+            records.records.get_column("claim_id").to_list(), scored.probabilities, scored.reasons, strict=True
+        )
+    ]
+    patients = {r.patient.pseudonym for r in risks}
+    ref = model.ref
+    audit.record(
+        model_name=ref.name,
+        model_version=ref.version,
+        model_alias=ref.alias,
+        output=audit_output(risks, fmt, lang),
+        patient_pseudonym=next(iter(patients)) if len(patients) == 1 else None,
+    )
+    headers = {"Content-Language": lang}
+    if fmt == "json":
+        return JSONResponse(fhir_out.fraud_compact(risks, ref, lang), headers=headers)
+    return JSONResponse(fhir_out.fraud_bundle(risks, ref, lang), media_type=fhir_out.FHIR_JSON, headers=headers)
+
+
+@dataclass(frozen=True)
+class FraudContext:
+    """What a fraud request needs from the app, resolved in one dependency (each FastAPI dependency costs time)."""
+
+    model: FraudModel
+    pseudonymizer: Pseudonymizer
+    settings: ServiceSettings
+    scoring: FraudScoring
+
+
+async def fraud_context(request: Request) -> FraudContext:
+    """The fraud model (503 when it is not loaded), the pseudonymizer, the settings and the batcher."""
+    models = await current_models(request)
+    return FraudContext(
+        model=_model(models),
+        pseudonymizer=await current_pseudonymizer(request),
+        settings=request.app.state.settings,
+        scoring=await fraud_scoring(request),
+    )
+
+
 @router.post(
     "/fraud/score",
     response_model=None,
     responses={**_ERRORS, 200: {"description": "a FHIR Bundle of RiskAssessments, or compact JSON"}},
     openapi_extra=_BODY_DOC,
 )
-def score(
+async def score(
+    request: Request,
     _principal: InvestigatorPrincipal,
     audit: RequestAuditDep,
-    models: ModelsDep,
-    pseudonymizer: PseudonymizerDep,
-    settings: SettingsDep,
-    body: Annotated[bytes, Depends(raw_body)],
+    context: Annotated[FraudContext, Depends(fraud_context)],
     format: Annotated[Literal["fhir", "json"], Query(description="fhir: a Bundle; json: a compact view")] = "fhir",
     accept_language: Annotated[str | None, Header(description="kk, ru or en")] = None,
 ) -> JSONResponse:
-    """Score each submitted claim with the champion fraud model (it supports an investigator, never decides)."""
-    model = _model(models)
+    """Score each submitted claim with the champion fraud model (it supports an investigator, never decides).
+
+    The claims of concurrent requests are scored together in one model call (:mod:`pipelines.service.batching`);
+    each request gets its own audit record and answer.
+    """
+    model, scoring = context.model, context.scoring
     lang: Language = negotiate_language(accept_language)
+    body = await request.body()  # read and cached by the audit dependency already
     try:
-        records = build_claim_records(
-            parse_json(body, "the request body"),
-            pseudonymizer=pseudonymizer,
-            options=model.options,
-            max_claims=settings.max_claims_per_request,
-        )
+        with scoring.incoming():  # the batcher may wait briefly for this request's claims
+            records = await scoring.run(
+                _records, body, context.pseudonymizer, model, context.settings.max_claims_per_request
+            )
     except FhirHTTPError as exc:
-        _audit(
-            audit,
-            model,
-            {"error": exc.code, "status": exc.status_code},
-            AuditOutcome.minor_failure,
-            exc.diagnostics[:500],
-        )
+        output = {"error": exc.code, "status": exc.status_code}
+        await scoring.run(_audit, audit, model, output, AuditOutcome.minor_failure, exc.diagnostics[:500])
         raise
     except ValidationError:
-        _audit(
-            audit,
-            model,
-            {"error": "invalid", "status": 422},
-            AuditOutcome.minor_failure,
-            "invalid FHIR Bundle",
-        )
+        output = {"error": "invalid", "status": 422}
+        await scoring.run(_audit, audit, model, output, AuditOutcome.minor_failure, "invalid FHIR Bundle")
         raise
     try:
-        scored = model.score(records.records)
+        scored = await scoring.score(model, records.records)
     except Exception as exc:
         log.error("fraud model %s failed: %s", model.ref.name, type(exc).__name__)
-        _audit(audit, model, {"error": type(exc).__name__}, AuditOutcome.serious_failure, "the model failed")
+        output = {"error": type(exc).__name__}
+        await scoring.run(_audit, audit, model, output, AuditOutcome.serious_failure, "the model failed")
         raise FhirHTTPError(
             500, "exception", "the model could not score these claims; the failure is audited"
         ) from None
-    claim_ids = records.records["claim_id"].to_list()
-    risks = []
-    for claim_id, probability, reasons in zip(claim_ids, scored["probability"], scored["reasons"], strict=True):
-        p = float(probability)
-        risks.append(
-            fhir_out.ClaimRisk(
-                basis=records.basis[claim_id],
-                claim_pseudonym=claim_id,
-                patient=records.patients.get(claim_id) or fhir_out.PatientRef(None),
-                probability=p,
-                band=model.bands.band(p),
-                reasons=model.reasons(reasons),
-            )
-        )
-    patients = {r.patient.pseudonym for r in risks}
-    audit.record(
-        model_name=model.ref.name,
-        model_version=model.ref.version,
-        model_alias=model.ref.alias,
-        output=audit_output(risks, format, lang),
-        patient_pseudonym=next(iter(patients)) if len(patients) == 1 else None,
-    )
-    if format == "json":
-        return JSONResponse(fhir_out.fraud_compact(risks, model.ref, lang), headers={"Content-Language": lang})
-    return JSONResponse(
-        fhir_out.fraud_bundle(risks, model.ref, lang),
-        media_type=fhir_out.FHIR_JSON,
-        headers={"Content-Language": lang},
-    )
+    return await scoring.run(_answer, audit, model, records, scored, format, lang)

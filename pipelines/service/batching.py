@@ -1,0 +1,283 @@
+"""Micro-batching: the model calls of concurrent requests merged into one call, in one worker thread.
+
+A request builds its model input, then awaits :meth:`MicroBatcher.submit`. Jobs queue on the event loop; one
+dispatcher task hands them, in arrival order, to a single worker thread: everything queued under one key (up to
+``max_items``) goes in one call as soon as the worker is free, so while a call runs the next batch fills up. When
+the worker is idle, the dispatcher waits at most ``max_wait_s`` for requests that are still being read and
+checked (:meth:`MicroBatcher.incoming`) to join; with none of those, a job goes at once, so a lone client never
+waits. One worker means one model call at a time: on a CPU with the numeric thread count set
+(``SHIPA_SERVICE_THREADS``) that is all the cores can do, and on a GPU the batch is what keeps the device busy.
+
+A batch that fails is run again job by job, so one bad request cannot fail the others.
+
+:class:`FraudScoring` is the fraud endpoint's batcher: the claim records of concurrent requests are concatenated,
+scored in one call and split back per request; each request then writes its own audit record and answer. It also
+owns the two threads that read, check and answer fraud requests (see :data:`REQUEST_THREADS`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections import deque
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from fastapi import Request
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from pipelines.service.models_provider import ClaimScores, FraudModel
+    from pipelines.service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+P = TypeVar("P")
+R = TypeVar("R")
+# Threads that read, check and answer fraud requests. Python runs one thread at a time: more threads would not do
+# more work, they would take the interpreter from the model worker and the event loop more often (every switch
+# costs the thread that waits up to the 5 ms switch interval), which stretched model calls and latencies.
+REQUEST_THREADS = 2
+
+
+@dataclass(eq=False)
+class _Job(Generic[P, R]):
+    key: Hashable
+    payload: P
+    size: int
+    future: asyncio.Future[R]
+    arrived: float
+    result: Any = None
+    error: BaseException | None = field(default=None)
+
+
+class MicroBatcher(Generic[P, R]):
+    """Runs ``run(key, payloads) -> results`` (one result per payload) on batches of concurrent jobs.
+
+    Args:
+        run: called in the worker thread with the payloads of jobs of one key, in arrival order.
+        max_items: most items (the ``size`` of each job) in one call; a larger job goes alone.
+        max_wait_s: how long an idle worker waits for incoming requests to join a batch.
+        name: the worker thread's name (``shipa-<name>``).
+
+    Attributes:
+        batches: calls made so far; ``jobs``: jobs answered; ``largest``: most jobs in one call.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[Hashable, Sequence[P]], Sequence[R]],
+        *,
+        max_items: int,
+        max_wait_s: float,
+        name: str = "batch",
+    ) -> None:
+        if max_items < 1 or max_wait_s < 0:
+            raise ValueError("max_items must be >= 1 and max_wait_s >= 0")
+        self._run = run
+        self.max_items = max_items
+        self.max_wait_s = max_wait_s
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"shipa-{name}")
+        self._queue: deque[_Job[P, R]] = deque()
+        self._incoming = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.jobs = 0
+        self.largest = 0
+
+    @contextlib.contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Announce, for the duration of the block, a request that will submit a job soon (call on the loop)."""
+        self._incoming += 1
+        try:
+            yield
+        finally:
+            self._incoming -= 1
+            self._notify()
+
+    async def submit(self, key: Hashable, payload: P, size: int = 1) -> R:
+        """Queue one job and wait for its result (its ``run`` exception is raised here).
+
+        Jobs share a call only with jobs of an equal ``key``.
+        """
+        loop = self._bind()
+        future: asyncio.Future[R] = loop.create_future()
+        self._queue.append(_Job(key, payload, max(1, size), future, loop.time()))
+        self._notify()
+        if self._dispatcher is None:
+            self._dispatcher = loop.create_task(self._dispatch())
+        return await future
+
+    def close(self) -> None:
+        """Stop the worker thread once its current call ends (queued jobs are not run)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (tests start several): nothing of the old one carries over
+            self._loop, self._wake, self._dispatcher = loop, asyncio.Event(), None
+            self._queue.clear()
+        return loop
+
+    def _notify(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                await self._gather(loop)
+                batch = self._take()
+                if not batch:
+                    continue
+                await loop.run_in_executor(self._executor, self._execute, batch)
+                for job in batch:
+                    if job.future.done():  # the request was cancelled meanwhile
+                        continue
+                    if job.error is not None:
+                        job.future.set_exception(job.error)
+                    else:
+                        job.future.set_result(job.result)
+        except BaseException as exc:  # never leave a request waiting for an answer that cannot come
+            for job in self._queue:
+                if not job.future.done():
+                    job.future.set_exception(RuntimeError("the batch worker stopped"))
+            self._queue.clear()
+            if not isinstance(exc, Exception):
+                raise
+            log.error("batch dispatcher failed: %s", type(exc).__name__)
+        finally:
+            self._dispatcher = None
+
+    async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait, up to the first job's deadline, while requests that could join are still incoming."""
+        deadline = self._queue[0].arrived + self.max_wait_s
+        while self._incoming > 0 and self._queued_items() < self.max_items:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._wake is None:
+                return
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _queued_items(self) -> int:
+        key = self._queue[0].key
+        return sum(job.size for job in self._queue if job.key == key)
+
+    def _take(self) -> list[_Job[P, R]]:
+        """The next batch: queued jobs of the first job's key, in order, up to ``max_items`` (at least one)."""
+        key = self._queue[0].key
+        taken: list[_Job[P, R]] = []
+        kept: deque[_Job[P, R]] = deque()
+        total, full = 0, False
+        for job in self._queue:
+            if job.future.done():  # cancelled while queued
+                continue
+            if job.key == key and not full and (not taken or total + job.size <= self.max_items):
+                taken.append(job)
+                total += job.size
+            else:
+                full = full or job.key == key
+                kept.append(job)
+        self._queue = kept
+        return taken
+
+    def _execute(self, batch: list[_Job[P, R]]) -> None:
+        """Run one batch (in the worker thread); on failure run each job alone."""
+        self.batches += 1
+        self.jobs += len(batch)
+        self.largest = max(self.largest, len(batch))
+        try:
+            results = self._run(batch[0].key, [job.payload for job in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"the batch function gave {len(results)} results for {len(batch)} jobs")
+            for job, result in zip(batch, results, strict=True):
+                job.result = result
+            return
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+                return
+        for job in batch:
+            try:
+                job.result = self._run(job.key, [job.payload])[0]
+            except Exception as exc:
+                job.error = exc
+
+
+# --- fraud scoring ------------------------------------------------------------------------------------------
+
+
+def score_fraud_batch(_key: Hashable, payloads: Sequence[tuple[FraudModel, pl.DataFrame]]) -> list[ClaimScores]:
+    """Score the claim records of several requests (one model, one schema) in one call; split per request."""
+    import polars as pl
+
+    model = payloads[0][0]
+    frames = [records for _, records in payloads]
+    scored = model.score(frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical"))
+    out, start = [], 0
+    for frame in frames:
+        out.append(scored.rows(start, start + frame.height))
+        start += frame.height
+    return out
+
+
+class FraudScoring:
+    """Fraud scoring of concurrent requests in shared model calls (see the module docstring).
+
+    Requests share a call only when they are scored by the same model object, their records have the same
+    columns and types (so concatenating them casts nothing), and the model scores each record independently
+    of the others (:attr:`~pipelines.service.models_provider.FraudModel.rows_independent`). Scores then equal
+    those of the request scored alone, up to the float32 rounding of the network's matrix products, which may
+    depend on how many rows one product holds (about 1e-7 of a probability).
+    """
+
+    def __init__(self, *, max_claims: int, max_wait_ms: float, request_threads: int = REQUEST_THREADS) -> None:
+        self.batcher: MicroBatcher[tuple[FraudModel, pl.DataFrame], ClaimScores] = MicroBatcher(
+            score_fraud_batch, max_items=max_claims, max_wait_s=max_wait_ms / 1000.0, name="fraud-scoring"
+        )
+        self._requests = ThreadPoolExecutor(max_workers=request_threads, thread_name_prefix="shipa-fraud-request")
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> FraudScoring:
+        """With ``SHIPA_SERVICE_BATCH_MAX_CLAIMS`` and ``SHIPA_SERVICE_BATCH_MAX_WAIT_MS``."""
+        return cls(max_claims=settings.batch_max_claims, max_wait_ms=settings.batch_max_wait_ms)
+
+    def incoming(self) -> contextlib.AbstractContextManager[None]:
+        """Wrap the reading and checking of a request that will be scored (see :meth:`MicroBatcher.incoming`)."""
+        return self.batcher.incoming()
+
+    async def score(self, model: FraudModel, records: pl.DataFrame) -> ClaimScores:
+        """The model's scores and reasons of ``records``, computed together with concurrent requests' records."""
+        key: Hashable = (
+            (id(model), tuple(records.columns), tuple(records.dtypes)) if model.rows_independent else object()
+        )
+        return await self.batcher.submit(key, (model, records), records.height)
+
+    async def run(self, fn: Callable[..., R], *args: Any) -> R:
+        """``fn(*args)`` in one of the request threads (reading, checking and answering a request, the audit write)."""
+        return await asyncio.get_running_loop().run_in_executor(self._requests, functools.partial(fn, *args))
+
+    def close(self) -> None:
+        """Stop the worker threads."""
+        self.batcher.close()
+        self._requests.shutdown(wait=False, cancel_futures=True)
+
+
+async def fraud_scoring(request: Request) -> FraudScoring:
+    """The app's fraud batcher (``app.state.fraud_scoring``), created from its settings on first use."""
+    state = request.app.state
+    scoring = getattr(state, "fraud_scoring", None)
+    if scoring is None:
+        scoring = state.fraud_scoring = FraudScoring.from_settings(state.settings)
+    return scoring
