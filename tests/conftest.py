@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +69,25 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     ingest.run(IngestParams(workers=1, image_size=32), raw, interim, key=None, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_fraud(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The tiny cohort's claim records (``records``, ``train``) and a small fraud model (``model``, on the CPU)."""
+    import polars as pl
+
+    from pipelines.config import FraudFeaturesParams
+    from pipelines.features.fraud import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+    from pipelines.modeling.fraud_model import FraudModelConfig, train_fraud_model
+    from pipelines.stages import features
+
+    root = tmp_path_factory.mktemp("tiny-fraud")
+    features.run_fraud(FraudFeaturesParams(), tiny_cohort / "data" / "interim", root / "processed")
+    df = pl.read_parquet(root / "processed" / "dataset.parquet")
+    train, val = df.filter(pl.col("split") == "train"), df.filter(pl.col("split") == "val")
+    model = train_fraud_model(
+        train, train["label"].to_numpy(), val, val["label"].to_numpy(),
+        numeric=NUMERIC_FEATURES, categorical=CATEGORICAL_FEATURES,
+        config=FraudModelConfig(epochs=2, iforest_trees=50), seed=0, device="cpu",
+    )  # fmt: skip
+    return {"records": df, "train": train, "model": model}

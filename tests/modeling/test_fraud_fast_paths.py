@@ -10,21 +10,18 @@ and both baselines.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 import pytest
 
-from pipelines.config import FraudFeaturesParams
 from pipelines.features.fraud import CATEGORICAL_FEATURES, FEATURE_GROUPS, NUMERIC_FEATURES
 from pipelines.modeling import fraud_encoding
 from pipelines.modeling.fraud_baselines import GbmBaseline, GbmConfig, RulesBaseline, median_reference
 from pipelines.modeling.fraud_encoding import CLIP, FeatureSchemaError, OcclusionBatch, TabularEncoder
-from pipelines.modeling.fraud_model import FraudModelConfig, score, train_fraud_model
+from pipelines.modeling.fraud_model import score
 from pipelines.modeling.fraud_reasons import explain, group_attributions
-from pipelines.stages import features
 from pipelines.tracking.pyfunc_fraud import score_claims, score_records
 
 
@@ -78,22 +75,19 @@ def _reference_attributions(
 
 
 @pytest.fixture(scope="module")
-def cohort(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def cohort(tiny_fraud: dict[str, Any]) -> dict[str, Any]:
     """The tiny cohort's claim records, a small fraud model and both baselines trained on them."""
-    root = tmp_path_factory.mktemp("fast-paths")
-    features.run_fraud(FraudFeaturesParams(), tiny_cohort / "data" / "interim", root / "processed")
-    df = pl.read_parquet(root / "processed" / "dataset.parquet")
-    train, val = df.filter(pl.col("split") == "train"), df.filter(pl.col("split") == "val")
-    model = train_fraud_model(
-        train, train["label"].to_numpy(), val, val["label"].to_numpy(),
-        numeric=NUMERIC_FEATURES, categorical=CATEGORICAL_FEATURES,
-        config=FraudModelConfig(epochs=2, iforest_trees=50), seed=0,
-    )  # fmt: skip
+    train = tiny_fraud["train"]
     gbm = GbmBaseline.fit(
         train, train["label"].to_numpy(), numeric=NUMERIC_FEATURES, categorical=CATEGORICAL_FEATURES,
         config=GbmConfig(max_iter=20),
     )  # fmt: skip
-    return {"records": df, "model": model, "gbm": gbm, "rules": RulesBaseline.fit(train)}
+    return {
+        "records": tiny_fraud["records"],
+        "model": tiny_fraud["model"],
+        "gbm": gbm,
+        "rules": RulesBaseline.fit(train),
+    }
 
 
 def _gappy(df: pl.DataFrame) -> pl.DataFrame:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -12,13 +11,10 @@ import polars as pl
 import pytest
 from mlflow.exceptions import MlflowException
 
-from pipelines.config import FraudFeaturesParams
 from pipelines.errors import InputError
-from pipelines.features.fraud import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from pipelines.fraud.reasons import REASON_CODES
-from pipelines.modeling.fraud_model import FraudModelConfig, save_fraud_model, score, train_fraud_model
+from pipelines.modeling.fraud_model import save_fraud_model, score
 from pipelines.modeling.fraud_reasons import explain
-from pipelines.stages import features
 from pipelines.tracking.client import tracking_uri_scope
 from pipelines.tracking.pyfunc_fraud import (
     FraudPyfunc,
@@ -33,17 +29,10 @@ FRAUD_NON_INPUTS = ("claim_id", "provider_id", "patient_id", "created", "label",
 
 
 @pytest.fixture(scope="module")
-def fraud_model(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def fraud_model(tiny_fraud: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The tiny cohort's claim records and a small fraud model trained on them, saved to a folder."""
     root = tmp_path_factory.mktemp("pyfunc-fraud")
-    features.run_fraud(FraudFeaturesParams(), tiny_cohort / "data" / "interim", root / "processed")
-    df = pl.read_parquet(root / "processed" / "dataset.parquet")
-    train, val = df.filter(pl.col("split") == "train"), df.filter(pl.col("split") == "val")
-    model = train_fraud_model(
-        train, train["label"].to_numpy(), val, val["label"].to_numpy(),
-        numeric=NUMERIC_FEATURES, categorical=CATEGORICAL_FEATURES,
-        config=FraudModelConfig(epochs=2, iforest_trees=50), seed=0, device="cpu",
-    )  # fmt: skip
+    df, model = tiny_fraud["records"], tiny_fraud["model"]
     save_fraud_model(model, root / "model")
     schema = {k: v for k, v in df.schema.items() if k not in FRAUD_NON_INPUTS}
     return {"dir": root / "model", "records": df.filter(pl.col("split") == "test"), "schema": schema}
