@@ -1,6 +1,7 @@
 """Seeded random requests against every OpenAPI operation: never a 5xx, every error an OperationOutcome.
 
-(schemathesis and hypothesis are not installed; this is a plain seeded fuzz of at least 500 cases.)
+This plain seeded fuzz covers the app without models (headers, tokens, content types and bodies the spec does not
+describe); the spec-driven schemathesis fuzz of the app with its models is in ``test_model_endpoints.py``.
 """
 
 from __future__ import annotations
