@@ -131,7 +131,7 @@ def run_naive(input_dir: Path, dump: bool = False, fastcheck: bool = False) -> d
 
     The stock fhir.resources unless ``fastcheck``: then with Shipa's cached element checks installed first
     (:mod:`pipelines.fhir.fastcheck`), to show how much of Shipa's lead comes from them. Nothing else of Shipa is
-    imported here, because importing ``pipelines.fhir`` installs them.
+    imported here, because importing ``pipelines.fhir.validate`` installs them.
     """
     import orjson
 

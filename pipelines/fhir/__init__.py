@@ -5,10 +5,5 @@ Modules: ``read`` (files -> work units), ``worker`` (first pass: parse, validate
 ``schema`` (table schemas), ``index`` and ``finalize`` (second pass: references, duplicates, dates, tables),
 ``pipeline`` (both passes with a process pool), ``quarantine``, ``report``, ``labels`` (audit findings),
 ``refs``, ``dates``, ``keys``, ``defects``, ``errors``, ``pseudonym`` (keyed HMAC pseudonyms), ``fastcheck``
-(cached, equivalent versions of fhir_core's per-element validation hooks, installed on import).
+(cached, equivalent versions of fhir_core's per-element validation hooks, installed by ``validate``).
 """
-
-from pipelines.fhir.fastcheck import install as _install_fastcheck
-
-# Before any R4B model class is built (see pipelines.fhir.fastcheck): same validation, about 1.8x faster.
-_install_fastcheck()

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipelines import codes, iin
-from pipelines.fhir import dates
+from pipelines.fhir import dates, fastcheck
 from pipelines.fhir.defects import (
     IIN_CHECKSUM,
     IIN_MISMATCH,
@@ -34,6 +34,11 @@ from pipelines.fhir.defects import (
     MISSING_REQUIRED_FIELD,
     Issue,
 )
+
+# Before any R4B model class is built (they are imported lazily, by SchemaValidator): the same validation, about
+# 1.8x faster (see pipelines.fhir.fastcheck). Here rather than in the package, whose other modules (pseudonyms,
+# DICOM) would otherwise pay fhir_core's import on every use.
+fastcheck.install()
 
 DIAGNOSIS = "diagnosis"
 OBSERVATION = "observation"

@@ -1,6 +1,7 @@
 """Shipa's cached element checks validate exactly like the stock fhir.resources, on valid and broken resources.
 
-The stock library runs in a fresh interpreter that never imports ``pipelines.fhir`` (which installs the checks);
+The stock library runs in a fresh interpreter that never imports ``pipelines.fhir.validate`` (which installs the
+checks);
 both sides validate the same corpus, and every outcome (valid, or the full list of pydantic errors with their
 type, location, message and input) must be identical.
 """
@@ -20,7 +21,7 @@ import orjson
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from fhir_core.types import FhirBase
 
-from pipelines.fhir import fastcheck
+from pipelines.fhir import fastcheck, validate  # noqa: F401  (importing validate installs the checks)
 
 # Validates every resource of a JSON-lines corpus and prints one outcome per line; used by both sides.
 OUTCOMES = r"""
@@ -141,7 +142,7 @@ def test_patched_validation_equals_stock(tiny_cohort: Path, synthea_dir: Path, t
         [sys.executable, "-c", OUTCOMES, str(corpus)], capture_output=True, text=True, check=True, cwd=tmp_path
     )
     expected = [json.loads(line) for line in stock.stdout.splitlines()]
-    # This process imported pipelines.fhir, so the checks are installed here.
+    # This process imported pipelines.fhir.validate, so the checks are installed here.
     assert FHIRAbstractModel._validate_one_of_many is fastcheck.validate_one_of_many
     got = _patched_outcomes(corpus)
     assert len(expected) == len(got) == n
@@ -158,7 +159,7 @@ def test_stock_side_does_not_install_the_checks(tmp_path: Path) -> None:
     """The comparison means something only if the stock interpreter really runs the library's own hooks."""
     probe = (
         "import fhir.resources.R4B, fhir_core.fhirabstractmodel as m, sys; "
-        "print(m.FHIRAbstractModel._validate_one_of_many.__module__, 'pipelines.fhir' in sys.modules)"
+        "print(m.FHIRAbstractModel._validate_one_of_many.__module__, 'pipelines.fhir.validate' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert done.stdout.split() == ["fhir_core.fhirabstractmodel", "False"]
