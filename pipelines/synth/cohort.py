@@ -18,7 +18,7 @@ from tqdm import tqdm
 from pipelines.synth.datasheet import render_datasheet
 from pipelines.synth.images import RadiographWriter
 from pipelines.synth.patient import PatientFactory
-from pipelines.synth.providers import build_directory
+from pipelines.synth.providers import Directory, build_directory
 from pipelines.synth.spec import CohortSpec
 from pipelines.synth.stats import CohortStats
 from pipelines.synth.writers import BundleSink, Manifests, NdjsonSink
@@ -28,6 +28,22 @@ log = logging.getLogger(__name__)
 GENERATOR = "shipa-synthesize"
 GENERATOR_VERSION = "1.0"
 _GC_EVERY = 50
+
+
+def directory_for(spec: CohortSpec) -> Directory:
+    """The providers of the cohort ``spec`` describes: who commits which fraud pattern, who is audited."""
+    return build_directory(
+        seed=spec.seed,
+        n_organizations=spec.n_organizations,
+        practitioners_per_organization=spec.practitioners_per_organization,
+        fraud_provider_share=spec.fraud_provider_share,
+        fraud_rates=spec.fraud,
+        n_patients=spec.n_patients,
+        start_day=spec.start_date.toordinal(),
+        end_day=spec.end_date.toordinal(),
+        bundle=spec.format == "bundle",
+        audited_provider_share=spec.audited_provider_share,
+    )
 
 
 def generate(spec: CohortSpec, root: Path, *, progress: bool = True) -> dict[str, Any]:
@@ -43,18 +59,7 @@ def generate(spec: CohortSpec, root: Path, *, progress: bool = True) -> dict[str
     """
     root.mkdir(parents=True, exist_ok=True)
     start, end = spec.start_date.toordinal(), spec.end_date.toordinal()
-    directory = build_directory(
-        seed=spec.seed,
-        n_organizations=spec.n_organizations,
-        practitioners_per_organization=spec.practitioners_per_organization,
-        fraud_provider_share=spec.fraud_provider_share,
-        fraud_rates=spec.fraud,
-        n_patients=spec.n_patients,
-        start_day=start,
-        end_day=end,
-        bundle=spec.format == "bundle",
-        audited_provider_share=spec.audited_provider_share,
-    )
+    directory = directory_for(spec)
     sink: NdjsonSink | BundleSink = (
         BundleSink(root, compress=spec.gzip) if spec.format == "bundle" else NdjsonSink(root, compress=spec.gzip)
     )

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from pipelines import codes
-from pipelines.synth.providers import build_directory
+from pipelines.synth.cohort import directory_for
 from pipelines.synth.spec import FRAUD_PATTERNS, REGISTRY_CHECKED
 
 from .cohorts import LARGE_FRAUD_RATE as RATE
@@ -87,18 +87,7 @@ def test_labels_are_a_share_of_the_truth(data: dict[str, Any]) -> None:
 
 def test_audits_find_patterns_and_providers_unevenly(data: dict[str, Any]) -> None:
     spec = large_spec()
-    directory = build_directory(
-        seed=spec.seed,
-        n_organizations=spec.n_organizations,
-        practitioners_per_organization=spec.practitioners_per_organization,
-        fraud_provider_share=spec.fraud_provider_share,
-        fraud_rates=spec.fraud,
-        n_patients=spec.n_patients,
-        start_day=spec.start_date.toordinal(),
-        end_day=spec.end_date.toordinal(),
-        bundle=False,
-        audited_provider_share=spec.audited_provider_share,
-    )
+    directory = directory_for(spec)
     audited = {directory.orgs[i].identifier for i in directory.audited}
     assert len(audited) == round(spec.audited_provider_share * N_ORGS)
     found: dict[str, list[bool]] = defaultdict(list)
