@@ -143,6 +143,7 @@ def serve(
 ) -> None:
     """Serve the champion models (diagnosis, fraud) over HTTP with tokens, roles and the audit log."""
     from pipelines.logging_setup import configure_logging
+    from pipelines.service.heap import settle_heap
     from pipelines.service.server import run_server
 
     overrides = {k: v for k, v in {"host": host, "port": port, "tracking_uri": tracking_uri}.items() if v is not None}
@@ -153,6 +154,7 @@ def serve(
     except ServiceConfigError as exc:
         typer.echo(f"shipa: error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
+    log.debug("%d start-up objects frozen out of garbage collection", settle_heap())
     run_server(app, settings)
 
 

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from pipelines.service.deps import AdminPrincipal, CurrentPrincipal, ProviderDep
 from pipelines.service.errors import FhirHTTPError
+from pipelines.service.heap import resettle_if_frozen
 from pipelines.service.provider import ModelProvider
 from pipelines.service.schemas import ERROR_RESPONSES, ModelsOut, OperationOutcomeOut, ReadyOut
 
@@ -60,4 +61,6 @@ def models(_principal: CurrentPrincipal, provider: ProviderDep) -> ModelsOut:
 def reload(principal: AdminPrincipal, provider: ProviderDep) -> ReadyOut:
     """Load the champion models again (admin only) and return the new readiness."""
     log.info("model reload requested by token %s", principal.name)
-    return _checked_state(_call(provider, "reload"))
+    state = _call(provider, "reload")
+    resettle_if_frozen()  # the old models can go, the new ones join the frozen heap
+    return _checked_state(state)
