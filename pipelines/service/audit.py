@@ -8,6 +8,7 @@ and names the first bad one. Works on any SQLAlchemy backend (plain portable SQL
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -329,6 +330,7 @@ class AuditLog:
         self._lock = threading.Lock()  # one writer at a time
         self._pending_lock = threading.Lock()  # guards _pending only (held for microseconds)
         self._pending: list[_Pending] = []
+        self._turn: list[tuple[_Pending, asyncio.Future[AuditEventRecord]]] = []  # see append_on_loop
         self._head: tuple[int, str] | None = None
         self.observer = observer
         metadata.create_all(self._engine)
@@ -382,6 +384,40 @@ class AuditLog:
             raise pending.error
         assert pending.stored is not None
         return pending.stored
+
+    async def append_on_loop(self, record: AuditRecord) -> AuditEventRecord:
+        """:meth:`append` for a coroutine on the event loop, committed with the records of the same turn of the loop.
+
+        The first record of a turn schedules one commit after the callbacks already ready: the requests answered by
+        one model call all add their records before it runs, and share one transaction instead of one each. The
+        commit runs on the loop (a few hundred microseconds on SQLite, less than a hand-over to a thread costs).
+
+        Raises:
+            ValueError: as :meth:`append`; a failed commit is raised in every request of its turn.
+        """
+        pending = _Pending(_validated_row(record))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[AuditEventRecord] = loop.create_future()
+        self._turn.append((pending, future))
+        if len(self._turn) == 1:
+            loop.call_soon(self._commit_turn)
+        return await future
+
+    def _commit_turn(self) -> None:
+        turn, self._turn = self._turn, []
+        try:
+            with self._lock:  # a thread's append may be writing
+                stored = self._append_rows([p.row for p, _ in turn])
+        except BaseException as exc:
+            for _, future in turn:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), event in zip(turn, stored, strict=True):
+            if not future.done():  # the request may have been cancelled; its record stays written
+                future.set_result(event)
 
     def _append_rows(self, rows: list[dict[str, Any]]) -> list[AuditEventRecord]:
         """Write ``rows`` at the end of the chain in one transaction (retried when another writer moved the head)."""

@@ -1,18 +1,24 @@
-"""Micro-batching: the model calls of concurrent requests merged into one call, in one worker thread.
+"""Micro-batching: the model calls of concurrent requests merged into one call, one call at a time.
 
 A request builds its model input, then awaits :meth:`MicroBatcher.submit`. Jobs queue on the event loop; one
-dispatcher task hands them, in arrival order, to a single worker thread: everything queued under one key (up to
-``max_items``) goes in one call as soon as the worker is free, so while a call runs the next batch fills up. When
-the worker is idle, the dispatcher waits at most ``max_wait_s`` for requests that are still being read and
-checked (:meth:`MicroBatcher.incoming`) to join; with none of those, a job goes at once, so a lone client never
-waits. One worker means one model call at a time: on a CPU with the numeric thread count set
-(``SHIPA_SERVICE_THREADS``) that is all the cores can do, and on a GPU the batch is what keeps the device busy.
+dispatcher task runs them in arrival order: everything queued under one key (up to ``max_items``) goes in one
+call as soon as the previous call has ended, so while a call runs the next batch fills up. When the model is
+idle, the dispatcher waits at most ``max_wait_s`` for requests that are still being read and checked in a thread
+(:meth:`MicroBatcher.incoming`) to join; with none of those, a job goes at once, so a lone client never waits. One
+call at a time: on a CPU with the numeric thread count set (``SHIPA_SERVICE_THREADS``) that is all the cores can
+do, and on a GPU the batch is what keeps the device busy.
+
+A call of at most ``inline_max_items`` items runs on the event loop itself; a larger one in the worker thread, so
+the loop keeps serving while it runs. Small calls stay on the loop because handing work to a thread and back costs
+more than a small call: each hand-over wakes a thread that must then win the interpreter lock (up to the 5 ms
+switch interval while another thread holds it).
 
 A batch that fails is run again job by job, so one bad request cannot fail the others.
 
 :class:`FraudScoring` is the fraud endpoint's batcher: the claim records of concurrent requests are concatenated,
-scored in one call and split back per request; each request then writes its own audit record and answer. It also
-owns the two threads that read, check and answer fraud requests (see :data:`REQUEST_THREADS`).
+scored in one call and split back per request; each request then writes its own audit record and answer. Small
+requests are read, checked and answered on the event loop too; large ones in one of two request threads (see
+:data:`REQUEST_THREADS` and :meth:`FraudScoring.inline`).
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ class MicroBatcher(Generic[P, R]):
         max_items: most items (the ``size`` of each job) in one call; a larger job goes alone.
         max_wait_s: how long an idle worker waits for incoming requests to join a batch.
         name: the worker thread's name (``shipa-<name>``).
+        inline_max_items: calls of at most this many items run on the event loop (0: every call in the thread).
 
     Attributes:
         batches: calls made so far; ``jobs``: jobs answered; ``largest``: most jobs in one call.
@@ -76,12 +83,14 @@ class MicroBatcher(Generic[P, R]):
         max_items: int,
         max_wait_s: float,
         name: str = "batch",
+        inline_max_items: int = 0,
     ) -> None:
-        if max_items < 1 or max_wait_s < 0:
-            raise ValueError("max_items must be >= 1 and max_wait_s >= 0")
+        if max_items < 1 or max_wait_s < 0 or inline_max_items < 0:
+            raise ValueError("max_items must be >= 1, max_wait_s >= 0 and inline_max_items >= 0")
         self._run = run
         self.max_items = max_items
         self.max_wait_s = max_wait_s
+        self.inline_max_items = inline_max_items
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"shipa-{name}")
         self._queue: deque[_Job[P, R]] = deque()
         self._incoming = 0
@@ -138,7 +147,10 @@ class MicroBatcher(Generic[P, R]):
                 batch = self._take()
                 if not batch:
                     continue
-                await loop.run_in_executor(self._executor, self._execute, batch)
+                if sum(job.size for job in batch) <= self.inline_max_items:
+                    self._execute(batch)
+                else:
+                    await loop.run_in_executor(self._executor, self._execute, batch)
                 for job in batch:
                     if job.future.done():  # the request was cancelled meanwhile
                         continue
@@ -146,6 +158,7 @@ class MicroBatcher(Generic[P, R]):
                         job.future.set_exception(job.error)
                     else:
                         job.future.set_result(job.result)
+                await asyncio.sleep(0)  # let the answered requests and those already read run before the next call
         except BaseException as exc:  # never leave a request waiting for an answer that cannot come
             for job in self._queue:
                 if not job.future.done():
@@ -240,18 +253,44 @@ class FraudScoring:
     of the others (:attr:`~pipelines.service.models_provider.FraudModel.rows_independent`). Scores then equal
     those of the request scored alone, up to the float32 rounding of the network's matrix products, which may
     depend on how many rows one product holds (about 1e-7 of a probability).
+
+    Args:
+        max_claims: most claims in one model call.
+        max_wait_ms: how long an idle model waits for requests still being read in a thread.
+        inline_max_bytes: requests with bodies up to this size are read, checked and answered on the event loop,
+            and model calls of up to ``max_claims`` claims run there too (0: everything in threads).
+        request_threads: threads for the larger requests.
     """
 
-    def __init__(self, *, max_claims: int, max_wait_ms: float, request_threads: int = REQUEST_THREADS) -> None:
+    def __init__(
+        self, *, max_claims: int, max_wait_ms: float, inline_max_bytes: int = 0, request_threads: int = REQUEST_THREADS
+    ) -> None:
+        if inline_max_bytes < 0:
+            raise ValueError("inline_max_bytes must be >= 0")
+        self.inline_max_bytes = inline_max_bytes
         self.batcher: MicroBatcher[tuple[FraudModel, pl.DataFrame], ClaimScores] = MicroBatcher(
-            score_fraud_batch, max_items=max_claims, max_wait_s=max_wait_ms / 1000.0, name="fraud-scoring"
+            score_fraud_batch,
+            max_items=max_claims,
+            max_wait_s=max_wait_ms / 1000.0,
+            name="fraud-scoring",
+            inline_max_items=max_claims if inline_max_bytes else 0,
         )
         self._requests = ThreadPoolExecutor(max_workers=request_threads, thread_name_prefix="shipa-fraud-request")
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> FraudScoring:
-        """With ``SHIPA_SERVICE_BATCH_MAX_CLAIMS`` and ``SHIPA_SERVICE_BATCH_MAX_WAIT_MS``."""
-        return cls(max_claims=settings.batch_max_claims, max_wait_ms=settings.batch_max_wait_ms)
+        """With ``SHIPA_SERVICE_BATCH_MAX_CLAIMS``, ``SHIPA_SERVICE_BATCH_MAX_WAIT_MS`` and
+        ``SHIPA_SERVICE_INLINE_MAX_BYTES``."""
+        return cls(
+            max_claims=settings.batch_max_claims,
+            max_wait_ms=settings.batch_max_wait_ms,
+            inline_max_bytes=settings.inline_max_bytes,
+        )
+
+    def inline(self, body: bytes) -> bool:
+        """Whether a request with this body is handled on the event loop (a few claims: a millisecond or two of
+        work, less than the hand-over to a thread costs) rather than in a request thread."""
+        return len(body) <= self.inline_max_bytes
 
     def incoming(self) -> contextlib.AbstractContextManager[None]:
         """Wrap the reading and checking of a request that will be scored (see :meth:`MicroBatcher.incoming`)."""
@@ -264,8 +303,11 @@ class FraudScoring:
         )
         return await self.batcher.submit(key, (model, records), records.height)
 
-    async def run(self, fn: Callable[..., R], *args: Any) -> R:
-        """``fn(*args)`` in one of the request threads (reading, checking and answering a request, the audit write)."""
+    async def run(self, fn: Callable[..., R], *args: Any, inline: bool = False) -> R:
+        """``fn(*args)``: here on the event loop when ``inline``, else in one of the request threads (reading,
+        checking and answering a request, the audit write)."""
+        if inline:
+            return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(self._requests, functools.partial(fn, *args))
 
     def close(self) -> None:

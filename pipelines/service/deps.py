@@ -60,9 +60,7 @@ AuditLogDep = Annotated[AuditLog, Depends(get_audit_log)]
 ProviderDep = Annotated[ModelProvider, Depends(get_provider)]
 
 
-async def current_principal(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
-) -> Principal:
+def authenticate_request(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     """Authenticate the bearer token and take one request from its rate-limit bucket.
 
     Runs on the event loop: the indexed lookup takes about 0.1 ms, less than a hop to the thread pool would.
@@ -87,7 +85,26 @@ async def current_principal(
     return Principal(info.name, info.role)
 
 
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+
+
+async def current_principal(request: Request, credentials: BearerCredentials) -> Principal:
+    """The caller of this request (see :func:`authenticate_request`)."""
+    return authenticate_request(request, credentials)
+
+
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def checked_role(principal: Principal, needed: tuple[Role, ...]) -> Principal:
+    """``principal`` when its role is one of ``needed`` (``admin`` always is).
+
+    Raises:
+        FhirHTTPError: 403 (forbidden) for a token of another role.
+    """
+    if not role_allows(principal.role, needed):
+        raise FhirHTTPError(403, "forbidden", f"this endpoint needs the {' or '.join(r.value for r in needed)} role")
+    return principal
 
 
 def require_role(*roles: Role | str) -> Callable[[Principal], Awaitable[Principal]]:
@@ -99,12 +116,9 @@ def require_role(*roles: Role | str) -> Callable[[Principal], Awaitable[Principa
     needed = tuple(Role(r) for r in roles)
     if not needed:
         raise ValueError("require_role needs at least one role")
-    names = " or ".join(r.value for r in needed)
 
     async def check_role(principal: CurrentPrincipal) -> Principal:
-        if not role_allows(principal.role, needed):
-            raise FhirHTTPError(403, "forbidden", f"this endpoint needs the {names} role")
-        return principal
+        return checked_role(principal, needed)
 
     check_role.__name__ = f"require_{'_or_'.join(r.value for r in needed)}"
     return check_role
@@ -147,30 +161,74 @@ class RequestAudit:
         Raises:
             ValueError: no input hash is known, or a value the audit log refuses (see ``AuditLog.append``).
         """
+        return self.audit_log.append(
+            self._record(
+                model_name, model_version, model_alias, output, patient_pseudonym, outcome, outcome_desc,
+                purpose_of_use, input_sha256,
+            )
+        )  # fmt: skip
+
+    async def record_on_loop(
+        self,
+        *,
+        model_name: str,
+        model_version: str,
+        model_alias: str,
+        output: Any,
+        patient_pseudonym: str | None = None,
+        outcome: AuditOutcome | str = AuditOutcome.success,
+        outcome_desc: str | None = None,
+        purpose_of_use: str = "",
+        input_sha256: str | None = None,
+    ) -> AuditEventRecord:
+        """:meth:`record` from the event loop, committed with the other requests of the same turn
+        (``AuditLog.append_on_loop``)."""
+        return await self.audit_log.append_on_loop(
+            self._record(
+                model_name, model_version, model_alias, output, patient_pseudonym, outcome, outcome_desc,
+                purpose_of_use, input_sha256,
+            )
+        )  # fmt: skip
+
+    def _record(
+        self,
+        model_name: str,
+        model_version: str,
+        model_alias: str,
+        output: Any,
+        patient_pseudonym: str | None,
+        outcome: AuditOutcome | str,
+        outcome_desc: str | None,
+        purpose_of_use: str,
+        input_sha256: str | None,
+    ) -> AuditRecord:
         digest = input_sha256 or self.input_sha256
         if digest is None:
             raise ValueError("the request body was streamed: pass input_sha256 to record()")
-        return self.audit_log.append(
-            AuditRecord(
-                token_name=self.principal.name,
-                role=self.principal.role.value,
-                endpoint=self.endpoint,
-                model_name=model_name,
-                model_version=model_version,
-                model_alias=model_alias,
-                input_sha256=digest,
-                output=output,
-                latency_ms=(time.perf_counter() - self.started) * 1000,
-                outcome=outcome,
-                purpose_of_use=purpose_of_use,
-                patient_pseudonym=patient_pseudonym,
-                outcome_desc=outcome_desc,
-            )
+        return AuditRecord(
+            token_name=self.principal.name,
+            role=self.principal.role.value,
+            endpoint=self.endpoint,
+            model_name=model_name,
+            model_version=model_version,
+            model_alias=model_alias,
+            input_sha256=digest,
+            output=output,
+            latency_ms=(time.perf_counter() - self.started) * 1000,
+            outcome=outcome,
+            purpose_of_use=purpose_of_use,
+            patient_pseudonym=patient_pseudonym,
+            outcome_desc=outcome_desc,
         )
 
 
 async def request_audit(request: Request, principal: CurrentPrincipal, audit_log: AuditLogDep) -> RequestAudit:
     """A :class:`RequestAudit` for this request; the input hash is sha256 of the raw request body."""
+    return await audit_of_request(request, principal, audit_log)
+
+
+async def audit_of_request(request: Request, principal: Principal, audit_log: AuditLog) -> RequestAudit:
+    """The :class:`RequestAudit` of ``request`` by ``principal`` (see :func:`request_audit`)."""
     try:
         digest: str | None = sha256_hex(await request.body())  # JSON bodies: already read and cached by FastAPI
     except RuntimeError:  # the body was consumed as a stream (form parsing)

@@ -62,6 +62,11 @@ class ServiceSettings(BaseSettings):
     batch_max_wait_ms: float = Field(
         2.0, ge=0, le=1000, description="how long an idle model waits for requests still being read to join a batch"
     )
+    inline_max_bytes: int = Field(
+        64 * 1024,
+        ge=0,
+        description="fraud requests up to this size are handled on the event loop, larger ones in threads (0: all)",
+    )
     tracking_uri: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

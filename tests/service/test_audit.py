@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateTable
 
@@ -171,6 +172,42 @@ def test_a_failed_group_write_fails_every_waiting_append(log: AuditLog, monkeypa
         log.append(make_record(1))
     monkeypatch.undo()
     assert log.append(make_record(2)).seq == 1 and log.verify().ok
+
+
+def test_appends_of_one_event_loop_turn_share_one_commit(log: AuditLog) -> None:
+    commits: list[int] = []
+    event.listen(log.engine, "commit", lambda _conn: commits.append(1))
+    thread_record = log.append(make_record(0))  # a thread's append (one commit) before the loop's
+
+    async def requests() -> list[Any]:
+        return await asyncio.gather(*(log.append_on_loop(make_record(i)) for i in range(1, 9)))
+
+    stored = asyncio.run(requests())
+    assert len(commits) == 2  # the thread's record, then the eight of one turn together
+    assert [r.seq for r in stored] == list(range(2, 10))
+    assert stored[0].prev_hash == thread_record.hash
+    assert [r.input_sha256 for r in stored] == [make_record(i).input_sha256 for i in range(1, 9)]
+    result = log.verify()
+    assert (result.ok, result.checked) == (True, 9)
+
+
+def test_a_failed_loop_commit_fails_its_turn_and_the_log_goes_on(
+    log: AuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(rows: list[dict[str, Any]]) -> Any:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(log, "_append_once", broken)
+
+    async def requests() -> list[Any]:
+        return await asyncio.gather(*(log.append_on_loop(make_record(i)) for i in range(3)), return_exceptions=True)
+
+    outcomes = asyncio.run(requests())
+    assert [str(o) for o in outcomes] == ["disk full"] * 3
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="IIN"):  # refused before it joins a turn, as by append
+        asyncio.run(log.append_on_loop(make_record(9, patient_pseudonym=FAKE_IIN)))
+    assert asyncio.run(log.append_on_loop(make_record(4))).seq == 1 and log.verify().ok
 
 
 def test_to_fhir_is_a_valid_r4_audit_event(log: AuditLog) -> None:

@@ -139,11 +139,48 @@ def test_the_batcher_works_across_event_loops() -> None:
     assert asyncio.run(main(10)) == [20, 22, 24, 26, 28, 30]
 
 
+def test_small_calls_run_on_the_event_loop_and_large_ones_in_the_worker() -> None:
+    run = Recorder()
+    batcher = MicroBatcher(run, max_items=8, max_wait_s=0.0, name="inline", inline_max_items=4)
+
+    async def main() -> tuple[list[int], str]:
+        small = await asyncio.gather(*(batcher.submit("k", i) for i in range(3)))  # one call of 3 items
+        large = await batcher.submit("k", 10, size=6)  # one job of 6 items
+        return [*small, large], threading.current_thread().name
+
+    answers, loop_thread = asyncio.run(main())
+    assert answers == [0, 2, 4, 20]
+    assert run.calls == [("k", [0, 1, 2]), ("k", [10])]
+    assert run.threads == {loop_thread, "shipa-inline_0"}
+    batcher.close()
+
+
+def test_fraud_scoring_handles_small_bodies_on_the_loop_and_large_ones_in_threads() -> None:
+    scoring = FraudScoring(max_claims=8, max_wait_ms=1, inline_max_bytes=100)
+    assert scoring.inline(b"x" * 100) and not scoring.inline(b"x" * 101)
+    assert scoring.batcher.inline_max_items == 8  # every call of up to max_claims claims stays on the loop
+
+    async def where(inline: bool) -> str:
+        return await scoring.run(lambda: threading.current_thread().name, inline=inline)
+
+    async def main() -> tuple[str, str, str]:
+        return await where(True), await where(False), threading.current_thread().name
+
+    on_loop, in_thread, loop_thread = asyncio.run(main())
+    assert on_loop == loop_thread and in_thread.startswith("shipa-fraud-request")
+    scoring.close()
+    assert FraudScoring(max_claims=8, max_wait_ms=1).batcher.inline_max_items == 0  # 0 bytes: all in threads
+
+
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError):
         MicroBatcher(Recorder(), max_items=0, max_wait_s=0.001)
     with pytest.raises(ValueError):
         MicroBatcher(Recorder(), max_items=1, max_wait_s=-1.0)
+    with pytest.raises(ValueError):
+        MicroBatcher(Recorder(), max_items=1, max_wait_s=0.0, inline_max_items=-1)
+    with pytest.raises(ValueError):
+        FraudScoring(max_claims=1, max_wait_ms=0, inline_max_bytes=-1)
 
 
 @dataclass

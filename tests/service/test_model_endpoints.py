@@ -523,6 +523,32 @@ def test_concurrent_fraud_requests_share_model_calls_and_score_as_if_alone(servi
     assert audit_log.verify().ok
 
 
+def test_large_requests_are_handled_in_threads_and_answer_the_same(service: Service, case: Case) -> None:
+    bundle = case.bundle(shared=True)
+    headers = auth(service.tokens["investigator"])
+    app = service.app
+    audit_log = app.state.audit_log
+    before = sum(1 for _ in audit_log.iter_all())
+    with httpx.Client(base_url=service.base, timeout=60) as client:
+        on_loop = client.post("/fraud/score?format=json", json=bundle, headers=headers)
+        original = app.state.fraud_scoring
+        threaded = app.state.fraud_scoring = FraudScoring(max_claims=32, max_wait_ms=2, inline_max_bytes=0)
+        try:
+            in_threads = client.post("/fraud/score?format=json", json=bundle, headers=headers)
+            broken = client.post("/fraud/score", json={"resourceType": "Claim", "id": "x"}, headers=headers)
+        finally:
+            app.state.fraud_scoring = original
+            threaded.close()
+    assert on_loop.status_code == in_threads.status_code == 200, in_threads.text
+    assert threaded.batcher.batches == 1  # the threaded batcher scored the second request
+    got, want = in_threads.json()["results"], on_loop.json()["results"]
+    assert [(r["claim"], r["risk"]) for r in got] == [(r["claim"], r["risk"]) for r in want]
+    assert [r["probability"] for r in got] == pytest.approx([r["probability"] for r in want], abs=1e-7)
+    assert broken.status_code == 422 and broken.json()["resourceType"] == "OperationOutcome"
+    assert sum(1 for _ in audit_log.iter_all()) - before == 3  # both answers and the refusal are audited
+    assert audit_log.verify().ok
+
+
 def test_fraud_single_claim_limits_and_invalid_input(service: Service, case: Case) -> None:
     claim = next(r for r in case.resources if r["resourceType"] == "Claim")
     headers = auth(service.tokens["investigator"])
@@ -656,6 +682,7 @@ def test_schemathesis_fuzz_never_5xx(service: Service) -> None:
     schema = schemathesis.openapi.from_url(f"{service.base}/openapi.json").exclude(path="/admin/reload")
     headers = {"Authorization": f"Bearer {service.tokens['admin']}"}
     statuses: list[int] = []
+    fraud_fields: set[str] = set()  # FHIR fields named by the 422s of generated fraud bodies
     operations = [result.ok() for result in schema.get_all_operations()]
     labels = {op.label for op in operations}
     assert {"POST /fraud/score", "POST /diagnosis/{task}", "GET /audit/events"} <= labels, labels
@@ -677,7 +704,23 @@ def test_schemathesis_fuzz_never_5xx(service: Service) -> None:
             if response.status_code >= 400 and ctype[0].startswith("application/"):
                 body = response.json()
                 assert body.get("resourceType") == "OperationOutcome", (case.method, case.path, response.text[:300])
+                if case.path == "/fraud/score" and response.status_code == 422:
+                    fraud_fields.update(e for i in body["issue"] for e in i.get("expression") or [])
 
         fuzz()
     assert len(statuses) >= 500, len(statuses)
     assert {200, 422} <= set(statuses), sorted(set(statuses))
+    # The documented Claim and Bundle shapes get generated bodies past the JSON checks into R4 validation, which
+    # names the field it refused (e.g. Claim.item[0].sequence).
+    assert any(f.startswith(("Claim.", "Bundle.")) for f in fraud_fields), sorted(fraud_fields)[:20]
+
+
+def test_the_documented_claim_example_is_scored(service: Service) -> None:
+    with httpx.Client(base_url=service.base, timeout=60) as client:
+        spec = client.get("/openapi.json").json()
+        content = spec["paths"]["/fraud/score"]["post"]["requestBody"]["content"]
+        example = content["application/fhir+json"]["example"]
+        response = client.post("/fraud/score?format=json", json=example, headers=auth(service.tokens["investigator"]))
+    assert response.status_code == 200, response.text
+    (result,) = response.json()["results"]
+    assert result["claim"] == "Claim/claim-example-1" and 0.0 <= result["probability"] <= 1.0

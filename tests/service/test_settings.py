@@ -55,11 +55,18 @@ def test_batching_and_token_cache_settings(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("SHIPA_SERVICE_DEMO_MODE", "true")
     defaults = load_service_settings()
     assert (defaults.batch_max_claims, defaults.batch_max_wait_ms, defaults.token_cache_s) == (32, 2.0, 1.0)
+    assert defaults.inline_max_bytes == 64 * 1024
     monkeypatch.setenv("SHIPA_SERVICE_BATCH_MAX_CLAIMS", "8")
     monkeypatch.setenv("SHIPA_SERVICE_BATCH_MAX_WAIT_MS", "0.5")
     monkeypatch.setenv("SHIPA_SERVICE_TOKEN_CACHE_S", "0")
+    monkeypatch.setenv("SHIPA_SERVICE_INLINE_MAX_BYTES", "0")
     settings = load_service_settings()
     assert (settings.batch_max_claims, settings.batch_max_wait_ms, settings.token_cache_s) == (8, 0.5, 0.0)
+    assert settings.inline_max_bytes == 0
     monkeypatch.setenv("SHIPA_SERVICE_BATCH_MAX_CLAIMS", "0")
     with pytest.raises(ServiceConfigError, match="SHIPA_SERVICE_BATCH_MAX_CLAIMS"):
+        load_service_settings()
+    monkeypatch.setenv("SHIPA_SERVICE_BATCH_MAX_CLAIMS", "8")
+    monkeypatch.setenv("SHIPA_SERVICE_INLINE_MAX_BYTES", "-1")
+    with pytest.raises(ServiceConfigError, match="SHIPA_SERVICE_INLINE_MAX_BYTES"):
         load_service_settings()
