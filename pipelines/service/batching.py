@@ -66,7 +66,7 @@ class MicroBatcher(Generic[P, R]):
     """Runs ``run(key, payloads) -> results`` (one result per payload) on batches of concurrent jobs.
 
     Args:
-        run: called in the worker thread with the payloads of jobs of one key, in arrival order.
+        run: called with the payloads of jobs of one key, in arrival order (on the loop or in the worker thread).
         max_items: most items (the ``size`` of each job) in one call; a larger job goes alone.
         max_wait_s: how long an idle worker waits for incoming requests to join a batch.
         name: the worker thread's name (``shipa-<name>``).
@@ -206,7 +206,7 @@ class MicroBatcher(Generic[P, R]):
         return taken
 
     def _execute(self, batch: list[_Job[P, R]]) -> None:
-        """Run one batch (in the worker thread); on failure run each job alone."""
+        """Run one batch (on the loop or in the worker thread); on failure run each job alone."""
         self.batches += 1
         self.jobs += len(batch)
         self.largest = max(self.largest, len(batch))

@@ -79,8 +79,14 @@ def _model(models: ModelSet) -> FraudModel:
 
 
 async def _audit(
-    audit: RequestAudit, model: FraudModel, output: dict[str, Any], outcome: AuditOutcome, desc: str | None = None
+    audit: RequestAudit,
+    model: FraudModel,
+    output: dict[str, Any],
+    outcome: AuditOutcome = AuditOutcome.success,
+    desc: str | None = None,
+    patient: str | None = None,
 ) -> None:
+    """The request's audit record, committed with the others of this turn of the event loop."""
     ref = model.ref
     await audit.record_on_loop(
         model_name=ref.name,
@@ -89,6 +95,7 @@ async def _audit(
         output=output,
         outcome=outcome,
         outcome_desc=desc,
+        patient_pseudonym=patient,
     )
 
 
@@ -206,12 +213,5 @@ async def score(
             500, "exception", "the model could not score these claims; the failure is audited"
         ) from None
     answer = await scoring.run(_risks, model, records, scored, format, lang, inline=inline)
-    ref = model.ref
-    await audit.record_on_loop(
-        model_name=ref.name,
-        model_version=ref.version,
-        model_alias=ref.alias,
-        output=answer.audited,
-        patient_pseudonym=answer.patient,
-    )  # before the answer leaves: no answer without its audit record
+    await _audit(audit, model, answer.audited, patient=answer.patient)  # no answer leaves without its record
     return await scoring.run(_render, model, answer.risks, format, lang, inline=inline)
