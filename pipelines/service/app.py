@@ -52,10 +52,11 @@ def create_app(settings: ServiceSettings, model_provider: ModelProvider | None =
         try:
             yield
         finally:
-            scoring = getattr(_app.state, "fraud_scoring", None)
-            if scoring is not None:  # the fraud batcher's worker thread (made again on first use)
-                scoring.close()
-                _app.state.fraud_scoring = None
+            for name in ("fraud_scoring", "diagnosis_scoring"):  # the batchers' threads (made again on first use)
+                scoring = getattr(_app.state, name, None)
+                if scoring is not None:
+                    scoring.close()
+                    setattr(_app.state, name, None)
             engine.dispose()
 
     app = FastAPI(

@@ -38,7 +38,7 @@ from fastapi import Request
 if TYPE_CHECKING:
     import polars as pl
 
-    from pipelines.service.models_provider import ClaimScores, FraudModel
+    from pipelines.service.models_provider import ClaimScores, DiagnosisModel, FraudModel
     from pipelines.service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -322,4 +322,57 @@ async def fraud_scoring(request: Request) -> FraudScoring:
     scoring = getattr(state, "fraud_scoring", None)
     if scoring is None:
         scoring = state.fraud_scoring = FraudScoring.from_settings(state.settings)
+    return scoring
+
+
+# --- diagnosis ----------------------------------------------------------------------------------------------
+
+
+def score_diagnosis_batch(
+    _key: Hashable, payloads: Sequence[tuple[DiagnosisModel, dict[str, Any]]]
+) -> list[tuple[float, bool]]:
+    """Predict the model rows (EHR values and the image) of several requests in one call of the registered pyfunc."""
+    import pandas as pd
+
+    model = payloads[0][0]
+    columns = list(payloads[0][1])
+    frame = pd.DataFrame({c: [row[c] for _, row in payloads] for c in columns})
+    out = model.predict(frame)
+    return [(float(p), bool(q)) for p, q in zip(out["probability"], out["positive"], strict=True)]
+
+
+class DiagnosisScoring:
+    """The diagnosis route's batcher: images of concurrent requests go through the network in one call.
+
+    Each request is decoded, de-identified and preprocessed in its own thread (the route is synchronous); the model
+    call runs in the batcher's worker thread, where requests that arrived while the previous call ran share the next
+    one (at most ``max_images``). On a GPU that is what keeps the device busy; on a CPU a lone request goes at once.
+    Rows of one model with the same columns share a call; the network scores each image independently (eval mode).
+    """
+
+    def __init__(self, *, max_images: int, max_wait_ms: float) -> None:
+        self.batcher: MicroBatcher[tuple[DiagnosisModel, dict[str, Any]], tuple[float, bool]] = MicroBatcher(
+            score_diagnosis_batch, max_items=max_images, max_wait_s=max_wait_ms / 1000.0, name="diagnosis"
+        )
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> DiagnosisScoring:
+        """With ``SHIPA_SERVICE_BATCH_MAX_IMAGES`` and ``SHIPA_SERVICE_BATCH_MAX_WAIT_MS``."""
+        return cls(max_images=settings.batch_max_images, max_wait_ms=settings.batch_max_wait_ms)
+
+    async def predict(self, model: DiagnosisModel, row: dict[str, Any]) -> tuple[float, bool]:
+        """The probability and the positive call for one model row (its columns: see the diagnosis pyfunc)."""
+        return await self.batcher.submit((id(model), tuple(row)), (model, row))
+
+    def close(self) -> None:
+        """Stop the worker thread."""
+        self.batcher.close()
+
+
+async def diagnosis_scoring(request: Request) -> DiagnosisScoring:
+    """The app's diagnosis batcher (``app.state.diagnosis_scoring``), created from its settings on first use."""
+    state = request.app.state
+    scoring = getattr(state, "diagnosis_scoring", None)
+    if scoring is None:
+        scoring = state.diagnosis_scoring = DiagnosisScoring.from_settings(state.settings)
     return scoring

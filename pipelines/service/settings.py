@@ -59,6 +59,7 @@ class ServiceSettings(BaseSettings):
         1.0, ge=0, le=60, description="seconds an active token is trusted without a database lookup (0: never)"
     )
     batch_max_claims: int = Field(32, ge=1, description="most claims of concurrent requests scored in one model call")
+    batch_max_images: int = Field(8, ge=1, description="most images of concurrent diagnosis requests in one model call")
     batch_max_wait_ms: float = Field(
         2.0, ge=0, le=1000, description="how long an idle model waits for requests still being read to join a batch"
     )

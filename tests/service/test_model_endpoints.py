@@ -52,7 +52,8 @@ from pipelines.features.fraud import FraudFeatureOptions, build_claim_features
 from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.iin import make_iin, parse_iin
 from pipelines.service.assemble import build_app
-from pipelines.service.batching import FraudScoring
+from pipelines.service.batching import DiagnosisScoring, FraudScoring, score_diagnosis_batch
+from pipelines.service.diagnosis_case import build_case
 from pipelines.service.fraud_case import build_claim_records
 from pipelines.service.models_provider import ClaimScores, MlflowModelProvider
 from pipelines.service.roles import Role
@@ -337,6 +338,47 @@ def test_diagnosis_uses_exactly_the_training_features(service: Service, case: Ca
     assert served == pytest.approx(float(expected["probability"].iloc[0]), abs=1e-5)
     without_ehr = bare.json()["entry"][1]["resource"]["valueQuantity"]["value"]
     assert without_ehr != pytest.approx(served, abs=1e-6)  # the observations mattered
+
+
+def test_concurrent_diagnosis_requests_share_model_calls_and_answer_as_alone(service: Service, case: Case) -> None:
+    model = service.app.state.provider.snapshot().diagnosis["pneumonia"]
+    with_ehr = build_case(
+        case.dicom.read_bytes(),
+        json.dumps(_dx_bundle(case)).encode(),
+        pseudonymizer=service.app.state.pseudonymizer,
+        observations=model.observations,
+        lookback_hours=model.lookback_hours,
+        ingest_image_size=model.ingest_image_size,
+    )
+    rows = [{**with_ehr.raw, "image": with_ehr.image}, {**{k: None for k in with_ehr.raw}, "image": with_ehr.image}]
+    alone = [score_diagnosis_batch("k", [(model, row)])[0] for row in rows]
+    scoring = DiagnosisScoring(max_images=8, max_wait_ms=2)
+
+    async def together() -> list[tuple[float, bool]]:
+        return await asyncio.gather(*(scoring.predict(model, row) for row in rows * 2))
+
+    shared = asyncio.run(together())
+    assert (scoring.batcher.batches, scoring.batcher.largest) == (1, 4)  # one network call for the four images
+    scoring.close()
+    assert alone[0][0] != pytest.approx(alone[1][0], abs=1e-6)  # the two rows differ (EHR values or none)
+    for (p_shared, pos_shared), (p_alone, pos_alone) in zip(shared, alone * 2, strict=True):
+        assert p_shared == pytest.approx(p_alone, abs=1e-6) and pos_shared == pos_alone
+
+    # Over HTTP: concurrent uploads all answer what one upload alone answers, through the app's batcher.
+    headers = auth(service.tokens["clinician"])
+    with httpx.Client(base_url=service.base, timeout=120) as client:
+
+        def post(_: int) -> float:
+            response = client.post("/diagnosis/pneumonia", files=_dx_files(case, _dx_bundle(case)), headers=headers)
+            assert response.status_code == 200, response.text
+            return float(response.json()["entry"][1]["resource"]["valueQuantity"]["value"])
+
+        sequential = post(0)
+        jobs_before = service.app.state.diagnosis_scoring.batcher.jobs
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            concurrent = list(pool.map(post, range(4)))
+    assert concurrent == pytest.approx([sequential] * 4, abs=1e-6)
+    assert service.app.state.diagnosis_scoring.batcher.jobs - jobs_before == 4
 
 
 def test_diagnosis_cds_hooks_cards(service: Service, case: Case) -> None:

@@ -55,7 +55,7 @@ def test_batching_and_token_cache_settings(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("SHIPA_SERVICE_DEMO_MODE", "true")
     defaults = load_service_settings()
     assert (defaults.batch_max_claims, defaults.batch_max_wait_ms, defaults.token_cache_s) == (32, 2.0, 1.0)
-    assert defaults.inline_max_bytes == 64 * 1024
+    assert (defaults.inline_max_bytes, defaults.batch_max_images) == (64 * 1024, 8)
     monkeypatch.setenv("SHIPA_SERVICE_BATCH_MAX_CLAIMS", "8")
     monkeypatch.setenv("SHIPA_SERVICE_BATCH_MAX_WAIT_MS", "0.5")
     monkeypatch.setenv("SHIPA_SERVICE_TOKEN_CACHE_S", "0")

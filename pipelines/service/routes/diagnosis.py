@@ -8,12 +8,14 @@ import hashlib
 import logging
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Header, Path, Query, UploadFile
+import anyio.from_thread
+from fastapi import APIRouter, Depends, File, Header, Path, Query, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from pipelines.service import cdshooks, fhir_out
 from pipelines.service.audit import AuditOutcome
+from pipelines.service.batching import DiagnosisScoring, diagnosis_scoring
 from pipelines.service.deps import ClinicianPrincipal, RequestAudit, RequestAuditDep
 from pipelines.service.diagnosis_case import DiagnosisCase, build_case
 from pipelines.service.errors import FhirHTTPError
@@ -73,14 +75,12 @@ def _saliency(model: DiagnosisModel, case: DiagnosisCase) -> bytes | None:
         return None
 
 
-def _predict(model: DiagnosisModel, case: DiagnosisCase) -> tuple[float, bool]:
-    import pandas as pd
-
-    row: dict[str, list[Any]] = {name: [value] for name, value in case.raw.items()}
+def _predict(model: DiagnosisModel, case: DiagnosisCase, scoring: DiagnosisScoring) -> tuple[float, bool]:
+    """The model's answer for the case, in a call shared with concurrent requests (from this request's thread)."""
+    row: dict[str, Any] = dict(case.raw)
     if case.image is not None:
-        row["image"] = [case.image]
-    out = model.predict(pd.DataFrame(row))
-    return float(out["probability"].iloc[0]), bool(out["positive"].iloc[0])
+        row["image"] = case.image
+    return anyio.from_thread.run(scoring.predict, model, row)
 
 
 def _audit_rejection(audit: RequestAudit, model: DiagnosisModel, digest: str, exc: FhirHTTPError) -> None:
@@ -109,6 +109,7 @@ def diagnose(
     audit: RequestAuditDep,
     models: ModelsDep,
     pseudonymizer: PseudonymizerDep,
+    scoring: Annotated[DiagnosisScoring, Depends(diagnosis_scoring)],
     file: Annotated[UploadFile, File(description="the radiograph as a DICOM file")],
     bundle: Annotated[
         UploadFile | None,
@@ -118,7 +119,7 @@ def diagnose(
     accept_language: Annotated[str | None, Header(description="kk, ru or en")] = None,
 ) -> JSONResponse:
     """Predict the task's finding on one radiograph with the champion model, de-identifying everything
-    first."""
+    first. Uploads that arrive together share one call of the network (:class:`DiagnosisScoring`)."""
     model = _model(models, task)
     dicom = file.file.read()
     bundle_bytes = bundle.file.read() if bundle is not None else None
@@ -141,7 +142,7 @@ def diagnose(
         raise
     ref = model.ref
     try:
-        probability, positive = _predict(model, case)
+        probability, positive = _predict(model, case, scoring)
     except Exception as exc:
         log.error("diagnosis model %s failed: %s", ref.name, type(exc).__name__)
         audit.record(
