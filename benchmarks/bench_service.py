@@ -7,9 +7,10 @@ One run does everything on 127.0.0.1:
 2. servers: the Shipa service (``python -m pipelines.service.assemble``, one uvicorn worker, 1 thread) and
    ``mlflow models serve -m models:/shipa-fraud@champion --env-manager local -w 1`` (the venv's bin on PATH);
 3. fraud load: a load generator in a separate process (asyncio, one keep-alive HTTP/1.1 connection per client)
-   sends single claims for ``--duration`` seconds at each concurrency (1, 16, 64) to both: Shipa gets a FHIR Claim (it validates, de-identifies,
-   builds the claim features and scores with the pyfunc), MLflow gets the same claim's feature record
-   (``dataframe_split``: scoring only). Requests/s, p50 and p99 latency, errors and the ratio Shipa/MLflow;
+   sends single claims for ``--duration`` seconds at each concurrency (1, 16, 64) to both: Shipa gets a FHIR
+   Claim (it validates, de-identifies, builds the claim features and scores with the pyfunc), MLflow gets the
+   same claim's feature record (``dataframe_split``: scoring only). Requests/s, p50 and p99 latency, errors and
+   the ratio Shipa/MLflow; the server's RSS after a warm-up and after each level;
 4. diagnosis: ``--diagnosis-requests`` sequential DICOM uploads with the patient's Bundle (de-identification,
    preprocessing, the pyfunc and Grad-CAM), latency per image.
 
