@@ -316,13 +316,22 @@ class FraudScoring:
         self._requests.shutdown(wait=False, cancel_futures=True)
 
 
-async def fraud_scoring(request: Request) -> FraudScoring:
-    """The app's fraud batcher (``app.state.fraud_scoring``), created from its settings on first use."""
+B = TypeVar("B")
+
+
+def _app_batcher(request: Request, name: str, make: Callable[[ServiceSettings], B]) -> B:
+    """``app.state.<name>``, made from the app's settings on first use (and again after a shutdown closed it)."""
     state = request.app.state
-    scoring = getattr(state, "fraud_scoring", None)
-    if scoring is None:
-        scoring = state.fraud_scoring = FraudScoring.from_settings(state.settings)
-    return scoring
+    batcher = getattr(state, name, None)
+    if batcher is None:
+        batcher = make(state.settings)
+        setattr(state, name, batcher)
+    return batcher
+
+
+async def fraud_scoring(request: Request) -> FraudScoring:
+    """The app's fraud batcher (``app.state.fraud_scoring``)."""
+    return _app_batcher(request, "fraud_scoring", FraudScoring.from_settings)
 
 
 # --- diagnosis ----------------------------------------------------------------------------------------------
@@ -370,9 +379,5 @@ class DiagnosisScoring:
 
 
 async def diagnosis_scoring(request: Request) -> DiagnosisScoring:
-    """The app's diagnosis batcher (``app.state.diagnosis_scoring``), created from its settings on first use."""
-    state = request.app.state
-    scoring = getattr(state, "diagnosis_scoring", None)
-    if scoring is None:
-        scoring = state.diagnosis_scoring = DiagnosisScoring.from_settings(state.settings)
-    return scoring
+    """The app's diagnosis batcher (``app.state.diagnosis_scoring``)."""
+    return _app_batcher(request, "diagnosis_scoring", DiagnosisScoring.from_settings)

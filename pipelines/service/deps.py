@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Required, TypedDict, Unpack
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -130,6 +130,20 @@ AuditorPrincipal = Annotated[Principal, Depends(require_role(Role.auditor))]
 AdminPrincipal = Annotated[Principal, Depends(require_role(Role.admin))]
 
 
+class AuditFields(TypedDict, total=False):
+    """What a route adds to a request's audit record (see :meth:`RequestAudit.record`)."""
+
+    model_name: Required[str]
+    model_version: Required[str]
+    model_alias: Required[str]
+    output: Required[Any]
+    patient_pseudonym: str | None
+    outcome: AuditOutcome | str
+    outcome_desc: str | None
+    purpose_of_use: str
+    input_sha256: str | None
+
+
 @dataclass
 class RequestAudit:
     """Everything about the current request the audit record needs; the route adds the model and its answer."""
@@ -140,19 +154,7 @@ class RequestAudit:
     input_sha256: str | None
     started: float
 
-    def record(
-        self,
-        *,
-        model_name: str,
-        model_version: str,
-        model_alias: str,
-        output: Any,
-        patient_pseudonym: str | None = None,
-        outcome: AuditOutcome | str = AuditOutcome.success,
-        outcome_desc: str | None = None,
-        purpose_of_use: str = "",
-        input_sha256: str | None = None,
-    ) -> AuditEventRecord:
+    def record(self, **fields: Unpack[AuditFields]) -> AuditEventRecord:
         """Append this request's audit record (latency measured from the start of the request).
 
         ``input_sha256`` overrides the hash of the raw body; a route whose body was streamed (multipart uploads)
@@ -161,14 +163,14 @@ class RequestAudit:
         Raises:
             ValueError: no input hash is known, or a value the audit log refuses (see ``AuditLog.append``).
         """
-        return self.audit_log.append(
-            self._record(
-                model_name, model_version, model_alias, output, patient_pseudonym, outcome, outcome_desc,
-                purpose_of_use, input_sha256,
-            )
-        )  # fmt: skip
+        return self.audit_log.append(self._record(**fields))
 
-    async def record_on_loop(
+    async def record_on_loop(self, **fields: Unpack[AuditFields]) -> AuditEventRecord:
+        """:meth:`record` from the event loop, committed with the other requests of the same turn
+        (``AuditLog.append_on_loop``)."""
+        return await self.audit_log.append_on_loop(self._record(**fields))
+
+    def _record(
         self,
         *,
         model_name: str,
@@ -180,27 +182,6 @@ class RequestAudit:
         outcome_desc: str | None = None,
         purpose_of_use: str = "",
         input_sha256: str | None = None,
-    ) -> AuditEventRecord:
-        """:meth:`record` from the event loop, committed with the other requests of the same turn
-        (``AuditLog.append_on_loop``)."""
-        return await self.audit_log.append_on_loop(
-            self._record(
-                model_name, model_version, model_alias, output, patient_pseudonym, outcome, outcome_desc,
-                purpose_of_use, input_sha256,
-            )
-        )  # fmt: skip
-
-    def _record(
-        self,
-        model_name: str,
-        model_version: str,
-        model_alias: str,
-        output: Any,
-        patient_pseudonym: str | None,
-        outcome: AuditOutcome | str,
-        outcome_desc: str | None,
-        purpose_of_use: str,
-        input_sha256: str | None,
     ) -> AuditRecord:
         digest = input_sha256 or self.input_sha256
         if digest is None:
