@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 P = TypeVar("P")
 R = TypeVar("R")
-# Threads that read, check and answer fraud requests. Python runs one thread at a time: more threads would not do
+# Threads that read, check and answer large fraud requests. Python runs one thread at a time: more threads would not do
 # more work, they would take the interpreter from the model worker and the event loop more often (every switch
 # costs the thread that waits up to the 5 ms switch interval), which stretched model calls and latencies.
 REQUEST_THREADS = 2
