@@ -359,15 +359,17 @@ class DiagnosisScoring:
     Rows of one model with the same columns share a call; the network scores each image independently (eval mode).
     """
 
-    def __init__(self, *, max_images: int, max_wait_ms: float) -> None:
+    def __init__(self, *, max_images: int) -> None:
+        # No batch window: uploads are read in AnyIO's threads, which never announce themselves as incoming
+        # (MicroBatcher.incoming runs on the loop), so a window would never be waited for.
         self.batcher: MicroBatcher[tuple[DiagnosisModel, dict[str, Any]], tuple[float, bool]] = MicroBatcher(
-            score_diagnosis_batch, max_items=max_images, max_wait_s=max_wait_ms / 1000.0, name="diagnosis"
+            score_diagnosis_batch, max_items=max_images, max_wait_s=0.0, name="diagnosis"
         )
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> DiagnosisScoring:
-        """With ``SHIPA_SERVICE_BATCH_MAX_IMAGES`` and ``SHIPA_SERVICE_BATCH_MAX_WAIT_MS``."""
-        return cls(max_images=settings.batch_max_images, max_wait_ms=settings.batch_max_wait_ms)
+        """With ``SHIPA_SERVICE_BATCH_MAX_IMAGES``."""
+        return cls(max_images=settings.batch_max_images)
 
     async def predict(self, model: DiagnosisModel, row: dict[str, Any]) -> tuple[float, bool]:
         """The probability and the positive call for one model row (its columns: see the diagnosis pyfunc)."""

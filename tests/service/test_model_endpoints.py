@@ -352,7 +352,7 @@ def test_concurrent_diagnosis_requests_share_model_calls_and_answer_as_alone(ser
     )
     rows = [{**with_ehr.raw, "image": with_ehr.image}, {**{k: None for k in with_ehr.raw}, "image": with_ehr.image}]
     alone = [score_diagnosis_batch("k", [(model, row)])[0] for row in rows]
-    scoring = DiagnosisScoring(max_images=8, max_wait_ms=2)
+    scoring = DiagnosisScoring(max_images=8)
 
     async def together() -> list[tuple[float, bool]]:
         return await asyncio.gather(*(scoring.predict(model, row) for row in rows * 2))
