@@ -314,17 +314,10 @@ def build_models(work: Path) -> tuple[str, Path]:
 
 @functools.cache
 def _ndjson(raw: Path, rtype: str) -> list[dict[str, Any]]:
-    """Resources of one type; the built-in cohort's deliberately broken lines are skipped (read once per type)."""
-    path = raw / "fhir" / f"{rtype}.ndjson"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    """Resources of one type, read once per type (the broken lines skipped, the defective records kept as before)."""
+    from pipelines.synth.writers import read_resources
+
+    return read_resources(raw, rtype, without_defects=False)
 
 
 def payloads(raw: Path, key: str, n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None]:

@@ -186,3 +186,31 @@ class Manifests:
         """Close every CSV."""
         for h in self._handles:
             h.close()
+
+
+def defect_ids(root: Path) -> frozenset[str]:
+    """Ids of the resources written with an injected defect (``manifest/dirty.csv``)."""
+    with (root / "manifest" / "dirty.csv").open(newline="", encoding="utf-8") as f:
+        return frozenset(row["resource_id"] for row in csv.DictReader(f) if row["resource_id"])
+
+
+def read_resources(root: Path, rtype: str, *, without_defects: bool = True) -> list[dict[str, Any]]:
+    """The resources of one type in an uncompressed bulk-NDJSON cohort (:class:`NdjsonSink`), for tests and
+    benchmarks that send cohort records as requests.
+
+    The deliberately broken lines (not JSON) are skipped, and with ``without_defects`` so are the resources that
+    carry an injected defect (:func:`defect_ids`). A type the cohort has no file for gives an empty list.
+    """
+    path = root / "fhir" / f"{rtype}.ndjson"
+    if not path.exists():
+        return []
+    skip = defect_ids(root) if without_defects else frozenset()
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            resource = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if resource.get("id") not in skip:
+            out.append(resource)
+    return out

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import json
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -39,6 +38,7 @@ from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.service.errors import FhirHTTPError
 from pipelines.service.fhir_in import check_resources, deidentify_and_flatten, submitted_resources, table_frames
 from pipelines.service.fraud_case import build_claim_records
+from pipelines.synth.writers import read_resources
 
 Resource = dict[str, Any]
 KEY = "shipa-test-key-0123456789abcdef"
@@ -141,31 +141,16 @@ class Cohort:
         return out
 
 
-def _ndjson(raw: Path, rtype: str, dirty: set[str]) -> list[Resource]:
-    path = raw / "fhir" / f"{rtype}.ndjson"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            resource = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if resource.get("id") not in dirty:
-            out.append(resource)
-    return out
-
-
 @pytest.fixture(scope="module")
 def cohort(tiny_cohort: Path) -> Cohort:
     raw = tiny_cohort / "data" / "raw"
-    # Records with an injected defect are left out: the service rejects them (422) before any feature is built.
-    dirty = set(pl.read_csv(raw / "manifest" / "dirty.csv")["resource_id"].cast(pl.String).to_list())
+    # Records with an injected defect are left out (read_resources): the service rejects them (422) before any
+    # feature is built.
     records: dict[str, list[Resource]] = defaultdict(list)
     by_encounter: dict[str, list[Resource]] = defaultdict(list)
     service_requests, encounters = {}, {}
     for rtype in ("Encounter", "Observation", "Procedure", "Condition", "ServiceRequest"):
-        for r in _ndjson(raw, rtype, dirty):
+        for r in read_resources(raw, rtype):
             records[_ref(r, "subject") or ""].append(r)
             if rtype in ("Observation", "Procedure", "Condition") and _ref(r, "encounter"):
                 by_encounter[_ref(r, "encounter") or ""].append(r)
@@ -174,17 +159,17 @@ def cohort(tiny_cohort: Path) -> Cohort:
             if rtype == "Encounter":
                 encounters[f"Encounter/{r['id']}"] = r
     roles: dict[str, list[Resource]] = defaultdict(list)
-    for r in _ndjson(raw, "PractitionerRole", dirty):
+    for r in read_resources(raw, "PractitionerRole"):
         roles[_ref(r, "organization") or ""].append(r)
-    claims = _ndjson(raw, "Claim", dirty)
+    claims = read_resources(raw, "Claim")
     claims_of: dict[str, list[Resource]] = defaultdict(list)
     for c in claims:
         claims_of[_ref(c, "patient") or ""].append(c)
     truth = pl.read_csv(raw / "manifest" / "fraud_truth.csv", schema_overrides={"claim_id": pl.String})
     return Cohort(
         claims=claims,
-        patients={f"Patient/{p['id']}": p for p in _ndjson(raw, "Patient", dirty)},
-        organizations={f"Organization/{o['id']}": o for o in _ndjson(raw, "Organization", dirty)},
+        patients={f"Patient/{p['id']}": p for p in read_resources(raw, "Patient")},
+        organizations={f"Organization/{o['id']}": o for o in read_resources(raw, "Organization")},
         roles=roles,
         records=records,
         by_encounter=by_encounter,

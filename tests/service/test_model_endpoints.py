@@ -59,6 +59,7 @@ from pipelines.service.models_provider import ClaimScores, MlflowModelProvider
 from pipelines.service.roles import Role
 from pipelines.service.settings import ServiceSettings
 from pipelines.stages import evaluate, features, ingest, register, train
+from pipelines.synth.writers import read_resources
 from pipelines.tracking.client import tracking_uri_scope
 from pipelines.tracking.registry import FRAUD_MODEL_NAME
 
@@ -171,11 +172,6 @@ def service(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Ite
 # --- requests built from the tiny cohort's raw data ---------------------------------------------------------
 
 
-def _ndjson(raw: Path, rtype: str) -> list[dict[str, Any]]:
-    path = raw / "fhir" / f"{rtype}.ndjson"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def _refers_to(resource: dict[str, Any], reference: str) -> bool:
     return f'"reference": "{reference}"' in json.dumps(resource)
 
@@ -215,13 +211,9 @@ class Case:
 def case(tiny_cohort: Path) -> Case:
     """The imaged patient with the most claims whose study has observations in the lookback."""
     raw = tiny_cohort / "data" / "raw"
-    # Records with an injected defect are left out: ingest would quarantine them (a dangling reference, say),
-    # while a request legitimately refers to records it does not carry.
-    dirty = set(pl.read_csv(raw / "manifest" / "dirty.csv")["resource_id"].cast(pl.String).to_list())
-    resources = {
-        t: [r for r in _ndjson(raw, t) if r.get("id") not in dirty]
-        for t in sorted(p.stem for p in (raw / "fhir").glob("*.ndjson"))
-    }
+    # Records with an injected defect are left out (read_resources): ingest would quarantine them (a dangling
+    # reference, say), while a request legitimately refers to records it does not carry.
+    resources = {t: read_resources(raw, t) for t in sorted(p.stem for p in (raw / "fhir").glob("*.ndjson"))}
     best = None
     for study in resources["ImagingStudy"]:
         uid = study["identifier"][0]["value"].removeprefix("urn:oid:")
