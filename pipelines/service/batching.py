@@ -355,7 +355,8 @@ class DiagnosisScoring:
 
     Each request is decoded, de-identified and preprocessed in its own thread (the route is synchronous); the model
     call runs in the batcher's worker thread, where requests that arrived while the previous call ran share the next
-    one (at most ``max_images``). On a GPU that is what keeps the device busy; on a CPU a lone request goes at once.
+    one (at most ``max_images``). On a GPU the batches are meant to keep the device busy (not yet measured on one);
+    on a CPU a lone request goes at once.
     Rows of one model with the same columns share a call; the network scores each image independently (eval mode).
     """
 
