@@ -220,7 +220,12 @@ def build_models(work: Path) -> tuple[str, Path]:
         SynthesizeParams,
     )
     from pipelines.features.diagnosis import Scaler
-    from pipelines.stages import evaluate, features, ingest, synthesize, train
+    from pipelines.stages import ingest, synthesize
+    from pipelines.stages.evaluate import diagnosis as evaluate_dx
+    from pipelines.stages.features import diagnosis as features_dx
+    from pipelines.stages.features import fraud as features_fr
+    from pipelines.stages.train import diagnosis as train_dx
+    from pipelines.stages.train import fraud as train_fr
     from pipelines.tracking import pyfunc_diagnosis as dxw
     from pipelines.tracking import pyfunc_fraud as frw
     from pipelines.tracking.registry import (
@@ -244,22 +249,22 @@ def build_models(work: Path) -> tuple[str, Path]:
         )
         ingest.run(IngestParams(workers=1, image_size=64), raw, interim, key=None, progress=False)
         dx, fr = work / "diagnosis", work / "fraud"
-        features.run_diagnosis(DiagnosisFeaturesParams(), interim, dx / "processed")
-        train.run_diagnosis(
+        features_dx.run(DiagnosisFeaturesParams(), interim, dx / "processed")
+        train_dx.run(
             DiagnosisTrainParams(image_size=64, epochs=2, batch_size=16, modes=("fused",), num_threads=1),
             dx / "processed",
             dx / "train",
             progress=False,
         )
-        evaluate.run_diagnosis(
+        evaluate_dx.run(
             EvaluateParams(n_boot=20, min_group_size=5),
             dx / "processed",
             dx / "train",
             dx / "eval",
             dx / "metrics.json",
         )
-        features.run_fraud(FraudFeaturesParams(), interim, fr / "processed")
-        train.run_fraud(FraudTrainParams(epochs=2), fr / "processed", fr / "train")
+        features_fr.run(FraudFeaturesParams(), interim, fr / "processed")
+        train_fr.run(FraudTrainParams(epochs=2), fr / "processed", fr / "train")
         feats = json.loads((dx / "train" / "features.json").read_text())
         scaler = Scaler.from_dict(feats["scaler"])
         with stage_run(

@@ -79,10 +79,10 @@ def tiny_fraud(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     from pipelines.config import FraudFeaturesParams
     from pipelines.features.fraud import CATEGORICAL_FEATURES, NUMERIC_FEATURES
     from pipelines.modeling.fraud_model import FraudModelConfig, train_fraud_model
-    from pipelines.stages import features
+    from pipelines.stages.features import fraud as features_fr
 
     root = tmp_path_factory.mktemp("tiny-fraud")
-    features.run_fraud(FraudFeaturesParams(), tiny_cohort / "data" / "interim", root / "processed")
+    features_fr.run(FraudFeaturesParams(), tiny_cohort / "data" / "interim", root / "processed")
     df = pl.read_parquet(root / "processed" / "dataset.parquet")
     train, val = df.filter(pl.col("split") == "train"), df.filter(pl.col("split") == "val")
     model = train_fraud_model(

@@ -11,7 +11,7 @@ from pipelines.config import DiagnosisFeaturesParams
 from pipelines.errors import InputError
 from pipelines.features.diagnosis import Scaler, ehr_matrix
 from pipelines.features.splits import grouped_split
-from pipelines.stages.features import run_diagnosis
+from pipelines.stages.features.diagnosis import run as run_diagnosis
 
 
 def _dataset(out: Path) -> pl.DataFrame:

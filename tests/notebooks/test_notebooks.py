@@ -17,7 +17,12 @@ from pipelines.config import (
     FraudFeaturesParams,
     FraudTrainParams,
 )
-from pipelines.stages import evaluate, features, train
+from pipelines.stages.evaluate import diagnosis as evaluate_dx
+from pipelines.stages.evaluate import fraud as evaluate_fr
+from pipelines.stages.features import diagnosis as features_dx
+from pipelines.stages.features import fraud as features_fr
+from pipelines.stages.train import diagnosis as train_dx
+from pipelines.stages.train import fraud as train_fr
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
@@ -33,18 +38,18 @@ def project(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     cwd = Path.cwd()
     os.chdir(root)  # checkpoints and MLflow lineage are relative to the working directory
     try:
-        features.run_diagnosis(DiagnosisFeaturesParams(), interim, processed / "diagnosis")
-        train.run_diagnosis(
+        features_dx.run(DiagnosisFeaturesParams(), interim, processed / "diagnosis")
+        train_dx.run(
             DiagnosisTrainParams(image_size=32, epochs=1, num_threads=1), processed / "diagnosis",
             models / "diagnosis" / "train", progress=False,
         )  # fmt: skip
-        evaluate.run_diagnosis(
+        evaluate_dx.run(
             EvaluateParams(n_boot=20, min_group_size=5), processed / "diagnosis", models / "diagnosis" / "train",
             models / "diagnosis" / "eval", models / "diagnosis" / "metrics.json",
         )  # fmt: skip
-        features.run_fraud(FraudFeaturesParams(), interim, processed / "fraud")
-        train.run_fraud(FraudTrainParams(epochs=2), processed / "fraud", models / "fraud" / "train")
-        evaluate.run_fraud(
+        features_fr.run(FraudFeaturesParams(), interim, processed / "fraud")
+        train_fr.run(FraudTrainParams(epochs=2), processed / "fraud", models / "fraud" / "train")
+        evaluate_fr.run(
             EvaluateParams(n_boot=20, fraud_k=20), processed / "fraud", models / "fraud" / "train",
             models / "fraud" / "eval", models / "fraud" / "metrics.json",
             raw=tiny_cohort / "data" / "raw", tables=interim / "tables",

@@ -58,7 +58,15 @@ from pipelines.service.fraud_case import build_claim_records
 from pipelines.service.models_provider import ClaimScores, MlflowModelProvider
 from pipelines.service.roles import Role
 from pipelines.service.settings import ServiceSettings
-from pipelines.stages import evaluate, features, ingest, register, train
+from pipelines.stages import ingest
+from pipelines.stages.evaluate import diagnosis as evaluate_dx
+from pipelines.stages.evaluate import fraud as evaluate_fr
+from pipelines.stages.features import diagnosis as features_dx
+from pipelines.stages.features import fraud as features_fr
+from pipelines.stages.register import diagnosis as register_dx
+from pipelines.stages.register import fraud as register_fr
+from pipelines.stages.train import diagnosis as train_dx
+from pipelines.stages.train import fraud as train_fr
 from pipelines.synth.writers import read_resources
 from pipelines.tracking.client import tracking_uri_scope
 from pipelines.tracking.registry import FRAUD_MODEL_NAME
@@ -103,13 +111,12 @@ def _register(model: str, registry: Registry) -> str:
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(registry.work)
         mp.setenv("MLFLOW_TRACKING_URI", registry.uri)
-        record = register.run(
-            model,
-            LENIENT,
-            processed=registry.work / "processed",
-            models=registry.work / "models",
-            feature_options=FraudFeaturesParams().model_dump(mode="json", exclude={"split"}),
-        )
+        processed, models = registry.work / "processed" / model, registry.work / "models" / model
+        if model == "diagnosis":
+            record = register_dx.run(LENIENT.diagnosis, processed, models)
+        else:
+            options = FraudFeaturesParams().model_dump(mode="json", exclude={"split"})
+            record = register_fr.run(LENIENT.fraud, processed, models, feature_options=options)
     assert record["champion"] == record["version"], record["gate"]
     return str(record["version"])
 
@@ -124,8 +131,8 @@ def registry(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Reg
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(work)  # checkpoints and lineage look at the working directory
         mp.setenv("MLFLOW_TRACKING_URI", out.uri)
-        features.run_diagnosis(DiagnosisFeaturesParams(), interim, processed / "diagnosis")
-        train.run_diagnosis(
+        features_dx.run(DiagnosisFeaturesParams(), interim, processed / "diagnosis")
+        train_dx.run(
             DiagnosisTrainParams(image_size=32, epochs=2, batch_size=16, modes=("fused",), num_threads=1),
             processed / "diagnosis",
             models / "diagnosis" / "train",
@@ -133,13 +140,13 @@ def registry(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Reg
         )
         quick = EvaluateParams(n_boot=20, min_group_size=5, fraud_k=20)
         dx_models = models / "diagnosis"
-        evaluate.run_diagnosis(
+        evaluate_dx.run(
             quick, processed / "diagnosis", dx_models / "train", dx_models / "eval", dx_models / "metrics.json"
         )
-        features.run_fraud(FraudFeaturesParams(), interim, processed / "fraud")
-        train.run_fraud(FraudTrainParams(epochs=2), processed / "fraud", models / "fraud" / "train")
+        features_fr.run(FraudFeaturesParams(), interim, processed / "fraud")
+        train_fr.run(FraudTrainParams(epochs=2), processed / "fraud", models / "fraud" / "train")
         fr_models = models / "fraud"
-        evaluate.run_fraud(
+        evaluate_fr.run(
             quick, processed / "fraud", fr_models / "train", fr_models / "eval", fr_models / "metrics.json",
             raw=tiny_cohort / "data" / "raw", tables=interim / "tables",
         )  # fmt: skip

@@ -12,16 +12,18 @@ from typer.testing import CliRunner
 
 from pipelines.cli import app
 from pipelines.config import EvaluateParams, FraudFeaturesParams, FraudTrainParams
-from pipelines.stages import evaluate, features, train
+from pipelines.stages.evaluate import fraud as evaluate_fr
+from pipelines.stages.features import fraud as features_fr
+from pipelines.stages.train import fraud as train_fr
 
 
 @pytest.fixture(scope="module")
 def fraud_run(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("fraud")
     interim = tiny_cohort / "data" / "interim"
-    features.run_fraud(FraudFeaturesParams(), interim, work / "processed" / "fraud")
-    train.run_fraud(FraudTrainParams(epochs=3), work / "processed" / "fraud", work / "models" / "fraud" / "train")
-    evaluate.run_fraud(
+    features_fr.run(FraudFeaturesParams(), interim, work / "processed" / "fraud")
+    train_fr.run(FraudTrainParams(epochs=3), work / "processed" / "fraud", work / "models" / "fraud" / "train")
+    evaluate_fr.run(
         EvaluateParams(n_boot=50, fraud_k=30),
         work / "processed" / "fraud",
         work / "models" / "fraud" / "train",

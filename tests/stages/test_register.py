@@ -10,6 +10,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -33,7 +34,14 @@ from pipelines.config import (
 )
 from pipelines.errors import InputError
 from pipelines.features.fraud import FraudFeatureOptions
-from pipelines.stages import evaluate, features, register, train
+from pipelines.stages.evaluate import diagnosis as evaluate_dx
+from pipelines.stages.evaluate import fraud as evaluate_fr
+from pipelines.stages.features import diagnosis as features_dx
+from pipelines.stages.features import fraud as features_fr
+from pipelines.stages.register import diagnosis as register_dx
+from pipelines.stages.register import fraud as register_fr
+from pipelines.stages.train import diagnosis as train_dx
+from pipelines.stages.train import fraud as train_fr
 from pipelines.tracking import tags as names
 from pipelines.tracking.client import tracking_uri_scope
 from pipelines.tracking.registry import alias_version, get_version
@@ -98,7 +106,7 @@ def project(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
         _git(root, "commit", "-q", "-m", "project")
 
         processed = root / "data" / "processed" / "diagnosis"
-        features.run_diagnosis(DiagnosisFeaturesParams(), tiny_cohort / "data" / "interim", processed)
+        features_dx.run(DiagnosisFeaturesParams(), tiny_cohort / "data" / "interim", processed)
         _shuffle_labels(processed, root / "variants" / "shuffled-processed")
         train_params = DiagnosisTrainParams(
             image_size=32, epochs=6, lr=0.005, batch_size=16, patience=10, modes=("fused",), num_threads=1
@@ -106,8 +114,8 @@ def project(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
         eval_params = EvaluateParams(n_boot=50, min_group_size=5)
         for variant, data in (("good", processed), ("shuffled", root / "variants" / "shuffled-processed")):
             out = root / "variants" / variant
-            train.run_diagnosis(train_params, data, out / "train", progress=False)
-            evaluate.run_diagnosis(eval_params, data, out / "train", out / "eval", out / "metrics.json")
+            train_dx.run(train_params, data, out / "train", progress=False)
+            evaluate_dx.run(eval_params, data, out / "train", out / "eval", out / "metrics.json")
     return root
 
 
@@ -126,7 +134,9 @@ def _uri() -> str:
 
 def _register(project: Path, gate: GateParams) -> dict[str, object]:
     params = RegisterParams(diagnosis=DiagnosisRegisterParams(gate=gate))
-    return register.run("diagnosis", params, processed=project / "data" / "processed", models=project / "models")
+    return register_dx.run(
+        params.diagnosis, project / "data" / "processed" / "diagnosis", project / "models" / "diagnosis"
+    )
 
 
 def _auroc(project: Path, variant: str) -> float:
@@ -242,10 +252,10 @@ def fraud_models(project: Path, tiny_cohort: Path) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(project)
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'train-runs.db'}")
-        features.run_fraud(FraudFeaturesParams(), interim, processed)
+        features_fr.run(FraudFeaturesParams(), interim, processed)
         small = FraudTrainParams(epochs=2, iforest_trees=50, gbm=GbmParams(max_iter=30))
-        train.run_fraud(small, processed, models / "train")
-        evaluate.run_fraud(
+        train_fr.run(small, processed, models / "train")
+        evaluate_fr.run(
             EvaluateParams(n_boot=50, fraud_k=30), processed, models / "train", models / "eval",
             models / "metrics.json", raw=tiny_cohort / "data" / "raw", tables=interim / "tables",
         )  # fmt: skip
@@ -258,11 +268,10 @@ def test_fraud_model_registers_with_its_scores_and_reasons(
     monkeypatch.chdir(project)
     gate = GateParams(primary_metric="auprc", min_primary_low=0.0, max_ece=None, max_subgroup_gap=None)
     options = FraudFeaturesParams(duplicate_days=5).model_dump(mode="json", exclude={"split"})
-    record = register.run(
-        "fraud",
-        RegisterParams(fraud=FraudRegisterParams(gate=gate, risk_bands=RiskBandsParams(moderate=0.2, high=0.6))),
-        processed=project / "data" / "processed",
-        models=project / "models",
+    record = register_fr.run(
+        FraudRegisterParams(gate=gate, risk_bands=RiskBandsParams(moderate=0.2, high=0.6)),
+        project / "data" / "processed" / "fraud",
+        project / "models" / "fraud",
         feature_options=options,
     )
     assert (record["name"], record["version"], record["gate"]["decision"]) == ("shipa-fraud", "1", "promote")  # type: ignore[index]
@@ -296,6 +305,11 @@ def test_fraud_model_registers_with_its_scores_and_reasons(
 def test_missing_inputs_and_unknown_models_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InputError, match=r"metrics\.json: not found \(run `shipa evaluate diagnosis` first\)"):
-        register.run("diagnosis", RegisterParams(), processed=tmp_path / "processed", models=tmp_path / "models")
-    with pytest.raises(InputError, match="unknown model 'claims'"):
-        register.run("claims", RegisterParams(), processed=tmp_path, models=tmp_path)
+        register_dx.run(RegisterParams().diagnosis, tmp_path / "processed", tmp_path / "models")
+    with pytest.raises(InputError, match=r"metrics\.json: not found \(run `shipa evaluate fraud` first\)"):
+        register_fr.run(RegisterParams().fraud, tmp_path / "processed", tmp_path / "models")
+    # The model is a choice of the command line: anything else is refused there, naming the value.
+    shipa = Path(sys.executable).parent / "shipa"
+    done = subprocess.run([str(shipa), "register", "claims"], capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert "'claims'" in done.stderr

@@ -9,13 +9,15 @@ import polars as pl
 import pytest
 
 from pipelines.config import DiagnosisFeaturesParams, DiagnosisTrainParams, EvaluateParams
-from pipelines.stages import evaluate, features, train
+from pipelines.stages.evaluate import diagnosis as evaluate_dx
+from pipelines.stages.features import diagnosis as features_dx
+from pipelines.stages.train import diagnosis as train_dx
 
 
 @pytest.fixture
 def workdir(tiny_cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)  # checkpoints (models/.checkpoints) and lineage look at the working directory
-    features.run_diagnosis(
+    features_dx.run(
         DiagnosisFeaturesParams(task="bronchitis", icd10_prefixes=("J20",)),
         tiny_cohort / "data" / "interim",
         tmp_path / "processed",
@@ -27,13 +29,13 @@ def test_params_choose_network_size_and_modes_then_evaluate(workdir: Path) -> No
     params = DiagnosisTrainParams(
         network="resnet18", image_size=32, epochs=2, batch_size=16, modes=("fused", "ehr"), num_threads=1
     )
-    summary = train.run_diagnosis(params, workdir / "processed", workdir / "models" / "train", progress=False)
+    summary = train_dx.run(params, workdir / "processed", workdir / "models" / "train", progress=False)
     assert set(summary) == {"fused", "ehr"}
     meta = json.loads((workdir / "models" / "train" / "fused" / "model.json").read_text())
     assert (meta["network"], meta["image_size"], meta["mode"]) == ("resnet18", 32, "fused")
     assert not (workdir / "models" / ".checkpoints" / "diagnosis" / "fused").exists()  # removed once finished
 
-    metrics = evaluate.run_diagnosis(
+    metrics = evaluate_dx.run(
         EvaluateParams(n_boot=50, min_group_size=5),
         workdir / "processed",
         workdir / "models" / "train",

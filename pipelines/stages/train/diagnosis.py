@@ -1,8 +1,7 @@
-"""Stage ``train``: fit a model per DVC ``foreach`` item (``shipa train diagnosis`` / ``shipa train fraud``).
+"""Stage ``train@diagnosis``: one model per mode in ``train.diagnosis.modes`` (fused, image-only, EHR-only).
 
-Diagnosis trains one model per mode in ``train.diagnosis.modes`` (fused, image-only, EHR-only) into
-``models/diagnosis/train/<mode>/``. Checkpoints live outside the DVC output (``models/.checkpoints/``), so a killed
-run resumes where it stopped and a finished one removes them.
+Writes ``models/diagnosis/train/<mode>/``. Epoch checkpoints live beside the DVC output
+(``models/diagnosis/.checkpoints/<mode>``), so a killed run resumes where it stopped and a finished one removes them.
 """
 
 from __future__ import annotations
@@ -15,45 +14,55 @@ from typing import Any
 
 import polars as pl
 
-from pipelines.config import DiagnosisTrainParams, FraudTrainParams
+from pipelines.config import DiagnosisTrainParams
 from pipelines.errors import InputError
 from pipelines.io import atomic_dir, write_json
+from pipelines.modeling import engine
+from pipelines.modeling.errors import CheckpointMismatchError
+from pipelines.modeling.options import TrainOptions
 from pipelines.stages.tracked import tracked_stage
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_ROOT = Path("models/.checkpoints")
 
-
-def _options(params: DiagnosisTrainParams, mode: str) -> Any:
+def _options(params: DiagnosisTrainParams, mode: str) -> TrainOptions:
     """The engine's options for one mode: the params section less what the stage itself handles."""
-    from pipelines.modeling.options import TrainOptions
-
     return TrainOptions(**params.model_dump(exclude={"seed", "device", "modes"}), mode=mode)
 
 
-def run_diagnosis(
-    params: DiagnosisTrainParams, processed: Path, out_dir: Path, *, progress: bool = True
+def run(
+    params: DiagnosisTrainParams,
+    processed: Path,
+    out_dir: Path,
+    *,
+    checkpoint_dir: Path | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Train every configured mode on ``processed/dataset.parquet``.
+
+    Args:
+        params: the ``train.diagnosis`` section.
+        processed: ``data/processed/diagnosis``.
+        out_dir: ``models/diagnosis/train`` (the DVC output).
+        checkpoint_dir: where per-mode epoch checkpoints live while training; default ``.checkpoints`` beside
+            ``out_dir`` (outside the DVC output, so a killed run resumes and a finished one removes them).
+        progress: show progress bars.
 
     Returns:
         Per mode: best epoch, best validation AUROC, epochs run, device and training samples/s.
     """
-    from pipelines.modeling import engine
-    from pipelines.modeling.errors import CheckpointMismatchError
-
     dataset, features = processed / "dataset.parquet", processed / "features.json"
     for path in (dataset, features):
         if not path.exists():
             raise InputError(f"{path}: not found (run `shipa features diagnosis` first)")
     ehr_columns = json.loads(features.read_text(encoding="utf-8"))["ehr_columns"]
     table = pl.read_parquet(dataset).filter(pl.col("split") != "test").to_pandas()
+    checkpoints = checkpoint_dir if checkpoint_dir is not None else out_dir.parent / ".checkpoints"
     summary: dict[str, Any] = {}
     with tracked_stage("train@diagnosis", params) as run, atomic_dir(out_dir) as tmp:
         shutil.copy2(features, tmp / "features.json")  # the scaler travels with the models (serving needs it)
         for mode in params.modes:
-            ckpt = CHECKPOINT_ROOT / "diagnosis" / mode
+            ckpt = checkpoints / mode
             options = _options(params, mode)
 
             def on_epoch(record: Any, mode: str = mode) -> None:
@@ -98,48 +107,6 @@ def run_diagnosis(
                 result.best_epoch,
                 summary[mode]["train_samples_per_s"],
             )
-        write_json(tmp / "train_summary.json", summary)
-        run.log_dict(summary, "train_summary.json")
-    return summary
-
-
-FRAUD_MODELS = ("model", "gbm", "rules")
-
-
-def run_fraud(params: FraudTrainParams, processed: Path, out_dir: Path) -> dict[str, Any]:
-    """Train the fraud model and both baselines (rules, gradient-boosted trees) on the audit labels.
-
-    Writes ``out_dir/{model,gbm,rules}/`` (each loadable with ``load_fraud_model``).
-    """
-    from pipelines.features.fraud import CATEGORICAL_FEATURES, NUMERIC_FEATURES
-    from pipelines.modeling.engine import resolve_device
-    from pipelines.modeling.fraud_baselines import GbmBaseline, GbmConfig, RulesBaseline
-    from pipelines.modeling.fraud_model import FraudModelConfig, save_fraud_model, train_fraud_model
-
-    dataset = processed / "dataset.parquet"
-    if not dataset.exists():
-        raise InputError(f"{dataset}: not found (run `shipa features fraud` first)")
-    df = pl.read_parquet(dataset)
-    tr, va = df.filter(pl.col("split") == "train"), df.filter(pl.col("split") == "val")
-    if tr.height == 0 or int(tr["label"].sum()) == 0:
-        raise InputError(f"{dataset}: the training split has no audit-labelled fraud to learn from")
-    device = str(resolve_device(params.device))
-    config = FraudModelConfig.from_mapping(params.model_dump(exclude={"seed", "device", "gbm"}))
-    summary: dict[str, Any] = {"train_claims": tr.height, "train_labelled": int(tr["label"].sum()), "device": device}
-    with tracked_stage("train@fraud", params, device=device) as run, atomic_dir(out_dir) as tmp:
-        y_tr, y_va = tr["label"].to_numpy(), va["label"].to_numpy()
-        model = train_fraud_model(
-            tr, y_tr, va, y_va, numeric=NUMERIC_FEATURES, categorical=CATEGORICAL_FEATURES,
-            config=config, seed=params.seed, device=device,
-        )  # fmt: skip
-        gbm = GbmBaseline.fit(
-            tr, y_tr, numeric=NUMERIC_FEATURES, categorical=CATEGORICAL_FEATURES,
-            config=GbmConfig(**params.gbm.model_dump()), seed=params.seed,
-        )  # fmt: skip
-        rules = RulesBaseline.fit(tr)
-        for name, fitted in zip(FRAUD_MODELS, (model, gbm, rules), strict=True):
-            save_fraud_model(fitted, tmp / name)
-        summary["model"] = getattr(model, "info", {})
         write_json(tmp / "train_summary.json", summary)
         run.log_dict(summary, "train_summary.json")
     return summary

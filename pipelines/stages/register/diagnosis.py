@@ -1,0 +1,84 @@
+"""Stage ``register@diagnosis``: register the diagnosis model ``evaluate`` reported, behind the promotion gate."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pipelines.config import DiagnosisRegisterParams
+from pipelines.features.diagnosis import Scaler
+from pipelines.stages.register import Candidate, estimate, read_json, register_candidate
+from pipelines.tracking import pyfunc_diagnosis as wrapper
+from pipelines.tracking.card_text import diagnosis_card_text
+from pipelines.tracking.registry import diagnosis_model_name
+
+log = logging.getLogger(__name__)
+
+
+def ingest_image_size(dataset: Path) -> int | None:
+    """The side of the ingest arrays the model was trained on (what serving resamples a new DICOM to first).
+
+    Read from the first study's ``.npy`` header in ``dataset.parquet``; None when it cannot be read or the
+    array is not square.
+    """
+    try:
+        first = pl.read_parquet(dataset, columns=["image_path"], n_rows=1)["image_path"].to_list()
+        shape: tuple[int, ...] = np.load(first[0], mmap_mode="r", allow_pickle=False).shape if first else ()
+    except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
+        log.warning(
+            "%s: ingest image size unknown (%s); the model's metadata leaves it out", dataset, type(exc).__name__
+        )
+        return None
+    return int(shape[0]) if len(shape) == 2 and shape[0] == shape[1] else None
+
+
+def run(params: DiagnosisRegisterParams, processed: Path, model_root: Path) -> dict[str, Any]:
+    """Register the diagnosis model that ``evaluate`` reported in ``metrics.json`` (the fused one by default).
+
+    Args:
+        params: the ``register.diagnosis`` section.
+        processed: ``data/processed/diagnosis`` (its ``summary.json`` describes the training data).
+        model_root: ``models/diagnosis`` (``train/``, ``eval/``, ``metrics.json``; outputs go here too).
+    """
+    train_dir = model_root / "train"
+    metrics = read_json(model_root / "metrics.json", "shipa evaluate diagnosis")
+    features_path, calibration_path = train_dir / "features.json", model_root / "eval" / "calibration.json"
+    features = read_json(features_path, "shipa train diagnosis")
+    summary = read_json(processed / "summary.json", "shipa features diagnosis")
+    read_json(calibration_path, "shipa evaluate diagnosis")
+    mode = str(metrics.get("model", "fused"))
+    meta = read_json(train_dir / mode / "model.json", "shipa train diagnosis")
+    task = str(features["task"])
+    scaler = Scaler.from_dict(features["scaler"])
+    name = diagnosis_model_name(task)
+    ingest_size = ingest_image_size(processed / "dataset.parquet") if mode != "ehr" else None
+
+    def build(scratch: Path) -> Candidate:
+        return Candidate(
+            name=name,
+            python_model=wrapper.DiagnosisPyfunc(),
+            artifacts=wrapper.artifact_files(train_dir / mode, features_path, calibration_path, scratch),
+            input_example=wrapper.input_example(scaler),
+            signature=wrapper.signature(scaler.features),
+            requirements=wrapper.REQUIREMENTS,
+            metadata={
+                "task": task,
+                "mode": mode,
+                "network": meta.get("network"),
+                "image_size": meta.get("image_size"),
+                **({"ingest_image_size": ingest_size} if ingest_size else {}),
+            },
+            metrics=metrics,
+            text=diagnosis_card_text(task),
+            summary=summary,
+            description=(
+                f"{name}: {mode} model ({meta.get('network', '?')}, {meta.get('image_size', '?')} px); "
+                f"{estimate(metrics, 'auroc', 'test AUROC')} on test data {metrics.get('test_data_md5', '?')}"
+            ),
+        )
+
+    return register_candidate("register@diagnosis", params, params.gate, build, model_root)
