@@ -18,6 +18,10 @@ import torch
 
 from pipelines.errors import InputError
 
+# The three scorers ``train@fraud`` writes (``train/<name>/``) and ``evaluate@fraud`` compares: the model and its
+# two baselines.
+FRAUD_SCORERS = ("model", "gbm", "rules")
+
 FORMAT = "shipa-fraud-model/1"
 METADATA = "metadata.json"
 NETWORK = "network.pt"
