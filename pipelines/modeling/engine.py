@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from pipelines.modeling import ddp
+from pipelines.modeling import distributed
 from pipelines.modeling.checkpoint import (
     atomic_torch_save,
     atomic_write_text,
@@ -271,7 +271,7 @@ class _Setup:
     channels_last: bool
     patience: int
     progress: bool
-    dist_ctx: ddp.DistContext | None
+    dist_ctx: distributed.DistContext | None
 
     @property
     def is_main(self) -> bool:
@@ -307,7 +307,7 @@ def train(
     resume: bool = True,
     progress: bool = False,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
-    dist_ctx: ddp.DistContext | None = None,
+    dist_ctx: distributed.DistContext | None = None,
 ) -> TrainResult:
     """Train the diagnosis model on the ``train`` split, early-stopping on the ``val`` split's AUROC.
 
@@ -372,7 +372,7 @@ def train(
                     atomic_torch_save(_checkpoint(state, fingerprint, loop), checkpoint_path)
                     write_history(state.history, out_dir)
                     _log_epoch(record)
-                ddp.barrier(dist_ctx)
+                distributed.barrier(dist_ctx)
                 if on_epoch_end is not None:
                     on_epoch_end(record)
             meta = _meta(options, ehr_columns, seed, state, setup)
@@ -467,7 +467,7 @@ def _start_state(checkpoint_path: Path, fingerprint: str, loop: _Loop, resume: b
     if not checkpoint_path.exists():
         return _State()
     if not resume:
-        ddp.barrier(setup.dist_ctx)
+        distributed.barrier(setup.dist_ctx)
         if setup.is_main:
             checkpoint_path.unlink()
         return _State()
@@ -532,7 +532,7 @@ def _meta(options: TrainOptions, ehr_columns: list[str], seed: int, state: _Stat
 def _finish(out_dir: Path, meta: ModelMeta, state: _State, val_split: _Split, loop: _Loop, setup: _Setup) -> None:
     """Rank 0 writes the model, its metadata and validation predictions; under DDP also ``ddp.json``."""
     if setup.dist_ctx is not None:
-        digests = ddp.gather_objects(ddp.state_digest(loop.model.state_dict()), setup.dist_ctx)
+        digests = distributed.gather_objects(distributed.state_digest(loop.model.state_dict()), setup.dist_ctx)
         if setup.is_main:
             report = {"world_size": setup.dist_ctx.world_size, "state_digests": digests}
             report["in_sync"] = len(set(digests)) == 1
@@ -564,17 +564,19 @@ def _run_epoch(state: _State, loop: _Loop, setup: _Setup) -> EpochRecord:
             loop.scheduler.step()
         loss_sum += loss.detach() * batch[LABEL].shape[0]
         seen += batch[LABEL].shape[0]
-    totals = ddp.all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(seen), device=device)]), ctx)
+    totals = distributed.all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(seen), device=device)]), ctx)
     train_loss, seen_all = (float(v) for v in totals.cpu())
     train_seconds = time.perf_counter() - start
 
-    ddp.broadcast_buffers(loop.model, ctx)
+    distributed.broadcast_buffers(loop.model, ctx)
     probs, val_loss_sum = _evaluate(
         loop.eval_model, loop.val_loader, loop.criterion, device, setup.precision, setup.channels_last
     )
     all_probs = torch.zeros(len(loop.val_labels), dtype=torch.float32)
     val_loss = 0.0
-    for indices, part, part_loss in ddp.gather_objects((loop.val_indices, probs.cpu(), float(val_loss_sum)), ctx):
+    for indices, part, part_loss in distributed.gather_objects(
+        (loop.val_indices, probs.cpu(), float(val_loss_sum)), ctx
+    ):
         all_probs[indices] = part
         val_loss += part_loss / len(loop.val_labels)
     auroc = _auroc(loop.val_labels, all_probs.numpy())

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipelines.modeling.ddp import context_from_env, state_digest
+from pipelines.modeling.distributed import context_from_env, state_digest
 from pipelines.modeling.engine import load_model, predict
 from pipelines.modeling.synthetic import make_study_table
 
