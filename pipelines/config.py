@@ -371,8 +371,10 @@ def load_section(model: type[S], section: str, path: Path = DEFAULT_PARAMS) -> S
         raise ConfigError(_format_error(path, section, exc)) from None
 
 
-def validate_all(path: Path = DEFAULT_PARAMS) -> dict[str, _Section]:
-    """Validate every known section of a params file (used by ``shipa check-params``)."""
+def validate_all(path: Path | None = DEFAULT_PARAMS) -> dict[str, _Section]:
+    """Validate every known section of a params file (used by ``shipa check-params``); None: the built-in defaults."""
+    if path is None:
+        return {name: model() for name, model in _SECTIONS.items()}
     return {name: load_section(model, name, path) for name, model in _SECTIONS.items()}
 
 

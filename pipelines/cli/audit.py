@@ -1,44 +1,30 @@
-"""Command-line pieces for ``pipelines/cli.py`` to mount under ``shipa audit``: ``report`` and ``trace``.
+"""``shipa audit verify|report|trace``: the auditors' commands.
 
-Both read the MLflow store (``MLFLOW_TRACKING_URI`` or ``<root>/mlflow.db``) and the service's audit log
-(``--database-url`` or the ``SHIPA_SERVICE_*`` settings); neither writes to either. The report and trace
-libraries (matplotlib, scipy, MLflow) are imported when a command runs, so mounting these costs ``shipa`` nothing.
+They read the MLflow store (``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``<root>/mlflow.db``) and the
+service's prediction log (``--database-url``, else the ``SHIPA_SERVICE_*`` settings); none writes to either. The
+report and trace libraries (matplotlib, scipy, MLflow) are imported when a command runs, so mounting these costs
+``shipa`` nothing.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy.engine import make_url
 
-from pipelines.audit.errors import AuditLogNotFoundError
-from pipelines.errors import ShipaError
+from pipelines.cli.common import DatabaseUrlOpt, JsonOpt, RootOpt, TrackingUriOpt, guard, tracking_uri_of
 
 if TYPE_CHECKING:
     from pipelines.audit.report import AuditSource, ReportFiles
-    from pipelines.service.audit import AuditLog
+    from pipelines.predictionlog.log import PredictionLog
 
-T = TypeVar("T")
-
-DatabaseOpt = Annotated[
-    str | None, typer.Option("--database-url", help="audit log database (default: SHIPA_SERVICE_* settings)")
-]
-RootOpt = Annotated[Path, typer.Option("--root", help="project folder (dvc.lock, models/, mlflow.db)")]
-
-
-def _guard(fn: Callable[[], T]) -> T:
-    """Expected errors become one line on stderr and exit code 2, never a traceback."""
-    try:
-        return fn()
-    except ShipaError as exc:
-        typer.echo(f"shipa: error: {exc}", err=True)
-        raise typer.Exit(getattr(exc, "exit_code", 2)) from None
+app = typer.Typer(
+    help="Auditors: verify the prediction log, report on a model version, trace a prediction.", no_args_is_help=True
+)
 
 
 def audit_database_url(database_url: str | None) -> str:
@@ -51,25 +37,52 @@ def audit_database_url(database_url: str | None) -> str:
     return load_service_settings(demo_mode=True).database_url
 
 
-def open_audit_log(database_url: str) -> AuditLog | None:
-    """The audit log at ``database_url``, or None for an SQLite file that does not exist (never created here)."""
+def open_audit_log(database_url: str) -> PredictionLog | None:
+    """The prediction log at ``database_url``, or None for an SQLite file that does not exist (never created here)."""
+    from sqlalchemy.engine import make_url
+
     url = make_url(database_url)
     file_backed = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
     if file_backed and not Path(str(url.database)).expanduser().is_file():
         return None
-    from pipelines.service.audit import AuditLog
+    from pipelines.predictionlog.log import PredictionLog
 
-    return AuditLog(database_url)
+    return PredictionLog(database_url)
 
 
-def _tracking_uri(root: Path) -> str:
-    from pipelines.config import mlflow_tracking_uri
-
+def _store(tracking_uri: str | None, root: Path) -> str:
     # MLflow draws a progress bar per downloaded artifact; a report reads a dozen small ones.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    return mlflow_tracking_uri(root)
+    return tracking_uri_of(tracking_uri, root)
 
 
+@app.command("verify")
+def audit_verify(database_url: DatabaseUrlOpt = None, as_json: JsonOpt = False) -> None:
+    """Check the prediction log's hash chain; exit 1 naming the first altered or deleted record."""
+
+    def go() -> PredictionLog:
+        from pipelines.predictionlog.log import PredictionLog
+        from pipelines.service.settings import load_service_settings
+
+        overrides = {"database_url": database_url} if database_url else {}
+        return PredictionLog(load_service_settings(**overrides).database_url)
+
+    audit_log = guard(go)
+    try:
+        result = audit_log.verify()
+    finally:
+        audit_log.close()
+    if as_json:
+        typer.echo(json.dumps(result.__dict__, indent=2))
+    elif result.ok:
+        typer.echo(f"audit log ok: {result.checked} records, head hash {result.head_hash}")
+    else:
+        typer.echo(f"audit log BROKEN at record {result.first_bad_id}: {result.reason}", err=True)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command("report")
 def audit_report(
     model_uri: Annotated[
         str | None, typer.Argument(help="models:/<name>/<version> or models:/<name>@<alias>", show_default=False)
@@ -78,31 +91,32 @@ def audit_report(
         bool, typer.Option("--all", help="every version (of MODEL_URI's model, or of every shipa-* model)")
     ] = False,
     out: Annotated[Path, typer.Option("--out", help="folder for the HTML and PDF files")] = Path("reports/audit"),
-    database_url: DatabaseOpt = None,
+    database_url: DatabaseUrlOpt = None,
     root: RootOpt = Path("."),
+    tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """Write a self-contained HTML report and a PDF per model version: lineage, metrics, gate, usage, drift.
 
-    Exits 1 (after writing) when the audit log's hash chain fails verification.
+    Exits 1 (after writing) when the prediction log's hash chain fails verification.
     """
     from pipelines.audit.report import audit_source, describe_database, report_targets, write_report
 
     def go() -> tuple[list[tuple[str, str]], AuditSource, str]:
-        uri = _tracking_uri(root)
+        uri = _store(tracking_uri, root)
         targets = report_targets(model_uri, all_versions=all_versions, tracking_uri=uri)
         url = audit_database_url(database_url)
         label = describe_database(url)
         audit_log = open_audit_log(url)
         return targets, audit_source(audit_log, label if audit_log else f"{label} (not found)"), uri
 
-    targets, source, uri = _guard(go)
+    targets, source, uri = guard(go)
 
     def write(name: str, version: str) -> ReportFiles:
         return write_report(name, version, out, tracking_uri=uri, project_root=root.resolve(), source=source)
 
     try:
         for name, version in targets:
-            files = _guard(partial(write, name, version))
+            files = guard(partial(write, name, version))
             typer.echo(f"{files.name} version {files.version}: {files.html} and {files.pdf} ({files.pdf_pages} pages)")
     finally:
         if source.log is not None:
@@ -114,13 +128,16 @@ def audit_report(
         raise typer.Exit(1)
 
 
+@app.command("trace")
 def audit_trace(
     event_id: Annotated[str, typer.Argument(help="the AuditEvent id (sequence number) or the event's uuid")],
-    database_url: DatabaseOpt = None,
+    database_url: DatabaseUrlOpt = None,
     root: RootOpt = Path("."),
+    tracking_uri: TrackingUriOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the chain as JSON")] = False,
 ) -> None:
-    """Print the chain behind one prediction: audit record, model version, MLflow run, commit, data, ingest report."""
+    """Print the chain behind one prediction: log record, model version, MLflow run, commit, data, ingest report."""
+    from pipelines.audit.errors import AuditLogNotFoundError
     from pipelines.audit.report import describe_database
     from pipelines.audit.trace import render_trace, trace_dict, trace_event
 
@@ -131,10 +148,13 @@ def audit_trace(
             raise AuditLogNotFoundError(f"no audit log at {describe_database(url)}")
         try:
             result = trace_event(
-                event_id, audit_log=audit_log, tracking_uri=_tracking_uri(root), project_root=root.resolve()
+                event_id,
+                audit_log=audit_log,
+                tracking_uri=_store(tracking_uri, root),
+                project_root=root.resolve(),
             )
         finally:
             audit_log.close()
         return json.dumps(trace_dict(result), indent=2) if as_json else render_trace(result)
 
-    typer.echo(_guard(go), nl=as_json)
+    typer.echo(guard(go), nl=as_json)

@@ -3,16 +3,14 @@
 ``build_app(settings)`` is ``create_app`` plus what the model routes need: the champion models (loaded before
 the first request, in this worker), the pseudonymisation key (the ingest key, ``SHIPA_PSEUDONYM_KEY``, so the
 service's pseudonyms equal the tables'), multipart uploads for DICOM files, and the numeric thread count.
-``python -m pipelines.service.assemble`` runs it like ``shipa serve``.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from fastapi import FastAPI
 
 from pipelines.config import DEFAULT_PARAMS, DEMO_PSEUDONYM_KEY, ConfigError
@@ -104,11 +102,13 @@ def build_app(
     Raises:
         ServiceConfigError: no usable pseudonymisation key.
     """
+    from pipelines.fhir import fastcheck
     from pipelines.service.batching import FraudScoring
     from pipelines.service.models_provider import MlflowModelProvider
     from pipelines.service.routes import diagnosis, fraud
 
     apply_thread_settings(settings.threads)  # before torch is imported by the models
+    fastcheck.install()  # before the R4B model classes are built; the stock library on another fhir_core version
     settings = with_uploads(settings)
     pseudonymizer = Pseudonymizer(pseudonym_key(settings, key))
     if provider is None:
@@ -134,29 +134,24 @@ def build_app(
     return app
 
 
-def serve(
-    host: Annotated[str | None, typer.Option("--host", help="override SHIPA_SERVICE_HOST")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="override SHIPA_SERVICE_PORT")] = None,
-    tracking_uri: Annotated[
-        str | None, typer.Option("--tracking-uri", help="override SHIPA_SERVICE_TRACKING_URI")
-    ] = None,
-) -> None:
-    """Serve the champion models (diagnosis, fraud) over HTTP with tokens, roles and the audit log."""
+def serve(host: str | None = None, port: int | None = None, tracking_uri: str | None = None) -> None:
+    """Serve the champion models over HTTP until stopped (``shipa serve`` parses the options and calls this).
+
+    Args:
+        host: overrides ``SHIPA_SERVICE_HOST``.
+        port: overrides ``SHIPA_SERVICE_PORT``.
+        tracking_uri: overrides ``SHIPA_SERVICE_TRACKING_URI``.
+
+    Raises:
+        ServiceConfigError: the settings cannot be used (the CLI prints it as one line).
+    """
     from pipelines.logging_setup import configure_logging
     from pipelines.service.heap import settle_heap
     from pipelines.service.server import run_server
 
     overrides = {k: v for k, v in {"host": host, "port": port, "tracking_uri": tracking_uri}.items() if v is not None}
-    try:
-        settings = load_service_settings(**overrides)
-        configure_logging(settings.log_level)
-        app = build_app(settings)
-    except ServiceConfigError as exc:
-        typer.echo(f"shipa: error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
+    settings = load_service_settings(**overrides)
+    configure_logging(settings.log_level)
+    app = build_app(settings)
     log.debug("%d start-up objects frozen out of garbage collection", settle_heap())
     run_server(app, settings)
-
-
-if __name__ == "__main__":  # pragma: no cover - `python -m pipelines.service.assemble`
-    typer.run(serve)

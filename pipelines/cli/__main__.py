@@ -1,0 +1,5 @@
+"""``python -m pipelines.cli`` runs ``shipa``."""
+
+from pipelines.cli import main
+
+main()
