@@ -14,11 +14,15 @@ from pipelines.tracking.runs import StageRun, stage_run
 
 
 @contextlib.contextmanager
-def tracked_stage(stage: str, params: BaseModel, *, device: str | None = None) -> Iterator[StageRun]:
+def tracked_stage(
+    stage: str, params: BaseModel, *, device: str | None = None, tracking_uri: str | None = None
+) -> Iterator[StageRun]:
     """An MLflow run for ``stage`` (e.g. ``train@diagnosis``) under this pipeline run's parent run.
 
     Tags carry the git commit, the DVC hash of each dependency, the params hash, host, device and library
-    versions; the stage's params section is logged as params.
+    versions; the stage's params section is logged as params. ``tracking_uri`` is the MLflow store (None:
+    ``MLFLOW_TRACKING_URI``, else ``mlflow.db`` in the working directory); artifacts go beside an sqlite store.
+    Outside a git repository or DVC project the lineage tags say ``unknown``/``none``; nothing fails.
     """
     settings = get_settings()
     root = Path.cwd()
@@ -26,7 +30,7 @@ def tracked_stage(stage: str, params: BaseModel, *, device: str | None = None) -
     tags = collect_lineage(stage, repo_root=root, params=values, device=device)
     with stage_run(
         stage,
-        tracking_uri=mlflow_tracking_uri(root),
+        tracking_uri=tracking_uri or mlflow_tracking_uri(root),
         experiment=settings.mlflow_experiment,
         params=values,
         tags=tags,

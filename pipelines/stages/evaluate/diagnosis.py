@@ -37,8 +37,16 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return logit(p, eps=LOGIT_EPS)
 
 
-def run(params: EvaluateParams, processed: Path, train_dir: Path, out_dir: Path, metrics_path: Path) -> dict[str, Any]:
-    """Evaluate every trained diagnosis mode on the test split.
+def run(
+    params: EvaluateParams,
+    processed: Path,
+    train_dir: Path,
+    out_dir: Path,
+    metrics_path: Path,
+    *,
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate every trained diagnosis mode on the test split (``tracking_uri``: the MLflow store, None: default).
 
     Returns:
         The metrics written to ``metrics_path``.
@@ -54,7 +62,7 @@ def run(params: EvaluateParams, processed: Path, train_dir: Path, out_dir: Path,
     reports: dict[str, dict[str, Any]] = {}
     calibration: dict[str, dict[str, float]] = {}
     predictions = test.select("study_id", "patient_id", "label", *params.subgroups)
-    with tracked_stage("evaluate@diagnosis", params) as run, atomic_dir(out_dir) as tmp:
+    with tracked_stage("evaluate@diagnosis", params, tracking_uri=tracking_uri) as run, atomic_dir(out_dir) as tmp:
         for mode in modes:
             model, meta = load_model(train_dir / mode)
             logit_val = _logit(predict(model, meta, val.to_pandas()))

@@ -48,12 +48,13 @@ def run(
     raw: Path = Path("data/raw"),
     tables: Path = Path("data/interim/tables"),
     key: str | None = None,
+    tracking_uri: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate the fraud model against both baselines on the test months, for a review queue of ``fraud_k``.
 
     Truth is every fraudulent claim the built-in cohort injected (labelled by audits or not) when its manifest is
     present, else the audit findings. ``metrics_path`` holds the model's report, the comparison table and
-    whether it beats each baseline on PR-AUC and precision@k.
+    whether it beats each baseline on PR-AUC and precision@k. ``tracking_uri``: the MLflow store (None: default).
     """
     for name in FRAUD_SCORERS:
         if not (train_dir / name).exists():
@@ -65,7 +66,7 @@ def run(
     md5 = test_data_md5(test["claim_id"].to_list(), test["label"].cast(pl.Int64).to_list())
     reports: dict[str, dict[str, Any]] = {}
     predictions = test.select("claim_id", "provider_id", "patient_id", "created", "total", "label", "is_fraud")
-    with tracked_stage("evaluate@fraud", params) as run, atomic_dir(out_dir) as tmp:
+    with tracked_stage("evaluate@fraud", params, tracking_uri=tracking_uri) as run, atomic_dir(out_dir) as tmp:
         for name in FRAUD_SCORERS:
             scores = score(load_fraud_model(train_dir / name), test)
             report = evaluate_fraud(

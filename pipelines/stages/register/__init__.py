@@ -111,10 +111,13 @@ def register_candidate(
     gate: GateParams,
     build: Callable[[Path], Candidate],
     model_root: Path,
+    *,
+    tracking_uri: str | None = None,
 ) -> dict[str, Any]:
-    """Log, register, gate and document one model inside its stage run; write ``registered.json``."""
+    """Log, register, gate and document one model inside its stage run (in store ``tracking_uri``); write
+    ``registered.json``."""
     thresholds = thresholds_of(gate)
-    with tracked_stage(stage, params) as run, tempfile.TemporaryDirectory() as scratch:
+    with tracked_stage(stage, params, tracking_uri=tracking_uri) as run, tempfile.TemporaryDirectory() as scratch:
         cand = build(Path(scratch))
         ref = run.log_pyfunc_model(
             cand.python_model,

@@ -36,13 +36,16 @@ def ingest_image_size(dataset: Path) -> int | None:
     return int(shape[0]) if len(shape) == 2 and shape[0] == shape[1] else None
 
 
-def run(params: DiagnosisRegisterParams, processed: Path, model_root: Path) -> dict[str, Any]:
+def run(
+    params: DiagnosisRegisterParams, processed: Path, model_root: Path, *, tracking_uri: str | None = None
+) -> dict[str, Any]:
     """Register the diagnosis model that ``evaluate`` reported in ``metrics.json`` (the fused one by default).
 
     Args:
         params: the ``register.diagnosis`` section.
         processed: ``data/processed/diagnosis`` (its ``summary.json`` describes the training data).
         model_root: ``models/diagnosis`` (``train/``, ``eval/``, ``metrics.json``; outputs go here too).
+        tracking_uri: the MLflow store; None: ``MLFLOW_TRACKING_URI``, else ``<cwd>/mlflow.db``.
     """
     train_dir = model_root / "train"
     metrics = read_json(model_root / "metrics.json", "shipa evaluate diagnosis")
@@ -81,4 +84,4 @@ def run(params: DiagnosisRegisterParams, processed: Path, model_root: Path) -> d
             ),
         )
 
-    return register_candidate("register@diagnosis", params, params.gate, build, model_root)
+    return register_candidate("register@diagnosis", params, params.gate, build, model_root, tracking_uri=tracking_uri)

@@ -25,6 +25,7 @@ def run(
     model_root: Path,
     *,
     feature_options: Mapping[str, Any] | None = None,
+    tracking_uri: str | None = None,
 ) -> dict[str, Any]:
     """Register the fraud model that ``evaluate`` reported in ``metrics.json`` (never a baseline by default).
 
@@ -35,6 +36,7 @@ def run(
         model_root: ``models/fraud`` (``train/<name>/``, ``metrics.json``; outputs go here too).
         feature_options: the claim feature options (the ``features.fraud`` section without ``split``), stored
             in the model's metadata so that serving builds features for new claims the same way; None records none.
+        tracking_uri: the MLflow store; None: ``MLFLOW_TRACKING_URI``, else ``<cwd>/mlflow.db``.
     """
     metrics = read_json(model_root / "metrics.json", "shipa evaluate fraud")
     summary = read_json(processed / "summary.json", "shipa features fraud")
@@ -74,4 +76,4 @@ def run(
             ),
         )
 
-    return register_candidate("register@fraud", params, params.gate, build, model_root)
+    return register_candidate("register@fraud", params, params.gate, build, model_root, tracking_uri=tracking_uri)

@@ -37,6 +37,7 @@ def run(
     *,
     checkpoint_dir: Path | None = None,
     progress: bool = True,
+    tracking_uri: str | None = None,
 ) -> dict[str, Any]:
     """Train every configured mode on ``processed/dataset.parquet``.
 
@@ -47,6 +48,7 @@ def run(
         checkpoint_dir: where per-mode epoch checkpoints live while training; default ``.checkpoints`` beside
             ``out_dir`` (outside the DVC output, so a killed run resumes and a finished one removes them).
         progress: show progress bars.
+        tracking_uri: the MLflow store; None: ``MLFLOW_TRACKING_URI``, else ``<cwd>/mlflow.db``.
 
     Returns:
         Per mode: best epoch, best validation AUROC, epochs run, device and training samples/s.
@@ -59,7 +61,7 @@ def run(
     table = pl.read_parquet(dataset).filter(pl.col("split") != "test").to_pandas()
     checkpoints = checkpoint_dir if checkpoint_dir is not None else out_dir.parent / ".checkpoints"
     summary: dict[str, Any] = {}
-    with tracked_stage("train@diagnosis", params) as run, atomic_dir(out_dir) as tmp:
+    with tracked_stage("train@diagnosis", params, tracking_uri=tracking_uri) as run, atomic_dir(out_dir) as tmp:
         shutil.copy2(features, tmp / "features.json")  # the scaler travels with the models (serving needs it)
         for mode in params.modes:
             ckpt = checkpoints / mode

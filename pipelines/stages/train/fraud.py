@@ -18,10 +18,11 @@ from pipelines.modeling.fraud_store import FRAUD_SCORERS
 from pipelines.stages.tracked import tracked_stage
 
 
-def run(params: FraudTrainParams, processed: Path, out_dir: Path) -> dict[str, Any]:
+def run(params: FraudTrainParams, processed: Path, out_dir: Path, *, tracking_uri: str | None = None) -> dict[str, Any]:
     """Train the fraud model and both baselines (rules, gradient-boosted trees) on the audit labels.
 
-    Writes ``out_dir/{model,gbm,rules}/`` (each loadable with ``load_fraud_model``).
+    Writes ``out_dir/{model,gbm,rules}/`` (each loadable with ``load_fraud_model``). ``tracking_uri``: the MLflow
+    store (None: ``MLFLOW_TRACKING_URI``, else ``<cwd>/mlflow.db``).
     """
     dataset = processed / "dataset.parquet"
     if not dataset.exists():
@@ -33,7 +34,10 @@ def run(params: FraudTrainParams, processed: Path, out_dir: Path) -> dict[str, A
     device = str(resolve_device(params.device))
     config = FraudModelConfig.from_mapping(params.model_dump(exclude={"seed", "device", "gbm"}))
     summary: dict[str, Any] = {"train_claims": tr.height, "train_labelled": int(tr["label"].sum()), "device": device}
-    with tracked_stage("train@fraud", params, device=device) as run, atomic_dir(out_dir) as tmp:
+    with (
+        tracked_stage("train@fraud", params, device=device, tracking_uri=tracking_uri) as run,
+        atomic_dir(out_dir) as tmp,
+    ):
         y_tr, y_va = tr["label"].to_numpy(), va["label"].to_numpy()
         model = train_fraud_model(
             tr, y_tr, va, y_va, numeric=NUMERIC_FEATURES, categorical=CATEGORICAL_FEATURES,
