@@ -72,7 +72,8 @@ def test_champions_predict_like_the_evaluation(repro: tuple[Path, str]) -> None:
     claims = pl.read_parquet(ws / "data/processed/fraud/dataset.parquet").filter(pl.col("split") == "test")
     expected = pl.read_parquet(ws / "models/fraud/eval/predictions.parquet")
     scores = fraud.predict(claims.drop("label", "split").to_pandas())["probability"].to_numpy()
-    np.testing.assert_allclose(scores, expected["score_model"].to_numpy(), atol=1e-9)
+    # The pyfunc (pandas in) against the evaluate stage: two code paths over a float32 network.
+    np.testing.assert_allclose(scores, expected["score_model"].to_numpy(), rtol=1e-5, atol=1e-6)
 
     studies = pl.read_parquet(ws / "data/processed/diagnosis/dataset.parquet").filter(pl.col("split") == "test")
     raw = [c for c in studies.columns if c.startswith("raw_")]

@@ -285,7 +285,8 @@ def test_fraud_model_registers_with_its_scores_and_reasons(
     out = loaded.predict(test.drop("label", "split").to_pandas())
     expected = pl.read_parquet(fraud_models / "eval" / "predictions.parquet")
     assert expected["claim_id"].to_list() == test["claim_id"].to_list()
-    np.testing.assert_allclose(out["probability"], expected["score_model"].to_numpy(), atol=1e-9)
+    # The registered pyfunc against the evaluate stage: two code paths over a float32 network.
+    np.testing.assert_allclose(out["probability"], expected["score_model"].to_numpy(), rtol=1e-5, atol=1e-6)
     # The service rebuilds claim features with the options the model was trained on, and shows its risk bands.
     metadata = loaded.metadata.metadata
     assert FraudFeatureOptions(**metadata["feature_options"]).duplicate_days == 5

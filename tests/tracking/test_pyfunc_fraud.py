@@ -43,7 +43,8 @@ def test_scores_and_reasons_are_the_librarys(fraud_model: dict[str, Any]) -> Non
     records: pl.DataFrame = fraud_model["records"]
     out = score_claims(model, records.to_pandas())
     assert list(out.columns) == ["probability", "reason_codes", "reasons"]
-    np.testing.assert_allclose(out["probability"], score(model, records), atol=1e-9)
+    # Another code path (pandas in, MLflow wrapper) over a float32 network: equal within float32 rounding.
+    np.testing.assert_allclose(out["probability"], score(model, records), rtol=1e-5, atol=1e-6)
     expected = explain(model, records, top_n=3)
     assert out["reason_codes"].tolist() == [[r.code for r in claim] for claim in expected]
     assert any(out["reason_codes"].map(len) > 0)
@@ -74,7 +75,7 @@ def test_logged_pyfunc_round_trip(fraud_model: dict[str, Any], tracking_uri: str
         loaded = mlflow.pyfunc.load_model(ref.model_uri)
     records = fraud_model["records"].drop(*FRAUD_NON_INPUTS).to_pandas()
     out = loaded.predict(records)
-    np.testing.assert_allclose(out["probability"], score(model, fraud_model["records"]), atol=1e-9)
+    np.testing.assert_allclose(out["probability"], score(model, fraud_model["records"]), rtol=1e-5, atol=1e-6)
     assert max(loaded.predict(records, params={"top_n": 1})["reason_codes"].map(len)) == 1
     bare = loaded.predict(records[model.feature_names])  # without the context columns: same scores
     np.testing.assert_allclose(bare["probability"], out["probability"], atol=1e-9)
