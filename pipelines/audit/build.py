@@ -12,7 +12,7 @@ from pipelines.audit.sections_model import calibration_section, metrics_section,
 from pipelines.audit.sections_registry import gate_section, model_card_section, promotion_section
 from pipelines.audit.sections_usage import drift_section, usage_section
 from pipelines.audit.usage import Usage
-from pipelines.service.audit import VerifyResult
+from pipelines.predictionlog.log import VerifyResult
 from pipelines.tracking import tags as names
 
 __all__ = ["ReportOptions", "build_document"]

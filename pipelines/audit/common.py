@@ -9,7 +9,7 @@ from typing import Any
 
 from pipelines.audit.document import Block, Paragraph
 from pipelines.audit.evidence import VersionEvidence
-from pipelines.service.audit import VerifyResult
+from pipelines.predictionlog.log import VerifyResult
 
 NA = "n/a"
 METRICS_TABLE_ID = "metrics-table"
@@ -86,7 +86,7 @@ def banner(verify: VerifyResult | None, audit_source: str) -> Paragraph:
         )
     if verify.ok:
         return Paragraph(
-            f"Audit log chain verified: {verify.checked} records intact (AuditLog.verify), "
+            f"Audit log chain verified: {verify.checked} records intact (PredictionLog.verify), "
             f"head hash {verify.head_hash}.",
             "ok",
         )

@@ -25,7 +25,7 @@ from pipelines.audit.evidence import collect
 from pipelines.audit.html_render import render_html
 from pipelines.audit.pdf_render import render_pdf
 from pipelines.audit.usage import read_usage
-from pipelines.service.audit import AuditLog, VerifyResult
+from pipelines.predictionlog.log import PredictionLog, VerifyResult
 from pipelines.tracking.audit_queries import registered_model_names
 from pipelines.tracking.errors import ModelVersionNotFoundError
 from pipelines.tracking.registry import list_versions, resolve
@@ -39,7 +39,7 @@ _UNSAFE_FILE = re.compile(r"[^A-Za-z0-9._\-]")
 class AuditSource:
     """The service audit log a report reads, its verification (once per batch of reports) and how to name it."""
 
-    log: AuditLog | None
+    log: PredictionLog | None
     verify: VerifyResult | None
     label: str
 
@@ -64,7 +64,7 @@ def describe_database(url: str) -> str:
         return url.split(":", 1)[0] + ":..."
 
 
-def audit_source(audit_log: AuditLog | None, label: str) -> AuditSource:
+def audit_source(audit_log: PredictionLog | None, label: str) -> AuditSource:
     """Verify ``audit_log``'s hash chain once (None when no log is given)."""
     if audit_log is None:
         return AuditSource(None, None, label)

@@ -10,7 +10,7 @@ from pipelines.audit.document import Block, FigureBlock, KeyValues, Mark, Paragr
 from pipelines.audit.drift import KS_ALPHA, PSI_MAJOR, PSI_MODERATE, DriftRow, drift_table
 from pipelines.audit.evidence import VersionEvidence
 from pipelines.audit.usage import Usage
-from pipelines.service.audit import VerifyResult
+from pipelines.predictionlog.log import VerifyResult
 
 MAX_DAY_ROWS = 60
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from pipelines.audit.errors import AuditEventNotFoundError
 from pipelines.audit.evidence import VersionEvidence, collect
 from pipelines.audit.usage import outcome_name
-from pipelines.service.audit import AuditEventRecord, AuditLog, VerifyResult, events_table
+from pipelines.predictionlog.log import LogEntry, PredictionLog, VerifyResult, events_table
 from pipelines.tracking import tags as names
 from pipelines.tracking.errors import ModelVersionNotFoundError
 
@@ -33,7 +33,7 @@ class TraceResult:
         problem: why the chain stops early (None when complete).
     """
 
-    record: AuditEventRecord
+    record: LogEntry
     verify: VerifyResult
     evidence: VersionEvidence | None
     problem: str | None = None
@@ -44,7 +44,7 @@ class TraceResult:
         return self.verify.ok or (self.verify.first_bad_id is not None and self.record.seq < self.verify.first_bad_id)
 
 
-def find_record(audit_log: AuditLog, ref: str) -> AuditEventRecord:
+def find_record(audit_log: PredictionLog, ref: str) -> LogEntry:
     """The record with sequence number ``ref`` (the AuditEvent id) or event id (uuid) ``ref``.
 
     Raises:
@@ -57,10 +57,10 @@ def find_record(audit_log: AuditLog, ref: str) -> AuditEventRecord:
         row = conn.execute(select(events_table).where(condition)).mappings().first()
     if row is None:
         raise AuditEventNotFoundError(f"audit event {ref!r} is not in the audit log")
-    return AuditEventRecord(**dict(row))
+    return LogEntry(**dict(row))
 
 
-def trace_event(ref: str, *, audit_log: AuditLog, tracking_uri: str, project_root: Path) -> TraceResult:
+def trace_event(ref: str, *, audit_log: PredictionLog, tracking_uri: str, project_root: Path) -> TraceResult:
     """Follow audit event ``ref`` to its model version, run, commit, data and ingest report.
 
     Raises:

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from pipelines.service.audit import AuditEventRecord, AuditLog, AuditOutcome, events_table
+from pipelines.predictionlog.log import AuditOutcome, LogEntry, PredictionLog, events_table
 
 SCORE_KEYS = frozenset({"probability", "probabilities", "probabilityDecimal", "score", "scores", "risk"})
 """Output keys whose numbers are the model's scores (numbers and lists of numbers directly under them)."""
@@ -91,7 +91,7 @@ def outcome_name(code: str) -> str:
         return code
 
 
-def summarize(records: Iterable[AuditEventRecord]) -> Usage:
+def summarize(records: Iterable[LogEntry]) -> Usage:
     """Aggregate audit records (of one model version) into counts and scores per day."""
     per_day: Counter[str] = Counter()
     per_role: Counter[str] = Counter()
@@ -128,14 +128,14 @@ def summarize(records: Iterable[AuditEventRecord]) -> Usage:
     )
 
 
-def version_records(audit_log: AuditLog, name: str, version: str) -> list[AuditEventRecord]:
+def version_records(audit_log: PredictionLog, name: str, version: str) -> list[LogEntry]:
     """Every audit record of one model version, in chain order."""
     c = events_table.c
     query = select(events_table).where(c.model_name == name, c.model_version == str(version)).order_by(c.seq)
     with audit_log.engine.connect() as conn:
-        return [AuditEventRecord(**dict(row)) for row in conn.execute(query).mappings()]
+        return [LogEntry(**dict(row)) for row in conn.execute(query).mappings()]
 
 
-def read_usage(audit_log: AuditLog, name: str, version: str) -> Usage:
+def read_usage(audit_log: PredictionLog, name: str, version: str) -> Usage:
     """The aggregated use of ``name`` version ``version`` recorded in ``audit_log``."""
     return summarize(version_records(audit_log, name, version))

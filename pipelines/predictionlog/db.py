@@ -1,4 +1,4 @@
-"""The one SQLAlchemy engine of the service (tokens and audit log share it), tuned for short concurrent writes."""
+"""The one SQLAlchemy engine of the service (tokens and prediction log share it), tuned for short concurrent writes."""
 
 from __future__ import annotations
 

@@ -1,13 +1,13 @@
-"""A stored audit record as a FHIR R4 AuditEvent."""
+"""A prediction-log entry as a FHIR R4 AuditEvent."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pipelines.service.roles import PURPOSE_OF_USE_SYSTEM
+from pipelines.predictionlog.roles import PURPOSE_OF_USE_SYSTEM
 
 if TYPE_CHECKING:
-    from pipelines.service.audit import AuditEventRecord
+    from pipelines.predictionlog.log import LogEntry
 
 # Code systems of the AuditEvent built by ``audit_event_to_fhir``.
 EVENT_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/audit-event-type"
@@ -21,7 +21,7 @@ ENTITY_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 OBJECT_ROLE_SYSTEM = "http://terminology.hl7.org/CodeSystem/object-role"
 
 
-def audit_event_to_fhir(record: AuditEventRecord, observer: str = "shipa-service") -> dict[str, Any]:
+def audit_event_to_fhir(record: LogEntry, observer: str = "shipa-service") -> dict[str, Any]:
     """A stored record as a FHIR R4 AuditEvent resource (valid against ``fhir.resources.R4B``).
 
     The requestor agent names the token and its role; ``source.observer`` the service; the entities are the model

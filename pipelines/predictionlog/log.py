@@ -1,8 +1,8 @@
-"""The append-only, hash-chained audit log of every request that reaches a model.
+"""The prediction log: append-only and hash-chained, one record for every request that reaches a model.
 
 Each record carries ``prev_hash`` (the hash of the record before it) and ``hash`` (sha256 over its canonical JSON,
 ``prev_hash`` included), and a one-row ``audit_head`` table holds the last sequence number and hash, written in the
-same transaction. So :meth:`AuditLog.verify` finds any record altered, deleted from the middle or cut off the end,
+same transaction. So :meth:`PredictionLog.verify` finds any record altered, deleted from the middle or cut off the end,
 and names the first bad one. Works on any SQLAlchemy backend (plain portable SQL; SQLite in WAL mode by default).
 """
 
@@ -38,9 +38,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from pipelines.service.audit_fhir import audit_event_to_fhir
-from pipelines.service.db import make_engine
-from pipelines.service.roles import PURPOSE_OF_USE, Role
+from pipelines.predictionlog.db import make_engine
+from pipelines.predictionlog.fhir import audit_event_to_fhir
+from pipelines.predictionlog.roles import PURPOSE_OF_USE, Role
 
 GENESIS_HASH = "0" * 64
 MAX_OUTPUT_BYTES = 64 * 1024
@@ -143,8 +143,8 @@ def format_time(moment: datetime) -> str:
 
 
 @dataclass(frozen=True)
-class AuditRecord:
-    """One request that reached a model, as the route hands it to :meth:`AuditLog.append`.
+class PredictionRecord:
+    """One request that reached a model, as the route hands it to :meth:`PredictionLog.append`.
 
     Attributes:
         token_name: the name of the bearer token (the agent).
@@ -178,7 +178,7 @@ class AuditRecord:
 
 
 @dataclass(frozen=True)
-class AuditEventRecord:
+class LogEntry:
     """A stored audit record, with its place in the chain."""
 
     seq: int
@@ -239,10 +239,10 @@ class VerifyResult:
 
 
 @dataclass(frozen=True)
-class AuditPage:
+class LogPage:
     """One page of a query, newest first."""
 
-    items: list[AuditEventRecord]
+    items: list[LogEntry]
     total: int
     page: int
     page_size: int
@@ -259,7 +259,7 @@ def record_hash(row: Mapping[Any, Any]) -> str:
     return hashlib.sha256(compact_json(payload).encode("utf-8")).hexdigest()
 
 
-def _validated_row(record: AuditRecord) -> dict[str, Any]:
+def _validated_row(record: PredictionRecord) -> dict[str, Any]:
     """The stored columns of a record (without seq, prev_hash, hash); raises ValueError on unusable values."""
     if not _SHA256.match(record.input_sha256):
         raise ValueError("input_sha256 must be 64 lowercase hex characters")
@@ -312,11 +312,11 @@ class _Pending:
     """A validated record waiting for a writer, and what became of it."""
 
     row: dict[str, Any]
-    stored: AuditEventRecord | None = None
+    stored: LogEntry | None = None
     error: BaseException | None = None
 
 
-class AuditLog:
+class PredictionLog:
     """The hash-chained audit log in an SQLAlchemy database.
 
     Args:
@@ -330,7 +330,7 @@ class AuditLog:
         self._lock = threading.Lock()  # one writer at a time
         self._pending_lock = threading.Lock()  # guards _pending only (held for microseconds)
         self._pending: list[_Pending] = []
-        self._turn: list[tuple[_Pending, asyncio.Future[AuditEventRecord]]] = []  # see append_on_loop
+        self._turn: list[tuple[_Pending, asyncio.Future[LogEntry]]] = []  # see append_on_loop
         self._head: tuple[int, str] | None = None
         self.observer = observer
         metadata.create_all(self._engine)
@@ -354,7 +354,7 @@ class AuditLog:
         except IntegrityError:  # another process created it first
             pass
 
-    def append(self, record: AuditRecord) -> AuditEventRecord:
+    def append(self, record: PredictionRecord) -> LogEntry:
         """Append one record at the end of the chain and return it as stored.
 
         Appends are serialised in process by a lock, and across processes by a conditional update of the head
@@ -385,7 +385,7 @@ class AuditLog:
         assert pending.stored is not None
         return pending.stored
 
-    async def append_on_loop(self, record: AuditRecord) -> AuditEventRecord:
+    async def append_on_loop(self, record: PredictionRecord) -> LogEntry:
         """:meth:`append` for a coroutine on the event loop, committed with the records of the same turn of the loop.
 
         The first record of a turn schedules one commit after the callbacks already ready: the requests answered by
@@ -397,7 +397,7 @@ class AuditLog:
         """
         pending = _Pending(_validated_row(record))
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[AuditEventRecord] = loop.create_future()
+        future: asyncio.Future[LogEntry] = loop.create_future()
         self._turn.append((pending, future))
         if len(self._turn) == 1:
             loop.call_soon(self._commit_turn)
@@ -419,7 +419,7 @@ class AuditLog:
             if not future.done():  # the request may have been cancelled; its record stays written
                 future.set_result(event)
 
-    def _append_rows(self, rows: list[dict[str, Any]]) -> list[AuditEventRecord]:
+    def _append_rows(self, rows: list[dict[str, Any]]) -> list[LogEntry]:
         """Write ``rows`` at the end of the chain in one transaction (retried when another writer moved the head)."""
         for attempt in range(APPEND_ATTEMPTS):
             try:
@@ -434,7 +434,7 @@ class AuditLog:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _append_once(self, rows: list[dict[str, Any]]) -> list[AuditEventRecord]:
+    def _append_once(self, rows: list[dict[str, Any]]) -> list[LogEntry]:
         with self._engine.begin() as conn:
             # The head this process wrote last; if another process appended since, the conditional update
             # below matches no row and the retry reads the head afresh.
@@ -451,7 +451,7 @@ class AuditLog:
                 raise _ChainMoved
             conn.execute(_INSERT_EVENT, chained[0] if len(chained) == 1 else chained)
         self._head = (seq, prev)
-        return [AuditEventRecord(**full) for full in chained]
+        return [LogEntry(**full) for full in chained]
 
     def verify(self) -> VerifyResult:
         """Walk the whole chain and report the first missing, altered or unchained record."""
@@ -500,7 +500,7 @@ class AuditLog:
         token_name: str | None = None,
         page: int = 1,
         page_size: int = 50,
-    ) -> AuditPage:
+    ) -> LogPage:
         """One page of records matching every given filter, newest first.
 
         Args:
@@ -541,16 +541,16 @@ class AuditLog:
                 .limit(page_size)
                 .offset((page - 1) * page_size)
             ).mappings()
-            items = [AuditEventRecord(**dict(r)) for r in rows]
-        return AuditPage(items, int(total), page, page_size)
+            items = [LogEntry(**dict(r)) for r in rows]
+        return LogPage(items, int(total), page, page_size)
 
-    def iter_all(self) -> Iterator[AuditEventRecord]:
+    def iter_all(self) -> Iterator[LogEntry]:
         """Every record in chain order (for exports)."""
         with self._engine.connect() as conn:
             rows = conn.execution_options(yield_per=2000).execute(select(events_table).order_by(events_table.c.seq))
             for row in rows.mappings():
-                yield AuditEventRecord(**dict(row))
+                yield LogEntry(**dict(row))
 
-    def to_fhir(self, record: AuditEventRecord) -> dict[str, Any]:
-        """The record as a FHIR R4 AuditEvent (see :func:`pipelines.service.audit_fhir.audit_event_to_fhir`)."""
+    def to_fhir(self, record: LogEntry) -> dict[str, Any]:
+        """The record as a FHIR R4 AuditEvent (see :func:`pipelines.predictionlog.fhir.audit_event_to_fhir`)."""
         return audit_event_to_fhir(record, self.observer)

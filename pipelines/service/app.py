@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from pipelines.service.audit import AuditLog
-from pipelines.service.db import make_engine
+from pipelines.predictionlog.db import make_engine
+from pipelines.predictionlog.log import PredictionLog
 from pipelines.service.handlers import install_exception_handlers
 from pipelines.service.middleware import (
     BodyLimitMiddleware,
@@ -71,7 +71,7 @@ def create_app(settings: ServiceSettings, model_provider: ModelProvider | None =
     app.state.settings = settings
     app.state.engine = engine
     app.state.tokens = TokenStore(engine, settings.pepper(), cache_s=settings.token_cache_s)
-    app.state.audit_log = AuditLog(engine, observer=settings.service_name)
+    app.state.audit_log = PredictionLog(engine, observer=settings.service_name)
     app.state.limiter = TokenBucketLimiter(settings.rate_per_s, settings.burst)
     app.state.provider = model_provider
 

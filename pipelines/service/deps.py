@@ -17,12 +17,12 @@ from typing import Annotated, Any, Required, TypedDict, Unpack
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from pipelines.service.audit import AuditEventRecord, AuditLog, AuditOutcome, AuditRecord, sha256_hex
+from pipelines.predictionlog.log import AuditOutcome, LogEntry, PredictionLog, PredictionRecord, sha256_hex
+from pipelines.predictionlog.roles import Role, role_allows
 from pipelines.service.errors import FhirHTTPError
 from pipelines.service.middleware import STATE_STARTED, route_template
 from pipelines.service.provider import ModelProvider
 from pipelines.service.ratelimit import TokenBucketLimiter
-from pipelines.service.roles import Role, role_allows
 from pipelines.service.settings import ServiceSettings
 from pipelines.service.tokens import TokenStore
 
@@ -42,7 +42,7 @@ async def get_settings(request: Request) -> ServiceSettings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-async def get_audit_log(request: Request) -> AuditLog:
+async def get_audit_log(request: Request) -> PredictionLog:
     """The app's audit log."""
     return request.app.state.audit_log  # type: ignore[no-any-return]
 
@@ -56,7 +56,7 @@ async def get_provider(request: Request) -> ModelProvider:
 
 
 SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
-AuditLogDep = Annotated[AuditLog, Depends(get_audit_log)]
+PredictionLogDep = Annotated[PredictionLog, Depends(get_audit_log)]
 ProviderDep = Annotated[ModelProvider, Depends(get_provider)]
 
 
@@ -148,26 +148,26 @@ class AuditFields(TypedDict, total=False):
 class RequestAudit:
     """Everything about the current request the audit record needs; the route adds the model and its answer."""
 
-    audit_log: AuditLog
+    audit_log: PredictionLog
     principal: Principal
     endpoint: str
     input_sha256: str | None
     started: float
 
-    def record(self, **fields: Unpack[AuditFields]) -> AuditEventRecord:
+    def record(self, **fields: Unpack[AuditFields]) -> LogEntry:
         """Append this request's audit record (latency measured from the start of the request).
 
         ``input_sha256`` overrides the hash of the raw body; a route whose body was streamed (multipart uploads)
         must pass it, e.g. ``sha256_hex(upload_bytes)``.
 
         Raises:
-            ValueError: no input hash is known, or a value the audit log refuses (see ``AuditLog.append``).
+            ValueError: no input hash is known, or a value the audit log refuses (see ``PredictionLog.append``).
         """
         return self.audit_log.append(self._record(**fields))
 
-    async def record_on_loop(self, **fields: Unpack[AuditFields]) -> AuditEventRecord:
+    async def record_on_loop(self, **fields: Unpack[AuditFields]) -> LogEntry:
         """:meth:`record` from the event loop, committed with the other requests of the same turn
-        (``AuditLog.append_on_loop``)."""
+        (``PredictionLog.append_on_loop``)."""
         return await self.audit_log.append_on_loop(self._record(**fields))
 
     def _record(
@@ -182,11 +182,11 @@ class RequestAudit:
         outcome_desc: str | None = None,
         purpose_of_use: str = "",
         input_sha256: str | None = None,
-    ) -> AuditRecord:
+    ) -> PredictionRecord:
         digest = input_sha256 or self.input_sha256
         if digest is None:
             raise ValueError("the request body was streamed: pass input_sha256 to record()")
-        return AuditRecord(
+        return PredictionRecord(
             token_name=self.principal.name,
             role=self.principal.role.value,
             endpoint=self.endpoint,
@@ -203,12 +203,12 @@ class RequestAudit:
         )
 
 
-async def request_audit(request: Request, principal: CurrentPrincipal, audit_log: AuditLogDep) -> RequestAudit:
+async def request_audit(request: Request, principal: CurrentPrincipal, audit_log: PredictionLogDep) -> RequestAudit:
     """A :class:`RequestAudit` for this request; the input hash is sha256 of the raw request body."""
     return await audit_of_request(request, principal, audit_log)
 
 
-async def audit_of_request(request: Request, principal: Principal, audit_log: AuditLog) -> RequestAudit:
+async def audit_of_request(request: Request, principal: Principal, audit_log: PredictionLog) -> RequestAudit:
     """The :class:`RequestAudit` of ``request`` by ``principal`` (see :func:`request_audit`)."""
     try:
         digest: str | None = sha256_hex(await request.body())  # JSON bodies: already read and cached by FastAPI

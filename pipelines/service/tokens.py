@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, Engine, MetaData, String, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from pipelines.predictionlog.roles import Role, parse_role
 from pipelines.service.errors import TokenError
-from pipelines.service.roles import Role, parse_role
 
 TOKEN_PREFIX = "shipa_"
 _CACHE_LIMIT = 10_000  # active tokens remembered at most (the cache is emptied when full)

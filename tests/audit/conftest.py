@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.service.audit import AuditLog
+from pipelines.predictionlog.log import PredictionLog
 
 from .helpers import Registered, build_registered, fill_audit_log
 
@@ -26,7 +26,7 @@ def audit_db(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def audit_log(audit_db: str, registered: Registered) -> Iterator[AuditLog]:
+def audit_log(audit_db: str, registered: Registered) -> Iterator[PredictionLog]:
     """An audit log with two days of predictions of the registered version (and one of another model)."""
     log = fill_audit_log(audit_db, registered.version, registered.test_scores)
     try:

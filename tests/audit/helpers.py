@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from mlflow.pyfunc import PythonModel
 
 from pipelines.evaluation.report import evaluate_binary
-from pipelines.service.audit import AuditLog, AuditRecord, sha256_hex
+from pipelines.predictionlog.log import PredictionLog, PredictionRecord, sha256_hex
 from pipelines.tracking.card_text import diagnosis_card_text
 from pipelines.tracking.gate import GateThresholds
 from pipelines.tracking.model_card import build_model_card
@@ -211,10 +211,10 @@ def build_registered(root: Path) -> Registered:
     return Registered(root, uri, NAME, version, run_id, train_run_id, evaluation, scores)
 
 
-def fill_audit_log(url: str, version: str, baseline: np.ndarray, *, days: int = 2, per_day: int = 40) -> AuditLog:
+def fill_audit_log(url: str, version: str, baseline: np.ndarray, *, days: int = 2, per_day: int = 40) -> PredictionLog:
     """An audit log with ``per_day`` diagnosis predictions a day: drawn from the test-set scores ``baseline``,
     except on the last day, whose outputs are all high (a shift)."""
-    log = AuditLog(url)
+    log = PredictionLog(url)
     rng = np.random.default_rng(1)
     start = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
     for day in range(days):
@@ -222,7 +222,7 @@ def fill_audit_log(url: str, version: str, baseline: np.ndarray, *, days: int = 
             shifted = day == days - 1
             p = float(rng.uniform(0.9, 1.0) if shifted else rng.choice(baseline))
             log.append(
-                AuditRecord(
+                PredictionRecord(
                     token_name="dr-token-1" if i % 3 else "admin-1",
                     role="clinician" if i % 3 else "admin",
                     endpoint="/diagnosis",
@@ -237,7 +237,7 @@ def fill_audit_log(url: str, version: str, baseline: np.ndarray, *, days: int = 
                 )
             )
     log.append(
-        AuditRecord(
+        PredictionRecord(
             token_name="inv-1",
             role="investigator",
             endpoint="/fraud/score",

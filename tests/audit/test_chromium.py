@@ -17,7 +17,7 @@ from pipelines.audit.common import METRICS_TABLE_ID
 from pipelines.audit.document import Table
 from pipelines.audit.html_render import CSP, render_html
 from pipelines.audit.report import audit_source, report_document
-from pipelines.service.audit import AuditLog
+from pipelines.predictionlog.log import PredictionLog
 
 from .helpers import NAME, Registered
 
@@ -70,7 +70,7 @@ def _page_messages(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if ":CONSOLE" in line or "net::" in line or "Failed to load" in line]
 
 
-def test_report_renders_in_headless_chromium(registered: Registered, audit_log: AuditLog, tmp_path: Path) -> None:
+def test_report_renders_in_headless_chromium(registered: Registered, audit_log: PredictionLog, tmp_path: Path) -> None:
     doc = report_document(
         NAME,
         registered.version,

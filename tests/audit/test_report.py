@@ -28,7 +28,7 @@ from pipelines.audit.report import (
     write_report,
 )
 from pipelines.errors import ShipaError
-from pipelines.service.audit import AuditLog
+from pipelines.predictionlog.log import PredictionLog
 from pipelines.stages.evaluate import test_data_md5 as stage_fingerprint
 from pipelines.tracking.errors import ModelVersionNotFoundError
 
@@ -48,7 +48,7 @@ PER_DAY = 40
 
 
 @pytest.fixture(scope="module")
-def module_log(registered: Registered, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuditLog]:
+def module_log(registered: Registered, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PredictionLog]:
     """The module's audit log: two days of predictions (the second shifted) and one of another model."""
     url = f"sqlite:///{tmp_path_factory.mktemp('report-log') / 'service.db'}"
     log = fill_audit_log(url, registered.version, registered.test_scores, per_day=PER_DAY)
@@ -59,7 +59,7 @@ def module_log(registered: Registered, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="module")
-def written(registered: Registered, module_log: AuditLog, tmp_path_factory: pytest.TempPathFactory) -> ReportFiles:
+def written(registered: Registered, module_log: PredictionLog, tmp_path_factory: pytest.TempPathFactory) -> ReportFiles:
     """The report files, written once for the module."""
     out = tmp_path_factory.mktemp("reports")
     return write_report(
@@ -78,7 +78,7 @@ def html(written: ReportFiles) -> str:
 
 
 @pytest.fixture(scope="module")
-def doc(registered: Registered, module_log: AuditLog) -> Document:
+def doc(registered: Registered, module_log: PredictionLog) -> Document:
     return report_document(
         NAME,
         registered.version,
@@ -211,7 +211,7 @@ def test_drift_against_the_test_set_flags_the_shifted_day(doc: Document) -> None
     assert notes and "test data md5" in notes[0].text and "equals the evaluation's" in notes[0].text
 
 
-def test_an_altered_audit_record_is_flagged(registered: Registered, audit_log: AuditLog) -> None:
+def test_an_altered_audit_record_is_flagged(registered: Registered, audit_log: PredictionLog) -> None:
     with audit_log.engine.begin() as conn:
         conn.execute(text("UPDATE audit_events SET output_json = :out WHERE seq = 5"), {"out": '{"probability":0.01}'})
     source = audit_source(audit_log, "sqlite:///service.db")

@@ -8,9 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pipelines.audit.html_render import CSP
+from pipelines.predictionlog.log import PredictionLog
+from pipelines.predictionlog.roles import Role
 from pipelines.service.app import create_app
-from pipelines.service.audit import AuditLog
-from pipelines.service.roles import Role
 from pipelines.service.routes import audit_report
 from pipelines.service.settings import ServiceSettings
 
@@ -21,7 +21,7 @@ PEPPER = "audit-route-test-pepper-0123456789"
 
 @pytest.fixture
 def client(
-    registered: Registered, audit_log: AuditLog, audit_db: str, monkeypatch: pytest.MonkeyPatch
+    registered: Registered, audit_log: PredictionLog, audit_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[TestClient, dict[str, str]]]:
     """The service on the test's audit log and the registered version's store, run from its workspace."""
     monkeypatch.chdir(registered.root)

@@ -12,17 +12,17 @@ from sqlalchemy import text
 from pipelines.audit.errors import AuditEventNotFoundError
 from pipelines.audit.lineage import file_md5
 from pipelines.audit.trace import find_record, render_trace, trace_dict, trace_event
-from pipelines.service.audit import AuditLog
+from pipelines.predictionlog.log import PredictionLog
 
 from .helpers import COMMIT, EVAL_MD5, IMAGES_MD5, NAME, PIPELINE_ID, TABLES_MD5, TRAIN_MD5, Registered, dvc_lock
 
 
-def _trace(ref: str, log: AuditLog, reg: Registered, root: Path | None = None) -> str:
+def _trace(ref: str, log: PredictionLog, reg: Registered, root: Path | None = None) -> str:
     result = trace_event(ref, audit_log=log, tracking_uri=reg.tracking_uri, project_root=root or reg.root)
     return render_trace(result)
 
 
-def test_trace_follows_the_chain_to_the_ingest_report(registered: Registered, audit_log: AuditLog) -> None:
+def test_trace_follows_the_chain_to_the_ingest_report(registered: Registered, audit_log: PredictionLog) -> None:
     out = _trace("3", audit_log, registered)
     record = find_record(audit_log, "3")
     assert out.startswith(f"Audit event 3 (event id {record.event_id})")
@@ -42,7 +42,7 @@ def test_trace_follows_the_chain_to_the_ingest_report(registered: Registered, au
     assert "FHIR resources  accepted 98, quarantined 2, read 100" in out
 
 
-def test_trace_by_event_uuid_and_as_json(registered: Registered, audit_log: AuditLog) -> None:
+def test_trace_by_event_uuid_and_as_json(registered: Registered, audit_log: PredictionLog) -> None:
     record = find_record(audit_log, "7")
     assert find_record(audit_log, record.event_id) == record
     result = trace_event(
@@ -59,7 +59,7 @@ def test_trace_by_event_uuid_and_as_json(registered: Registered, audit_log: Audi
 
 
 def test_trace_says_clearly_when_the_workspace_holds_other_data(
-    registered: Registered, audit_log: AuditLog, tmp_path: Path
+    registered: Registered, audit_log: PredictionLog, tmp_path: Path
 ) -> None:
     shutil.copytree(registered.root / "data", tmp_path / "data")
     report_md5 = file_md5(tmp_path / "data" / "interim" / "ingest_report.json")
@@ -70,7 +70,7 @@ def test_trace_says_clearly_when_the_workspace_holds_other_data(
     assert "quarantined" not in out
 
 
-def test_trace_marks_records_the_chain_no_longer_vouches_for(registered: Registered, audit_log: AuditLog) -> None:
+def test_trace_marks_records_the_chain_no_longer_vouches_for(registered: Registered, audit_log: PredictionLog) -> None:
     with audit_log.engine.begin() as conn:
         conn.execute(text("UPDATE audit_events SET model_alias = 'challenger' WHERE seq = 4"))
     before, after = _trace("3", audit_log, registered), _trace("4", audit_log, registered)
@@ -78,14 +78,14 @@ def test_trace_marks_records_the_chain_no_longer_vouches_for(registered: Registe
     assert "hash chain      NOT VERIFIED: the log is ALTERED at or before this record" in after
 
 
-def test_a_record_of_an_unregistered_model_stops_at_the_registry(registered: Registered, audit_log: AuditLog) -> None:
+def test_a_record_of_an_unregistered_model_stops_at_the_registry(registered: Registered, audit_log: PredictionLog) -> None:
     last = max(r.seq for r in audit_log.iter_all())
     out = _trace(str(last), audit_log, registered)
     assert "shipa-fraud version 1" in out
     assert "-> Model version: models:/shipa-fraud/1 does not exist in the registry" in out
 
 
-def test_unknown_events_are_named(registered: Registered, audit_log: AuditLog) -> None:
+def test_unknown_events_are_named(registered: Registered, audit_log: PredictionLog) -> None:
     with pytest.raises(AuditEventNotFoundError, match="audit event '9999' is not in the audit log"):
         _trace("9999", audit_log, registered)
     with pytest.raises(AuditEventNotFoundError):

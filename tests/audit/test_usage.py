@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pipelines.audit.usage import extract_scores, outcome_name, read_usage, summarize, version_records
-from pipelines.service.audit import AuditLog, AuditOutcome, AuditRecord, sha256_hex
+from pipelines.predictionlog.log import AuditOutcome, PredictionLog, PredictionRecord, sha256_hex
 
 
-def _record(i: int, **overrides: object) -> AuditRecord:
+def _record(i: int, **overrides: object) -> PredictionRecord:
     values: dict[str, object] = {
         "token_name": "t1",
         "role": "clinician",
@@ -24,7 +24,7 @@ def _record(i: int, **overrides: object) -> AuditRecord:
         "recorded": datetime(2025, 1, 1, 23, 0, tzinfo=UTC) + timedelta(hours=i),
     }
     values.update(overrides)
-    return AuditRecord(**values)  # type: ignore[arg-type]
+    return PredictionRecord(**values)  # type: ignore[arg-type]
 
 
 def test_extract_scores_takes_numbers_under_score_keys_only() -> None:
@@ -51,7 +51,7 @@ def test_outcome_names() -> None:
 
 
 def test_summarize_counts_and_keeps_scores_of_successes_only() -> None:
-    log = AuditLog("sqlite://")
+    log = PredictionLog("sqlite://")
     for i in range(4):
         log.append(_record(i))
     log.append(_record(4, role="admin", model_alias="challenger"))

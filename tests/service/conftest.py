@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from pipelines.service.roles import Role
+from pipelines.predictionlog.roles import Role
 from pipelines.service.settings import ServiceSettings
 
 from .helpers import StaticProvider, build_app, make_settings, served

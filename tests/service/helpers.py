@@ -17,8 +17,8 @@ import uvicorn
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, Field
 
+from pipelines.predictionlog.log import PredictionRecord, sha256_hex
 from pipelines.service.app import create_app
-from pipelines.service.audit import AuditRecord, sha256_hex
 from pipelines.service.deps import InvestigatorPrincipal, ProviderDep, RequestAuditDep
 from pipelines.service.server import uvicorn_config
 from pipelines.service.settings import ServiceSettings
@@ -127,7 +127,7 @@ def free_port() -> int:
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
 
-def make_record(i: int = 0, **overrides: Any) -> AuditRecord:
+def make_record(i: int = 0, **overrides: Any) -> PredictionRecord:
     values: dict[str, Any] = {
         "token_name": "inv-1",
         "role": "investigator",
@@ -142,7 +142,7 @@ def make_record(i: int = 0, **overrides: Any) -> AuditRecord:
         "recorded": T0 + timedelta(minutes=i),
     }
     values.update(overrides)
-    return AuditRecord(**values)
+    return PredictionRecord(**values)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 
-from pipelines.service.roles import Role
+from pipelines.predictionlog.roles import Role
 
 from .helpers import FAKE_IIN, StaticProvider, auth, build_app, make_settings
 

@@ -19,10 +19,10 @@ from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateTable
 
-from pipelines.service.audit import (
+from pipelines.predictionlog.log import (
     GENESIS_HASH,
-    AuditLog,
     AuditOutcome,
+    PredictionLog,
     events_table,
     head_table,
     record_hash,
@@ -37,8 +37,8 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def log(db_path: Path) -> Iterator[AuditLog]:
-    audit_log = AuditLog(f"sqlite:///{db_path}")
+def log(db_path: Path) -> Iterator[PredictionLog]:
+    audit_log = PredictionLog(f"sqlite:///{db_path}")
     yield audit_log
     audit_log.close()
 
@@ -49,11 +49,11 @@ def raw_sql(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
         conn.execute(sql, params)
 
 
-def fill(log: AuditLog, n: int = 5) -> list[Any]:
+def fill(log: PredictionLog, n: int = 5) -> list[Any]:
     return [log.append(make_record(i)) for i in range(n)]
 
 
-def test_append_chains_records_and_verify_passes(log: AuditLog) -> None:
+def test_append_chains_records_and_verify_passes(log: PredictionLog) -> None:
     assert log.verify().ok and log.verify().checked == 0
     records = fill(log)
     assert [r.seq for r in records] == [1, 2, 3, 4, 5]
@@ -66,7 +66,7 @@ def test_append_chains_records_and_verify_passes(log: AuditLog) -> None:
     assert (result.ok, result.checked, result.first_bad_id, result.head_hash) == (True, 5, None, records[-1].hash)
 
 
-def test_edited_output_is_named(log: AuditLog, db_path: Path) -> None:
+def test_edited_output_is_named(log: PredictionLog, db_path: Path) -> None:
     fill(log)
     raw_sql(db_path, 'UPDATE audit_events SET output_json = \'{"scores":{"claim-2":0.01}}\' WHERE seq = 3')
     result = log.verify()
@@ -74,7 +74,7 @@ def test_edited_output_is_named(log: AuditLog, db_path: Path) -> None:
     assert "altered" in (result.reason or "")
 
 
-def test_edited_and_rehashed_record_breaks_the_next_link(log: AuditLog, db_path: Path) -> None:
+def test_edited_and_rehashed_record_breaks_the_next_link(log: PredictionLog, db_path: Path) -> None:
     fill(log)
     with log.engine.connect() as conn:
         row = dict(conn.execute(events_table.select().where(events_table.c.seq == 3)).mappings().one())
@@ -85,7 +85,7 @@ def test_edited_and_rehashed_record_breaks_the_next_link(log: AuditLog, db_path:
     assert "does not chain" in (result.reason or "")
 
 
-def test_deleted_record_is_named(log: AuditLog, db_path: Path) -> None:
+def test_deleted_record_is_named(log: PredictionLog, db_path: Path) -> None:
     fill(log)
     raw_sql(db_path, "DELETE FROM audit_events WHERE seq = 2")
     result = log.verify()
@@ -93,7 +93,7 @@ def test_deleted_record_is_named(log: AuditLog, db_path: Path) -> None:
     assert "missing" in (result.reason or "")
 
 
-def test_deleted_last_records_are_named(log: AuditLog, db_path: Path) -> None:
+def test_deleted_last_records_are_named(log: PredictionLog, db_path: Path) -> None:
     fill(log)
     raw_sql(db_path, "DELETE FROM audit_events WHERE seq >= 4")
     result = log.verify()
@@ -101,7 +101,7 @@ def test_deleted_last_records_are_named(log: AuditLog, db_path: Path) -> None:
     assert "deleted from the end" in (result.reason or "")
 
 
-def test_edited_first_record_is_named(log: AuditLog, db_path: Path) -> None:
+def test_edited_first_record_is_named(log: PredictionLog, db_path: Path) -> None:
     fill(log, 2)
     raw_sql(db_path, "UPDATE audit_events SET token_name = 'someone-else' WHERE seq = 1")
     assert log.verify().first_bad_id == 1
@@ -110,7 +110,7 @@ def test_edited_first_record_is_named(log: AuditLog, db_path: Path) -> None:
 def test_concurrent_appends_from_threads_and_two_engines_keep_one_chain(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     # Two logs on one file stand for two worker processes: each has its own lock and engine.
-    logs = [AuditLog(url), AuditLog(url)]
+    logs = [PredictionLog(url), PredictionLog(url)]
     errors: list[BaseException] = []
 
     def worker(k: int) -> None:
@@ -136,7 +136,7 @@ def test_concurrent_appends_from_threads_and_two_engines_keep_one_chain(tmp_path
         audit_log.close()
 
 
-def test_appends_waiting_for_a_writer_are_committed_together(log: AuditLog, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_appends_waiting_for_a_writer_are_committed_together(log: PredictionLog, monkeypatch: pytest.MonkeyPatch) -> None:
     log.append(make_record(0))
     transactions: list[int] = []
     write = log._append_once
@@ -163,7 +163,7 @@ def test_appends_waiting_for_a_writer_are_committed_together(log: AuditLog, monk
     assert (result.ok, result.checked) == (True, 6)
 
 
-def test_a_failed_group_write_fails_every_waiting_append(log: AuditLog, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_group_write_fails_every_waiting_append(log: PredictionLog, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(rows: list[dict[str, Any]]) -> Any:
         raise RuntimeError("disk full")
 
@@ -174,7 +174,7 @@ def test_a_failed_group_write_fails_every_waiting_append(log: AuditLog, monkeypa
     assert log.append(make_record(2)).seq == 1 and log.verify().ok
 
 
-def test_appends_of_one_event_loop_turn_share_one_commit(log: AuditLog) -> None:
+def test_appends_of_one_event_loop_turn_share_one_commit(log: PredictionLog) -> None:
     commits: list[int] = []
     event.listen(log.engine, "commit", lambda _conn: commits.append(1))
     thread_record = log.append(make_record(0))  # a thread's append (one commit) before the loop's
@@ -192,7 +192,7 @@ def test_appends_of_one_event_loop_turn_share_one_commit(log: AuditLog) -> None:
 
 
 def test_a_failed_loop_commit_fails_its_turn_and_the_log_goes_on(
-    log: AuditLog, monkeypatch: pytest.MonkeyPatch
+    log: PredictionLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(rows: list[dict[str, Any]]) -> Any:
         raise RuntimeError("disk full")
@@ -210,7 +210,7 @@ def test_a_failed_loop_commit_fails_its_turn_and_the_log_goes_on(
     assert asyncio.run(log.append_on_loop(make_record(4))).seq == 1 and log.verify().ok
 
 
-def test_to_fhir_is_a_valid_r4_audit_event(log: AuditLog) -> None:
+def test_to_fhir_is_a_valid_r4_audit_event(log: PredictionLog) -> None:
     with_patient = log.append(make_record(1))
     without = log.append(
         make_record(2, patient_pseudonym=None, outcome=AuditOutcome.serious_failure, outcome_desc="model error")
@@ -249,13 +249,13 @@ def test_to_fhir_is_a_valid_r4_audit_event(log: AuditLog) -> None:
         ({"model_version": ""}, "model_version must be"),
     ],
 )
-def test_unusable_records_are_refused_and_not_written(log: AuditLog, overrides: dict[str, Any], message: str) -> None:
+def test_unusable_records_are_refused_and_not_written(log: PredictionLog, overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         log.append(make_record(0, **overrides))
     assert log.verify().checked == 0
 
 
-def test_query_filters_and_pages_newest_first(log: AuditLog) -> None:
+def test_query_filters_and_pages_newest_first(log: PredictionLog) -> None:
     fill(log, 6)
     log.append(make_record(6, model_name="shipa-pneumonia", role="clinician", token_name="doc-1"))
     log.append(make_record(7, outcome="major_failure"))
@@ -283,7 +283,7 @@ def test_schema_and_statements_compile_for_postgresql() -> None:
     str(CreateTable(head_table).compile(dialect=postgresql.dialect()))
 
 
-def test_appends_are_fast(log: AuditLog) -> None:
+def test_appends_are_fast(log: PredictionLog) -> None:
     n = 300
     start = time.perf_counter()
     for i in range(n):
@@ -296,7 +296,7 @@ def test_appends_are_fast(log: AuditLog) -> None:
     assert time.perf_counter() - verify_start < 1.0
 
 
-def test_numpy_outputs_are_stored_as_plain_json(log: AuditLog) -> None:
+def test_numpy_outputs_are_stored_as_plain_json(log: PredictionLog) -> None:
     np = pytest.importorskip("numpy")
     record = log.append(make_record(1, output={"score": np.float32(0.25), "top": np.array([1, 2])}))
     assert record.output_json == '{"score":0.25,"top":[1,2]}'

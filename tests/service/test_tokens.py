@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.service.db import make_engine
+from pipelines.predictionlog.db import make_engine
+from pipelines.predictionlog.roles import Role, role_allows
 from pipelines.service.errors import TokenError
-from pipelines.service.roles import Role, role_allows
 from pipelines.service.tokens import TOKEN_PREFIX, TokenStore
 
 from .helpers import PEPPER

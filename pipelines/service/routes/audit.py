@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from pipelines.service.deps import AuditLogDep, AuditorPrincipal
+from pipelines.predictionlog.roles import Role
+from pipelines.service.deps import AuditorPrincipal, PredictionLogDep
 from pipelines.service.outcome import FHIR_JSON
-from pipelines.service.roles import Role
 from pipelines.service.schemas import ERROR_RESPONSES, VerifyOut
 
 router = APIRouter(prefix="/audit", tags=["audit"], responses=ERROR_RESPONSES)
@@ -26,7 +26,7 @@ def _page_url(request: Request, page: int) -> str:
 def events(
     request: Request,
     _principal: AuditorPrincipal,
-    audit_log: AuditLogDep,
+    audit_log: PredictionLogDep,
     start: Annotated[datetime | None, Query(description="earliest time, inclusive (ISO 8601)")] = None,
     end: Annotated[datetime | None, Query(description="latest time, exclusive (ISO 8601)")] = None,
     model: Annotated[str | None, Query(max_length=200, description="registered model name")] = None,
@@ -77,7 +77,7 @@ def events(
 
 
 @router.get("/verify", response_model=VerifyOut)
-def verify(_principal: AuditorPrincipal, audit_log: AuditLogDep) -> VerifyOut:
+def verify(_principal: AuditorPrincipal, audit_log: PredictionLogDep) -> VerifyOut:
     """Walk the hash chain: ok, records checked, and the first altered or missing record if any."""
     result = audit_log.verify()
     return VerifyOut(

@@ -16,7 +16,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 
 from pipelines.config import mlflow_tracking_uri
-from pipelines.service.deps import AuditLogDep, AuditorPrincipal, SettingsDep
+from pipelines.service.deps import AuditorPrincipal, PredictionLogDep, SettingsDep
 from pipelines.service.errors import FhirHTTPError
 from pipelines.service.schemas import ERROR_RESPONSES
 from pipelines.tracking.errors import ModelVersionNotFoundError
@@ -33,7 +33,7 @@ def audit_report(
     name: Annotated[str, PathParam(pattern=NAME_PATTERN, description="registered model name")],
     version: Annotated[str, PathParam(pattern=VERSION_PATTERN, description="model version number")],
     _principal: AuditorPrincipal,
-    audit_log: AuditLogDep,
+    audit_log: PredictionLogDep,
     settings: SettingsDep,
 ) -> HTMLResponse:
     """The report of ``models:/<name>/<version>``: lineage, metrics, gate, promotion, usage, drift, log integrity."""

@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, File, Header, Path, Query, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from pipelines.predictionlog.log import AuditOutcome
 from pipelines.service import cdshooks, fhir_out
-from pipelines.service.audit import AuditOutcome
 from pipelines.service.batching import DiagnosisScoring, diagnosis_scoring
 from pipelines.service.deps import ClinicianPrincipal, RequestAudit, RequestAuditDep
 from pipelines.service.diagnosis_case import DiagnosisCase, build_case

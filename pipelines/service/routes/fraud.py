@@ -12,8 +12,9 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from pipelines.fhir.pseudonym import Pseudonymizer
+from pipelines.predictionlog.log import AuditOutcome, compact_json, sha256_hex
+from pipelines.predictionlog.roles import Role
 from pipelines.service import fhir_out
-from pipelines.service.audit import AuditOutcome, compact_json, sha256_hex
 from pipelines.service.batching import FraudScoring, fraud_scoring
 from pipelines.service.deps import (
     BearerCredentials,
@@ -34,7 +35,6 @@ from pipelines.service.models_provider import (
     current_models,
     current_pseudonymizer,
 )
-from pipelines.service.roles import Role
 from pipelines.service.schemas import ERROR_RESPONSES, OperationOutcomeOut
 from pipelines.service.settings import ServiceSettings
 
