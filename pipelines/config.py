@@ -7,6 +7,7 @@ A mistyped or unknown key stops the stage with a :class:`ConfigError` naming the
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -18,6 +19,14 @@ DEFAULT_PARAMS = Path("params.yaml")
 
 # The demo pseudonymisation key: documented in the README and accepted only for the built-in cohort.
 DEMO_PSEUDONYM_KEY = "shipa-demo-key-not-for-real-data"
+
+
+# Field markers read by pipelines/stage_deps.py when it lists each DVC stage's params key by key: a speed-only field
+# changes how fast a stage runs, never its output, so DVC must not rerun the stage for it; an ``only`` field of a
+# section shared by the per-model stages is read by that model's stage alone.
+SPEED: dict[str, Any] = {"speed_only": True}
+DIAGNOSIS_ONLY: dict[str, Any] = {"only": "diagnosis"}
+FRAUD_ONLY: dict[str, Any] = {"only": "fraud"}
 
 
 class ConfigError(ValueError):
@@ -120,10 +129,10 @@ class SynthesizeParams(_Section):
 class IngestParams(_Section):
     """Parameters of the ``ingest`` stage."""
 
-    workers: int = Field(0, ge=0, description="processes for validation; 0 means one per core")
-    chunk_size: int = Field(2000, ge=1, description="resources per work unit sent to a worker")
+    workers: int = Field(0, ge=0, description="processes for validation; 0 means one per core", json_schema_extra=SPEED)
+    chunk_size: int = Field(2000, ge=1, description="resources per work unit sent to a worker", json_schema_extra=SPEED)
     image_size: int = Field(128, ge=16, le=2048, description="side of the stored, resampled image arrays")
-    max_queue: int = Field(4, ge=1, description="chunks in flight per worker (bounds memory)")
+    max_queue: int = Field(4, ge=1, description="chunks in flight per worker (bounds memory)", json_schema_extra=SPEED)
 
 
 DEFAULT_OBSERVATIONS: dict[str, str] = {
@@ -203,9 +212,9 @@ class DiagnosisTrainParams(_Section):
     scheduler: Literal["cosine", "onecycle", "none"] = "cosine"
     patience: int = Field(4, ge=1)
     augment: bool = True
-    cache: bool = True
-    num_workers: int = Field(0, ge=0)
-    num_threads: int = Field(0, ge=0, description="torch threads on CPU; 0 = one per core")
+    cache: bool = Field(True, description="keep decoded images in memory", json_schema_extra=SPEED)
+    num_workers: int = Field(0, ge=0, json_schema_extra=SPEED)
+    num_threads: int = Field(0, ge=0, description="torch threads on CPU; 0 = one per core", json_schema_extra=SPEED)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
 
@@ -261,11 +270,13 @@ class EvaluateParams(_Section):
     n_boot: int = Field(1000, ge=0)
     ci_level: float = Field(0.95, gt=0.5, lt=1)
     calibration_bins: int = Field(10, ge=2)
-    min_group_size: int = Field(30, ge=1)
-    threshold_rule: Literal["youden", "target_sensitivity"] = "youden"
-    target_sensitivity: float = Field(0.9, gt=0, lt=1)
-    subgroups: tuple[str, ...] = ("sex", "age_band", "region", "facility_id")
-    fraud_k: int = Field(150, ge=1, description="fraud review-queue size for precision/recall/money@k")
+    min_group_size: int = Field(30, ge=1, json_schema_extra=DIAGNOSIS_ONLY)
+    threshold_rule: Literal["youden", "target_sensitivity"] = Field("youden", json_schema_extra=DIAGNOSIS_ONLY)
+    target_sensitivity: float = Field(0.9, gt=0, lt=1, json_schema_extra=DIAGNOSIS_ONLY)
+    subgroups: tuple[str, ...] = Field(("sex", "age_band", "region", "facility_id"), json_schema_extra=DIAGNOSIS_ONLY)
+    fraud_k: int = Field(
+        150, ge=1, description="fraud review-queue size for precision/recall/money@k", json_schema_extra=FRAUD_ONLY
+    )
 
 
 class GateParams(_Section):
@@ -405,3 +416,32 @@ def mlflow_tracking_uri(root: Path | None = None) -> str:
         return uri
     base = (root or Path.cwd()).resolve()
     return f"sqlite:///{base / 'mlflow.db'}"
+
+
+@dataclass(frozen=True)
+class FieldMeta:
+    """What ``pipelines/stage_deps.py`` needs to know of a params field (see :data:`SPEED`)."""
+
+    speed_only: bool
+    only: str | None
+
+
+def section_fields(path: str) -> dict[str, FieldMeta]:
+    """The first-level fields of a params section (``"train.fraud"``, ``"evaluate"``), in declaration order.
+
+    Raises:
+        KeyError: no such section or subsection.
+    """
+    head, *rest = path.split(".")
+    model: type[BaseModel] = _SECTIONS[head]
+    for name in rest:
+        annotation = model.model_fields[name].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            raise KeyError(path)
+        model = annotation
+    out: dict[str, FieldMeta] = {}
+    for name, info in model.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        only = extra.get("only")
+        out[name] = FieldMeta(speed_only=bool(extra.get("speed_only")), only=str(only) if only else None)
+    return out
