@@ -383,8 +383,8 @@ def child(n: int) -> dict[str, Any]:
     """Measure one size in this process; returns the numbers (peak RSS last)."""
     import torch
 
+    from pipelines.modeling.fraud_attribution import explain
     from pipelines.modeling.fraud_model import FraudModelConfig, score, train_fraud_model
-    from pipelines.modeling.fraud_reasons import explain
 
     torch.set_num_threads(1)
     opt = F.FraudFeatureOptions()

@@ -19,7 +19,7 @@ import typer
 from pipelines.cli.common import DatabaseUrlOpt, JsonOpt, RootOpt, TrackingUriOpt, guard, tracking_uri_of
 
 if TYPE_CHECKING:
-    from pipelines.audit.report import AuditSource, ReportFiles
+    from pipelines.audit.model_report import AuditSource, ReportFiles
     from pipelines.predictionlog.log import PredictionLog
 
 app = typer.Typer(
@@ -99,7 +99,7 @@ def audit_report(
 
     Exits 1 (after writing) when the prediction log's hash chain fails verification.
     """
-    from pipelines.audit.report import audit_source, describe_database, report_targets, write_report
+    from pipelines.audit.model_report import audit_source, describe_database, report_targets, write_report
 
     def go() -> tuple[list[tuple[str, str]], AuditSource, str]:
         uri = _store(tracking_uri, root)
@@ -138,7 +138,7 @@ def audit_trace(
 ) -> None:
     """Print the chain behind one prediction: log record, model version, MLflow run, commit, data, ingest report."""
     from pipelines.audit.errors import AuditLogNotFoundError
-    from pipelines.audit.report import describe_database
+    from pipelines.audit.model_report import describe_database
     from pipelines.audit.trace import render_trace, trace_dict, trace_event
 
     def go() -> str:

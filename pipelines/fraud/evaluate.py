@@ -17,7 +17,7 @@ import polars as pl
 
 from pipelines.evaluation import weighted
 from pipelines.evaluation.bootstrap import bootstrap_metrics
-from pipelines.evaluation.report import evaluate_binary
+from pipelines.evaluation.metrics_report import evaluate_binary
 
 HEADLINE = ("auprc", "auroc", "precision_at_{k}", "recall_at_{k}", "money_at_{k}")
 
@@ -59,7 +59,7 @@ def evaluate_fraud(
         level: CI coverage.
 
     Returns:
-        The :func:`pipelines.evaluation.report.evaluate_binary` report plus ``k``, ``recall_at_k_by_pattern``
+        The :func:`pipelines.evaluation.metrics_report.evaluate_binary` report plus ``k``, ``recall_at_k_by_pattern``
         (pattern -> ``{"n", "value", "low", "high"}``), ``unlabelled_recall_at_k`` and
         ``labelled_recall_at_k`` (``{"n", "value", "low", "high"}``, values None where there is no such
         claim).

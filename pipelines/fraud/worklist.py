@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from pipelines.fraud.reasons import Reason
+from pipelines.fraud.reason_texts import Reason
 
 ID_COLUMNS = ("claim_id", "provider_id", "patient_id")
 SEPARATOR = " | "
@@ -73,7 +73,7 @@ def build_worklist(
     Args:
         features_df: claim feature records (claim_id, provider_id, patient_id, created, total).
         scores: fraud score per record (row order of ``features_df``).
-        reasons: reasons per record (from :func:`pipelines.modeling.fraud_reasons.explain`), same order.
+        reasons: reasons per record (from :func:`pipelines.modeling.fraud_attribution.explain`), same order.
         date: the day whose new claims are reviewed (a claim's created date, the features' ``asof``).
         k: reviews the investigators can do that day.
 

@@ -18,7 +18,7 @@ from pipelines.service.middleware import (
     ContentTypeMiddleware,
     RequestLogMiddleware,
 )
-from pipelines.service.provider import ModelProvider
+from pipelines.service.model_source import ModelSource
 from pipelines.service.ratelimit import TokenBucketLimiter
 from pipelines.service.routes import audit, audit_report, health, models
 from pipelines.service.settings import ServiceSettings
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 _NO_TELEMETRY = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False, "auto_configure": False}
 
 
-def create_app(settings: ServiceSettings, model_provider: ModelProvider | None = None) -> FastAPI:
+def create_app(settings: ServiceSettings, model_provider: ModelSource | None = None) -> FastAPI:
     """Build the service app; the model routes are added to it with ``app.include_router``.
 
     Args:

@@ -91,7 +91,7 @@ def build_app(
     Args:
         settings: validated service settings.
         provider: a model provider; None builds the
-            :class:`~pipelines.service.models_provider.MlflowModelProvider`
+            :class:`~pipelines.service.mlflow_source.MlflowModelSource`
             on ``settings.tracking_uri`` (or the project's MLflow store), downloading into
             ``<state_dir>/models``.
         key: the pseudonymisation key (default: the environment, see :func:`pseudonym_key`).
@@ -104,7 +104,7 @@ def build_app(
     """
     from pipelines.fhir import fastcheck
     from pipelines.service.batching import FraudScoring
-    from pipelines.service.models_provider import MlflowModelProvider
+    from pipelines.service.mlflow_source import MlflowModelSource
     from pipelines.service.routes import diagnosis, fraud
 
     apply_thread_settings(settings.threads)  # before torch is imported by the models
@@ -114,7 +114,7 @@ def build_app(
     if provider is None:
         from pipelines.config import mlflow_tracking_uri
 
-        provider = MlflowModelProvider(
+        provider = MlflowModelSource(
             tracking_uri=settings.tracking_uri or mlflow_tracking_uri(),
             cache_dir=settings.state_dir / MODELS_DIRNAME,
             **params_defaults(params_path),

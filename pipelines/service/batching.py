@@ -38,7 +38,7 @@ from fastapi import Request
 if TYPE_CHECKING:
     import polars as pl
 
-    from pipelines.service.models_provider import ClaimScores, DiagnosisModel, FraudModel
+    from pipelines.service.mlflow_source import ClaimScores, DiagnosisModel, FraudModel
     from pipelines.service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ class FraudScoring:
 
     Requests share a call only when they are scored by the same model object, their records have the same
     columns and types (so concatenating them casts nothing), and the model scores each record independently
-    of the others (:attr:`~pipelines.service.models_provider.FraudModel.rows_independent`). Scores then equal
+    of the others (:attr:`~pipelines.service.mlflow_source.FraudModel.rows_independent`). Scores then equal
     those of the request scored alone, up to the float32 rounding of the network's matrix products, which may
     depend on how many rows one product holds (about 1e-7 of a probability).
 

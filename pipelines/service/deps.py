@@ -3,7 +3,7 @@
 Routes declare what they need in their signature, in the manner of full-stack-fastapi-template's ``deps.py``::
 
     @router.post("/diagnosis")
-    def diagnose(principal: ClinicianPrincipal, audit: RequestAuditDep, provider: ProviderDep, ...): ...
+    def diagnose(principal: ClinicianPrincipal, audit: RequestAuditDep, provider: ModelSourceDep, ...): ...
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pipelines.predictionlog.log import AuditOutcome, LogEntry, PredictionLog, P
 from pipelines.predictionlog.roles import Role, role_allows
 from pipelines.service.errors import FhirHTTPError
 from pipelines.service.middleware import STATE_STARTED, route_template
-from pipelines.service.provider import ModelProvider
+from pipelines.service.model_source import ModelSource
 from pipelines.service.ratelimit import TokenBucketLimiter
 from pipelines.service.settings import ServiceSettings
 from pipelines.service.tokens import TokenStore
@@ -47,7 +47,7 @@ async def get_audit_log(request: Request) -> PredictionLog:
     return request.app.state.audit_log  # type: ignore[no-any-return]
 
 
-async def get_provider(request: Request) -> ModelProvider:
+async def get_provider(request: Request) -> ModelSource:
     """The app's model provider; 503 when the service was started without one."""
     provider = request.app.state.provider
     if provider is None:
@@ -57,7 +57,7 @@ async def get_provider(request: Request) -> ModelProvider:
 
 SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
 PredictionLogDep = Annotated[PredictionLog, Depends(get_audit_log)]
-ProviderDep = Annotated[ModelProvider, Depends(get_provider)]
+ModelSourceDep = Annotated[ModelSource, Depends(get_provider)]
 
 
 def authenticate_request(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:

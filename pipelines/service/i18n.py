@@ -1,7 +1,7 @@
 """The service's human-readable texts in Kazakh, Russian and English, and the choice of language per request.
 
 Only texts for people live here (conclusions, displays, CDS Hooks cards, risk bands); codes stay codes. The
-fraud reason sentences come with the model's reasons (:mod:`pipelines.fraud.reasons`) in the same three
+fraud reason sentences come with the model's reasons (:mod:`pipelines.fraud.reason_texts`) in the same three
 languages.
 """
 

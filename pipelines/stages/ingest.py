@@ -22,11 +22,11 @@ import pyarrow.parquet as pq
 from pipelines.config import DEMO_PSEUDONYM_KEY, IngestParams
 from pipelines.fhir.deid import Pseudonyms
 from pipelines.fhir.errors import DemoKeyRefusedError, IngestError, InputNotFoundError, PseudonymKeyError
+from pipelines.fhir.ingest_report import fhir_report
 from pipelines.fhir.labels import audit_findings_table
 from pipelines.fhir.pipeline import FhirIngest
 from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.fhir.read import discover
-from pipelines.fhir.report import fhir_report
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ def run(date: dt.date, k: int, processed: Path, model_dir: Path, out: Path) -> d
         InputError: no features or model yet, or no claim on that day.
     """
     from pipelines.fraud.worklist import build_worklist, write_worklist
+    from pipelines.modeling.fraud_attribution import explain
     from pipelines.modeling.fraud_model import load_fraud_model, score
-    from pipelines.modeling.fraud_reasons import explain
 
     dataset = processed / "dataset.parquet"
     if not dataset.exists():

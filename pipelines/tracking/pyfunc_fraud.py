@@ -2,7 +2,7 @@
 
 The wrapper loads the saved model folder with :func:`pipelines.modeling.fraud_model.load_fraud_model` (no
 unpickling of code), scores with :func:`pipelines.modeling.fraud_model.score` and explains with
-:func:`pipelines.modeling.fraud_reasons.explain`: exactly what the evaluation and the worklist use.
+:func:`pipelines.modeling.fraud_attribution.explain`: exactly what the evaluation and the worklist use.
 
 Input rows: the claim feature records of ``data/processed/fraud/dataset.parquet`` (the model's numeric and
 categorical features are required; the context columns that reason sentences quote are optional). Output:
@@ -31,7 +31,7 @@ from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 from pipelines.errors import InputError
 
 if TYPE_CHECKING:
-    from pipelines.fraud.reasons import Reason
+    from pipelines.fraud.reason_texts import Reason
     from pipelines.modeling.fraud_model import FraudScorer
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,8 @@ def score_records(model: FraudScorer, records: pl.DataFrame, top_n: int = TOP_N)
     Raises:
         InputError: a feature column the model reads is missing.
     """
+    from pipelines.modeling.fraud_attribution import explain
     from pipelines.modeling.fraud_model import score
-    from pipelines.modeling.fraud_reasons import explain
 
     present = set(records.columns)
     missing = [c for c in model.feature_names if c not in present]

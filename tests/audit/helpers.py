@@ -18,7 +18,7 @@ import polars as pl
 from mlflow import MlflowClient
 from mlflow.pyfunc import PythonModel
 
-from pipelines.evaluation.report import evaluate_binary
+from pipelines.evaluation.metrics_report import evaluate_binary
 from pipelines.predictionlog.log import PredictionLog, PredictionRecord, sha256_hex
 from pipelines.tracking.card_text import diagnosis_card_text
 from pipelines.tracking.gate import GateThresholds

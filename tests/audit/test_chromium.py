@@ -16,7 +16,7 @@ import pytest
 from pipelines.audit.common import METRICS_TABLE_ID
 from pipelines.audit.document import Table
 from pipelines.audit.html_render import CSP, render_html
-from pipelines.audit.report import audit_source, report_document
+from pipelines.audit.model_report import audit_source, report_document
 from pipelines.predictionlog.log import PredictionLog
 
 from .helpers import NAME, Registered

@@ -25,9 +25,9 @@ from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.fraud.evaluate import evaluate_fraud
 from pipelines.fraud.truth import load_truth
 from pipelines.fraud.worklist import build_worklist
+from pipelines.modeling.fraud_attribution import explain
 from pipelines.modeling.fraud_baselines import RulesBaseline
 from pipelines.modeling.fraud_model import FraudModel, train_fraud_model
-from pipelines.modeling.fraud_reasons import explain
 from pipelines.stages import ingest, synthesize
 
 FRAUD = FraudRates(

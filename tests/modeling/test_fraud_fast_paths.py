@@ -19,10 +19,10 @@ import pytest
 
 from pipelines.features.fraud import CATEGORICAL_FEATURES, FEATURE_GROUPS, NUMERIC_FEATURES
 from pipelines.modeling import fraud_encoding
+from pipelines.modeling.fraud_attribution import explain, group_attributions
 from pipelines.modeling.fraud_baselines import GbmBaseline, GbmConfig, RulesBaseline, median_reference
 from pipelines.modeling.fraud_encoding import CLIP, FeatureSchemaError, OcclusionBatch, TabularEncoder
 from pipelines.modeling.fraud_model import score
-from pipelines.modeling.fraud_reasons import explain, group_attributions
 from pipelines.tracking.pyfunc_fraud import score_claims, score_records
 
 # Tolerance for float32 outputs of two code paths: a few float32 ulps relative, 1e-6 absolute near zero.

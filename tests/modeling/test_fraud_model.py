@@ -21,8 +21,9 @@ from pipelines.features.fraud import (
     PROVIDER_FEATURES,
 )
 from pipelines.fraud.evaluate import beats, comparison_table, evaluate_fraud, kth_score
-from pipelines.fraud.reasons import LANGUAGES, REASON_CODES, REASON_PATTERN, make_reason
+from pipelines.fraud.reason_texts import LANGUAGES, REASON_CODES, REASON_PATTERN, make_reason
 from pipelines.fraud.worklist import NotPseudonymousError, build_worklist, write_worklist
+from pipelines.modeling.fraud_attribution import explain, group_attributions
 from pipelines.modeling.fraud_baselines import GbmBaseline, RulesBaseline
 from pipelines.modeling.fraud_encoding import FeatureSchemaError
 from pipelines.modeling.fraud_model import (
@@ -35,7 +36,6 @@ from pipelines.modeling.fraud_model import (
     train_fraud_model,
     unlabelled_weights,
 )
-from pipelines.modeling.fraud_reasons import explain, group_attributions
 from pipelines.modeling.fraud_store import ModelFormatError, read_metadata
 
 FAST = FraudModelConfig(hidden=(16, 8), epochs=8, batch_size=128, iforest_trees=20)

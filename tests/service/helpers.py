@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from pipelines.predictionlog.log import PredictionRecord, sha256_hex
 from pipelines.service.app import create_app
-from pipelines.service.deps import InvestigatorPrincipal, ProviderDep, RequestAuditDep
+from pipelines.service.deps import InvestigatorPrincipal, ModelSourceDep, RequestAuditDep
 from pipelines.service.server import uvicorn_config
 from pipelines.service.settings import ServiceSettings
 
@@ -29,7 +29,7 @@ FAKE_IIN = "880101300010"
 
 
 class StaticProvider:
-    """A real ModelProvider: two fixed models, a switch for readiness, and a reload counter."""
+    """A real ModelSource: two fixed models, a switch for readiness, and a reload counter."""
 
     def __init__(self, ready: bool = True) -> None:
         self.is_ready = ready
@@ -69,7 +69,7 @@ def model_router() -> APIRouter:
 
     @router.post("/test/score")
     def score(
-        body: ScoreRequest, principal: InvestigatorPrincipal, audit: RequestAuditDep, provider: ProviderDep
+        body: ScoreRequest, principal: InvestigatorPrincipal, audit: RequestAuditDep, provider: ModelSourceDep
     ) -> dict[str, Any]:
         model = provider.ready()["models"][1]
         scores = {c.claim_id: round(min(1.0, c.amount / 1e6), 4) for c in body.claims}

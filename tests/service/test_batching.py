@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from pipelines.service.batching import FraudScoring, MicroBatcher, score_fraud_batch
-from pipelines.service.models_provider import ClaimScores
+from pipelines.service.mlflow_source import ClaimScores
 
 
 class Recorder:

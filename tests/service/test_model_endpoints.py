@@ -33,6 +33,7 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from fhir.resources.R4B import get_fhir_model_class
+from pipelines.service.roles import Role
 
 from pipelines import codes
 from pipelines.config import (
@@ -55,8 +56,7 @@ from pipelines.service.assemble import build_app
 from pipelines.service.batching import DiagnosisScoring, FraudScoring, score_diagnosis_batch
 from pipelines.service.diagnosis_case import build_case
 from pipelines.service.fraud_case import build_claim_records
-from pipelines.service.models_provider import ClaimScores, MlflowModelProvider
-from pipelines.service.roles import Role
+from pipelines.service.mlflow_source import ClaimScores, MlflowModelSource
 from pipelines.service.settings import ServiceSettings
 from pipelines.stages import ingest
 from pipelines.stages.evaluate import diagnosis as evaluate_dx
@@ -169,7 +169,7 @@ def service(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Ite
         burst=1000,
         max_claims_per_request=20,
     )
-    provider = MlflowModelProvider(tracking_uri=registry.uri, cache_dir=state / "models", ingest_image_size=32)
+    provider = MlflowModelSource(tracking_uri=registry.uri, cache_dir=state / "models", ingest_image_size=32)
     app = build_app(settings, provider=provider, key=DEMO_PSEUDONYM_KEY)
     tokens = {role.value: app.state.tokens.add(f"{role.value}-1", role) for role in Role}
     with served(app, settings) as base:

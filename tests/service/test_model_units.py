@@ -21,7 +21,7 @@ from pipelines.service.errors import FhirHTTPError
 from pipelines.service.fhir_in import check_resources, deidentify_and_flatten, submitted_resources
 from pipelines.service.gradcam import SaliencyExplainer, overlay_png
 from pipelines.service.i18n import negotiate_language
-from pipelines.service.models_provider import RiskBands
+from pipelines.service.mlflow_source import RiskBands
 
 KEY = "unit-test-key-0123456789"
 IIN = "590214400000"  # a valid IIN of the synthetic cohort's kind; must never reach an output

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from pipelines.evaluation.report import evaluate_binary
+from pipelines.evaluation.metrics_report import evaluate_binary
 
 TEST_DATA_MD5 = "0cc175b9c0f1b6a831c399e269772661"
 

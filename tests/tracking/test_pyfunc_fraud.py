@@ -12,9 +12,9 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from pipelines.errors import InputError
-from pipelines.fraud.reasons import REASON_CODES
+from pipelines.fraud.reason_texts import REASON_CODES
+from pipelines.modeling.fraud_attribution import explain
 from pipelines.modeling.fraud_model import save_fraud_model, score
-from pipelines.modeling.fraud_reasons import explain
 from pipelines.tracking.client import tracking_uri_scope
 from pipelines.tracking.pyfunc_fraud import (
     FraudPyfunc,

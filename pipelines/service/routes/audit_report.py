@@ -39,7 +39,7 @@ def audit_report(
     """The report of ``models:/<name>/<version>``: lineage, metrics, gate, promotion, usage, drift, log integrity."""
     # Imported on first use: matplotlib and scipy need not slow the service's start-up.
     from pipelines.audit.html_render import CSP, render_html
-    from pipelines.audit.report import audit_source, report_document
+    from pipelines.audit.model_report import audit_source, report_document
 
     tracking_uri = settings.tracking_uri or mlflow_tracking_uri()
     source = audit_source(audit_log, "this service's audit log")

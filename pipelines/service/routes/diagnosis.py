@@ -20,7 +20,7 @@ from pipelines.service.deps import ClinicianPrincipal, RequestAudit, RequestAudi
 from pipelines.service.diagnosis_case import DiagnosisCase, build_case
 from pipelines.service.errors import FhirHTTPError
 from pipelines.service.i18n import Language, negotiate_language
-from pipelines.service.models_provider import DiagnosisModel, ModelsDep, PseudonymizerDep
+from pipelines.service.mlflow_source import DiagnosisModel, ModelsDep, PseudonymizerDep
 from pipelines.service.schemas import ERROR_RESPONSES, OperationOutcomeOut
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from pipelines.service.fhir_body_doc import fraud_body_doc
 from pipelines.service.fhir_in import parse_json
 from pipelines.service.fraud_case import ClaimRecords, build_claim_records
 from pipelines.service.i18n import Language, negotiate_language
-from pipelines.service.models_provider import (
+from pipelines.service.mlflow_source import (
     ClaimScores,
     FraudModel,
     ModelSet,

@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import ValidationError
 
-from pipelines.service.deps import AdminPrincipal, CurrentPrincipal, ProviderDep
+from pipelines.service.deps import AdminPrincipal, CurrentPrincipal, ModelSourceDep
 from pipelines.service.errors import FhirHTTPError
 from pipelines.service.heap import resettle_if_frozen
-from pipelines.service.provider import ModelProvider
+from pipelines.service.model_source import ModelSource
 from pipelines.service.schemas import ERROR_RESPONSES, ModelsOut, OperationOutcomeOut, ReadyOut
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def _checked_state(state: dict[str, Any]) -> ReadyOut:
         raise FhirHTTPError(503, "transient", "model provider returned an unusable state; see the log") from None
 
 
-def _call(provider: ModelProvider, what: str) -> dict[str, Any]:
+def _call(provider: ModelSource, what: str) -> dict[str, Any]:
     try:
         return provider.reload() if what == "reload" else provider.ready()
     except Exception as exc:
@@ -41,13 +41,13 @@ def _call(provider: ModelProvider, what: str) -> dict[str, Any]:
 
 
 @router.get("/ready", response_model=ReadyOut, responses=_NOT_READY)
-def ready(_principal: CurrentPrincipal, provider: ProviderDep) -> ReadyOut:
+def ready(_principal: CurrentPrincipal, provider: ModelSourceDep) -> ReadyOut:
     """Whether the models are loaded, with their names, versions and aliases (503 if not)."""
     return _checked_state(_call(provider, "ready"))
 
 
 @router.get("/models", response_model=ModelsOut, responses=_NOT_READY)
-def models(_principal: CurrentPrincipal, provider: ProviderDep) -> ModelsOut:
+def models(_principal: CurrentPrincipal, provider: ModelSourceDep) -> ModelsOut:
     """The machine-readable model cards of the served models."""
     try:
         cards = provider.cards()
@@ -58,7 +58,7 @@ def models(_principal: CurrentPrincipal, provider: ProviderDep) -> ModelsOut:
 
 
 @router.post("/admin/reload", response_model=ReadyOut, responses=_NOT_READY)
-def reload(principal: AdminPrincipal, provider: ProviderDep) -> ReadyOut:
+def reload(principal: AdminPrincipal, provider: ModelSourceDep) -> ReadyOut:
     """Load the champion models again (admin only) and return the new readiness."""
     log.info("model reload requested by token %s", principal.name)
     state = _call(provider, "reload")

@@ -20,7 +20,7 @@ from pipelines.config import EvaluateParams
 from pipelines.errors import InputError
 from pipelines.evaluation.calibration import LOGIT_EPS, apply_temperature, fit_temperature
 from pipelines.evaluation.metrics import choose_threshold
-from pipelines.evaluation.report import evaluate_binary
+from pipelines.evaluation.metrics_report import evaluate_binary
 from pipelines.evaluation.weighted import logit
 from pipelines.io import atomic_dir, write_json
 from pipelines.modeling.engine import load_model, predict

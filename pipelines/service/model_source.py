@@ -1,4 +1,7 @@
-"""The interface between the service and whatever loads the models (implemented over MLflow elsewhere)."""
+"""The interface between the service and whatever loads its models (:class:`~pipelines.service.mlflow_source.MlflowModelSource`).
+
+Called a model *source*, not a provider: in this project a provider is a healthcare provider (fraud).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
-class ModelProvider(Protocol):
+class ModelSource(Protocol):
     """Loads and holds the served models.
 
     ``ready()`` returns ``{"ready": bool, "models": [{"name", "version", "alias", ...}], "reason": str}``

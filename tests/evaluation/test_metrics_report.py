@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipelines.evaluation.metrics import auroc, confusion_at
-from pipelines.evaluation.report import evaluate_binary
+from pipelines.evaluation.metrics_report import evaluate_binary
 from pipelines.evaluation.subgroups import age_band
 
 

@@ -18,7 +18,7 @@ import numpy.typing as npt
 import polars as pl
 
 from pipelines.features.fraud import FEATURE_GROUPS
-from pipelines.fraud.reasons import Reason, make_reason
+from pipelines.fraud.reason_texts import Reason, make_reason
 from pipelines.modeling.fraud_baselines import GbmBaseline, median_reference
 from pipelines.modeling.fraud_encoding import OcclusionBatch, TabularEncoder
 

@@ -1,6 +1,6 @@
 """The served models: the ``champion`` of each registered diagnosis model and of ``shipa-fraud``.
 
-:class:`MlflowModelProvider` implements the service's ``ModelProvider`` protocol. It loads each champion once
+:class:`MlflowModelSource` implements the service's ``ModelSource`` protocol. It loads each champion once
 per worker (downloaded to the service's state folder, loaded as the registered pyfunc) into an immutable
 :class:`ModelSet`. A reload builds a new set beside the old one and swaps the reference in one assignment: a
 request takes one snapshot when it starts and finishes on it, so no request is dropped or sees two versions. A
@@ -323,7 +323,7 @@ def build_fraud_model(
     return FraudModel(loaded=loaded, options=options or FraudFeatureOptions(), bands=bands or RiskBands())
 
 
-class MlflowModelProvider:
+class MlflowModelSource:
     """Loads the champion models from an MLflow registry and serves them to the routes.
 
     Args:

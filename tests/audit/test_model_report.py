@@ -17,7 +17,7 @@ from pipelines.audit.document import Document, FigureBlock, Paragraph, Section, 
 from pipelines.audit.evidence import evaluation_fingerprint
 from pipelines.audit.html_render import CSP, render_html
 from pipelines.audit.lineage import file_md5
-from pipelines.audit.report import (
+from pipelines.audit.model_report import (
     AuditSource,
     ReportFiles,
     audit_source,
