@@ -534,7 +534,7 @@ def test_concurrent_fraud_requests_share_model_calls_and_score_as_if_alone(servi
     scoring.close()
     for one, shared in zip(alone, batched, strict=True):
         # Equal up to the float32 rounding of the network's matrix products, which can depend on their row count.
-        assert shared.probabilities == pytest.approx(one.probabilities, abs=1e-7)
+        assert shared.probabilities == pytest.approx(one.probabilities, rel=1e-5, abs=1e-6)
         assert [[(r["code"], r["kk"], r["ru"], r["en"]) for r in c] for c in shared.reasons] == [
             [(r["code"], r["kk"], r["ru"], r["en"]) for r in c] for c in one.reasons
         ]
@@ -584,7 +584,8 @@ def test_large_requests_are_handled_in_threads_and_answer_the_same(service: Serv
     assert threaded.batcher.batches == 1  # the threaded batcher scored the second request
     got, want = in_threads.json()["results"], on_loop.json()["results"]
     assert [(r["claim"], r["risk"]) for r in got] == [(r["claim"], r["risk"]) for r in want]
-    assert [r["probability"] for r in got] == pytest.approx([r["probability"] for r in want], abs=1e-7)
+    # Scored in another batch (the threaded batcher): equal within float32 rounding of the network.
+    assert [r["probability"] for r in got] == pytest.approx([r["probability"] for r in want], rel=1e-5, abs=1e-6)
     assert broken.status_code == 422 and broken.json()["resourceType"] == "OperationOutcome"
     assert sum(1 for _ in audit_log.iter_all()) - before == 3  # both answers and the refusal are audited
     assert audit_log.verify().ok
