@@ -390,7 +390,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def start_shipa(uri: str, work: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
     """The Shipa service in a subprocess (demo mode, one worker and thread); returns (process, token)."""
-    from pipelines.service.db import make_engine
+    from pipelines.predictionlog.db import make_engine
     from pipelines.service.settings import load_service_settings
     from pipelines.service.tokens import TokenStore
 

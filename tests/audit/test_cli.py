@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import typer
+from pipelines.audit.cli import audit_report, audit_trace, open_audit_log
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from pipelines.audit.cli import audit_report, audit_trace, open_audit_log
-from pipelines.service.audit import AuditLog
+from pipelines.predictionlog.log import PredictionLog
 
 from .helpers import COMMIT, NAME, Registered
 
@@ -35,7 +35,7 @@ def _store(registered: Registered, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_report_command_writes_the_files_and_exits_1_on_an_altered_log(
-    registered: Registered, audit_log: AuditLog, audit_db: str, tmp_path: Path
+    registered: Registered, audit_log: PredictionLog, audit_db: str, tmp_path: Path
 ) -> None:
     out = tmp_path / "reports"
     common = ["--out", str(out), "--database-url", audit_db, "--root", str(registered.root)]
@@ -70,7 +70,7 @@ def test_report_command_errors_are_one_line(registered: Registered, tmp_path: Pa
     assert not (tmp_path / "none.db").exists()  # a report never creates an audit log
 
 
-def test_trace_command_prints_the_chain(registered: Registered, audit_log: AuditLog, audit_db: str) -> None:
+def test_trace_command_prints_the_chain(registered: Registered, audit_log: PredictionLog, audit_db: str) -> None:
     args = ["--database-url", audit_db, "--root", str(registered.root)]
     result = runner.invoke(_app(), ["audit", "trace", "3", *args])
     assert result.exit_code == 0, result.output
@@ -79,7 +79,7 @@ def test_trace_command_prints_the_chain(registered: Registered, audit_log: Audit
     assert json.loads(as_json.stdout)["git_commit"] == COMMIT
 
 
-def test_trace_command_errors(registered: Registered, audit_log: AuditLog, audit_db: str, tmp_path: Path) -> None:
+def test_trace_command_errors(registered: Registered, audit_log: PredictionLog, audit_db: str, tmp_path: Path) -> None:
     unknown = runner.invoke(
         _app(), ["audit", "trace", "999", "--database-url", audit_db, "--root", str(registered.root)]
     )

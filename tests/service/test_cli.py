@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import typer
+from pipelines.service.cli import audit_verify, tokens_app
 from typer.testing import CliRunner
 
-from pipelines.service.audit import AuditLog
-from pipelines.service.cli import audit_verify, tokens_app
-from pipelines.service.db import make_engine
+from pipelines.predictionlog.db import make_engine
+from pipelines.predictionlog.log import PredictionLog
 from pipelines.service.tokens import TokenStore
 
 from .helpers import PEPPER, make_record
@@ -81,7 +81,7 @@ def test_placeholder_pepper_stops_the_command(state: Path, monkeypatch: pytest.M
 
 def test_audit_verify_passes_then_names_the_bad_record(state: Path) -> None:
     db = state / "service.db"
-    log = AuditLog(f"sqlite:///{db}")
+    log = PredictionLog(f"sqlite:///{db}")
     for i in range(4):
         log.append(make_record(i))
     log.close()

@@ -33,7 +33,6 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from fhir.resources.R4B import get_fhir_model_class
-from pipelines.service.roles import Role
 
 from pipelines import codes
 from pipelines.config import (
@@ -52,6 +51,7 @@ from pipelines.config import (
 from pipelines.features.fraud import FraudFeatureOptions, build_claim_features
 from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.iin import make_iin, parse_iin
+from pipelines.predictionlog.roles import Role
 from pipelines.service.assemble import build_app
 from pipelines.service.batching import DiagnosisScoring, FraudScoring, score_diagnosis_batch
 from pipelines.service.diagnosis_case import build_case
