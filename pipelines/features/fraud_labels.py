@@ -1,4 +1,9 @@
-"""Audit labels of the fraud features: a claim is positive when the Fund's audit confirmed it as fraud."""
+"""Fraud labels from the Fund audit findings: a claim is positive when the Fund's audit confirmed it as fraud.
+
+"Fund audit findings" (``fund_findings`` in code) are the insurer's labels; they are neither the prediction log
+(``pipelines.predictionlog``) nor the auditors' reports (``pipelines.audit``). The table and file keep their
+names (``audit_findings``): they are the documented raw-data format.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,8 @@ from pipelines.errors import InputError
 LABEL = "label"
 
 
-def load_audit_findings(tables: Path) -> pl.DataFrame:
-    """The ingest's ``audit_findings`` table (pseudonymous claim_id, provider_id, pattern, finding_date).
+def load_fund_findings(tables: Path) -> pl.DataFrame:
+    """The Fund audit findings: the ingest's ``audit_findings`` table (claim_id, provider_id, pattern, finding_date).
 
     Raises:
         InputError: the table is missing.

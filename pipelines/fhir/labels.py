@@ -18,7 +18,7 @@ from pipelines.fhir import dates
 from pipelines.fhir.deid import Pseudonyms
 from pipelines.fhir.index import FOUND, DatasetIndex
 from pipelines.fhir.keys import cond_key, id_key
-from pipelines.fhir.schema import AUDIT_FINDINGS
+from pipelines.fhir.schema import FUND_FINDINGS
 
 
 def _resolve(
@@ -36,7 +36,7 @@ def _resolve(
     return None, False
 
 
-def audit_findings_table(path: Path, index: DatasetIndex, pseudonyms: Pseudonyms) -> pa.Table:
+def fund_findings_table(path: Path, index: DatasetIndex, pseudonyms: Pseudonyms) -> pa.Table:
     """Read the findings CSV (claim_id, provider_id, pattern, finding_date) into the ``audit_findings`` table."""
     rows = []
     with path.open(encoding="utf-8", newline="") as fh:
@@ -53,4 +53,4 @@ def audit_findings_table(path: Path, index: DatasetIndex, pseudonyms: Pseudonyms
                     "provider_resolved": org_ok,
                 }
             )
-    return pa.Table.from_pylist(rows, schema=AUDIT_FINDINGS.schema)
+    return pa.Table.from_pylist(rows, schema=FUND_FINDINGS.schema)

@@ -384,7 +384,8 @@ RESOURCE_TABLES: dict[str, tuple[str, ...]] = {
     "ExplanationOfBenefit": ("claim_responses",),
 }
 
-AUDIT_FINDINGS = TableSpec(
+# The Fund audit findings (fraud labels); the table keeps its documented name.
+FUND_FINDINGS = TableSpec(
     "audit_findings",
     pa.schema(
         [

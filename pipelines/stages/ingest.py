@@ -23,7 +23,7 @@ from pipelines.config import DEMO_PSEUDONYM_KEY, IngestParams
 from pipelines.fhir.deid import Pseudonyms
 from pipelines.fhir.errors import DemoKeyRefusedError, IngestError, InputNotFoundError, PseudonymKeyError
 from pipelines.fhir.ingest_report import fhir_report
-from pipelines.fhir.labels import audit_findings_table
+from pipelines.fhir.labels import fund_findings_table
 from pipelines.fhir.pipeline import FhirIngest
 from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.fhir.read import discover
@@ -185,7 +185,7 @@ def _ingest(
 
     labels = input_dir / "labels" / "audit_findings.csv"
     if labels.is_file():
-        findings = audit_findings_table(labels, fhir.index, Pseudonyms(Pseudonymizer(key)))
+        findings = fund_findings_table(labels, fhir.index, Pseudonyms(Pseudonymizer(key)))
         pq.write_table(findings, tables_dir / "audit_findings.parquet", compression="zstd")
         report["audit_findings"] = {
             "rows": findings.num_rows,

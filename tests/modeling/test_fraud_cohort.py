@@ -18,7 +18,7 @@ from polars.testing import assert_frame_equal
 
 from pipelines.config import DEMO_PSEUDONYM_KEY, DirtyRates, FraudRates, IngestParams, SynthesizeParams
 from pipelines.features.fraud import CATEGORICAL_FEATURES, NUMERIC_FEATURES, claim_features
-from pipelines.features.fraud_labels import label_claims, load_audit_findings
+from pipelines.features.fraud_labels import label_claims, load_fund_findings
 from pipelines.features.fraud_splits import temporal_split
 from pipelines.features.fraud_tables import FraudTables, load_fraud_tables
 from pipelines.fhir.pseudonym import Pseudonymizer
@@ -73,7 +73,7 @@ def frame(cohort: Path) -> pl.DataFrame:
     f = claim_features(load_fraud_tables(tables))
     truth = load_truth(cohort / "raw", Pseudonymizer(DEMO_PSEUDONYM_KEY))
     return (
-        f.with_columns(label_claims(f["claim_id"], load_audit_findings(tables)))
+        f.with_columns(label_claims(f["claim_id"], load_fund_findings(tables)))
         .join(truth, on="claim_id", how="left", maintain_order="left")
         .with_columns(
             pl.col("labelled").fill_null(False),

@@ -10,7 +10,7 @@ import polars as pl
 
 from pipelines.config import DEMO_PSEUDONYM_KEY, EvaluateParams
 from pipelines.errors import InputError
-from pipelines.features.fraud_labels import finding_patterns, load_audit_findings
+from pipelines.features.fraud_labels import finding_patterns, load_fund_findings
 from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.fraud.evaluate import beats, evaluate_fraud
 from pipelines.fraud.truth import TRUTH_FILE, load_truth
@@ -32,7 +32,7 @@ def _fraud_truth(df: pl.DataFrame, raw: Path, key: str | None, tables: Path) -> 
             pl.col("pattern").is_not_null().cast(pl.Int8).alias("is_fraud"), pl.col("labelled").fill_null(False)
         ), "injected"
     # Real data: only audited fraud is known; unlabelled-fraud recall cannot be measured.
-    patterns = finding_patterns(df["claim_id"], load_audit_findings(tables))
+    patterns = finding_patterns(df["claim_id"], load_fund_findings(tables))
     return df.with_columns(
         pl.col("label").alias("is_fraud"), patterns.alias("pattern"), (pl.col("label") == 1).alias("labelled")
     ), "audit"

@@ -10,7 +10,7 @@ import polars as pl
 
 from pipelines.config import FraudFeaturesParams
 from pipelines.features.fraud import FraudFeatureOptions, build_claim_features
-from pipelines.features.fraud_labels import label_claims, load_audit_findings
+from pipelines.features.fraud_labels import label_claims, load_fund_findings
 from pipelines.features.fraud_splits import split_column
 from pipelines.io import atomic_dir, write_json
 
@@ -32,7 +32,7 @@ def run(params: FraudFeaturesParams, interim: Path, out_dir: Path) -> dict[str, 
         if split.kind == "temporal"
         else {}
     )
-    df = df.with_columns(label_claims(df["claim_id"], load_audit_findings(tables)))
+    df = df.with_columns(label_claims(df["claim_id"], load_fund_findings(tables)))
     df = df.with_columns(split_column(df, kind=split.kind, seed=split.seed, labels=df["label"], **split_args))
     summary: dict[str, Any] = {"claims": df.height, "providers": df["provider_id"].n_unique()}
     for name in ("train", "val", "test"):
