@@ -19,13 +19,18 @@ raising the same errors with the same locations and messages: ``tests/fhir/test_
 and the patched library, in separate interpreters, on valid resources and thousands of mutated ones. Validation
 stays the library's: same models, same schema, same rules; on the cohort it runs about 1.8x faster.
 
-:func:`install` must run before the R4B model classes are built, because pydantic binds model validators when it
-builds each class; classes built earlier keep the stock hooks (same results, slower).
-``pipelines.fhir.validate`` installs it on import.
+Nothing is patched on import. :func:`install` is called explicitly, by the ingest stage and by the service at
+start-up, and patches only the exact fhir_core version these copies were written and tested against
+(:data:`FHIR_CORE_VERSION`): with any other version it leaves the stock library in place and logs one warning,
+because the copies mirror private code that a new release may change. It must run before the R4B model classes are
+built, because pydantic binds model validators when it builds each class; classes built earlier keep the stock
+before-validator (same results, slower). :func:`uninstall` puts the stock hooks back (for tests).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import logging
 import typing
 from typing import Any
 
@@ -33,6 +38,12 @@ from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from fhir_core.types import FhirBase
 from fhir_core.utils import is_list_type, is_primitive_type
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
+
+log = logging.getLogger(__name__)
+
+# The fhir_core release these copies were written for and compared against (constraints.txt pins it). Another
+# release may change the private hooks they replace, so install() patches this exact version only.
+FHIR_CORE_VERSION = "1.1.12"
 
 _MISSING = object()
 # class -> data key -> (position, shadowing alias) of its lists of complex types (None: keys not unique)
@@ -45,6 +56,18 @@ _REQUIRED: dict[type, tuple[tuple[str, str | None, str | None], ...]] = {}
 # class -> ((field names), required) of its choice elements (value[x] ...)
 _CHOICES: dict[type, tuple[tuple[tuple[str, ...], bool], ...]] = {}
 _installed = False
+_warned = False
+# The stock hooks as the classes hold them (class __dict__ entries), for uninstall().
+_STOCK_FHIR_ABSTRACT_MODEL = {
+    name: FHIRAbstractModel.__dict__[name]
+    for name in (
+        "reject_null_complex_elements",
+        "validate_after_model_construction",
+        "_validate_required_primitive_elements",
+        "_validate_one_of_many",
+    )
+}
+_STOCK_FHIR_BASE = {"fhir_model_validator": FhirBase.__dict__["fhir_model_validator"]}
 
 
 def _complex_lists(cls: type[FHIRAbstractModel]) -> dict[str, tuple[int, str | None]] | None:
@@ -134,7 +157,10 @@ def validate_required_primitive_elements(self: FHIRAbstractModel) -> None:
         if ext_value not in (_MISSING, None):
             if isinstance(ext_value, dict):
                 missing_ext = len(ext_value.get("extension", [])) == 0
-            elif getattr(ext_value, "extension", None):
+            elif ext_value.extension:
+                # Attribute access as in the stock check, which raises AttributeError for a value without one (a
+                # list: ``"_fhirVersion": [{"extension": ...}]`` on ImplementationGuide, whose fhirVersion is
+                # required); validate.SchemaValidator turns that into a quarantine reason on both sides.
                 missing_ext = False
         if missing_ext:
             errors.append(
@@ -205,11 +231,47 @@ def fhir_model_validator(cls: type[FhirBase], value: Any, model_klass: type[FHIR
     return _stock_model_validator(cls, value, model_klass)
 
 
-def install() -> None:
-    """Put the cached checks on ``FHIRAbstractModel`` (idempotent); R4B classes built after this use them."""
-    global _installed
+def installed_version() -> str:
+    """The installed fhir_core's version ("unknown" when its package metadata is missing)."""
+    try:
+        return importlib.metadata.version("fhir-core")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def is_installed() -> bool:
+    """Whether the cached checks are in place in this process."""
+    return _installed
+
+
+def install(expected_version: str = FHIR_CORE_VERSION) -> bool:
+    """Put the cached checks on ``FHIRAbstractModel`` when fhir_core is ``expected_version``; idempotent.
+
+    R4B classes built after this use them. With any other fhir_core version the stock hooks stay (and are put back
+    if an earlier call installed the checks), and one warning per process names both versions.
+
+    Args:
+        expected_version: the fhir_core version the checks are known to match (tests pass another to simulate an
+            upgrade).
+
+    Returns:
+        Whether the cached checks are installed.
+    """
+    global _installed, _warned
+    found = installed_version()
+    if found != expected_version:
+        _restore_stock()
+        if not _warned:
+            log.warning(
+                "fhir-core %s is installed but pipelines.fhir.fastcheck was written and tested for fhir-core %s: "
+                "validating with the stock library (same results, about 1.8x slower)",
+                found,
+                expected_version,
+            )
+            _warned = True
+        return False
     if _installed:
-        return
+        return True
     # pydantic finds the before-validator by name on each class it builds (get_attribute_from_bases).
     FHIRAbstractModel.reject_null_complex_elements = classmethod(reject_null_complex_elements)  # type: ignore[method-assign,assignment]
     FHIRAbstractModel.validate_after_model_construction = validate_after_model_construction  # type: ignore[method-assign,assignment]
@@ -218,3 +280,24 @@ def install() -> None:
     FHIRAbstractModel._validate_one_of_many = validate_one_of_many  # type: ignore[method-assign]
     FhirBase.fhir_model_validator = classmethod(fhir_model_validator)  # type: ignore[method-assign,assignment]
     _installed = True
+    return True
+
+
+def uninstall() -> None:
+    """Put the stock hooks back on the base classes (for tests) and forget the one-warning state.
+
+    Model classes built while the checks were installed keep the validators pydantic bound then (they give the same
+    results); classes built afterwards use the stock ones.
+    """
+    global _warned
+    _restore_stock()
+    _warned = False
+
+
+def _restore_stock() -> None:
+    global _installed
+    for name, value in _STOCK_FHIR_ABSTRACT_MODEL.items():
+        setattr(FHIRAbstractModel, name, value)
+    for name, value in _STOCK_FHIR_BASE.items():
+        setattr(FhirBase, name, value)
+    _installed = False

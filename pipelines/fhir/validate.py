@@ -15,6 +15,7 @@ Content checks (run only on schema-valid resources):
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipelines import codes, iin
-from pipelines.fhir import dates, fastcheck
+from pipelines.fhir import dates
 from pipelines.fhir.defects import (
     IIN_CHECKSUM,
     IIN_MISMATCH,
@@ -35,10 +36,7 @@ from pipelines.fhir.defects import (
     Issue,
 )
 
-# Before any R4B model class is built (they are imported lazily, by SchemaValidator): the same validation, about
-# 1.8x faster (see pipelines.fhir.fastcheck). Here rather than in the package, whose other modules (pseudonyms,
-# DICOM) would otherwise pay fhir_core's import on every use.
-fastcheck.install()
+log = logging.getLogger(__name__)
 
 DIAGNOSIS = "diagnosis"
 OBSERVATION = "observation"
@@ -116,7 +114,12 @@ class SchemaValidator:
                 self._classes[rtype] = self._get(rtype)
 
     def validate(self, resource: dict[str, Any]) -> list[Issue]:
-        """Validate a parsed resource against its R4B model; return the problems found (empty when valid)."""
+        """Validate a parsed resource against its R4B model; return the problems found (empty when valid).
+
+        Any exception other than pydantic's ValidationError that the model raises on malformed input becomes one
+        ``invalid_resource`` issue naming the exception type, so the resource is quarantined instead of the run
+        stopping, with or without :mod:`pipelines.fhir.fastcheck` installed.
+        """
         rtype = resource["resourceType"]
         cls = self._classes.get(rtype)
         if cls is None:
@@ -128,6 +131,11 @@ class SchemaValidator:
             cls.model_validate(resource)
         except ValidationError as exc:
             return [_issue_from_error(rtype, err) for err in exc.errors()]
+        except Exception as exc:  # the library's own failures reject the resource, not the run
+            # fhir_core raises AttributeError, TypeError ... on some malformed input (an ImplementationGuide with
+            # ``"_fhirVersion": [{"extension": ...}]``); the same outcome whether or not fastcheck is installed.
+            log.warning("unexpected %s while validating a %s resource; it is rejected", type(exc).__name__, rtype)
+            return [Issue(INVALID_RESOURCE, rtype, f"{rtype} could not be validated ({type(exc).__name__})")]
         return []
 
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.config import DEMO_PSEUDONYM_KEY, IngestParams
+from pipelines.fhir import fastcheck
 from pipelines.fhir.deid import Pseudonyms
 from pipelines.fhir.errors import DemoKeyRefusedError, IngestError, InputNotFoundError, PseudonymKeyError
 from pipelines.fhir.ingest_report import fhir_report
@@ -101,6 +102,7 @@ def run(params: IngestParams, input_dir: Path, output_dir: Path, *, key: str | N
         raise InputNotFoundError(f"{input_dir}: no FHIR (.ndjson/.json, optionally .gz) or DICOM (.dcm) files found")
     key = resolve_key(key, input_dir)
     workers = params.workers or _cores()
+    fastcheck.install()  # before any R4B model class is built; the stock library on another fhir_core version
 
     output_dir.mkdir(parents=True, exist_ok=True)
     for stale in output_dir.glob(".ingest-tmp-*"):

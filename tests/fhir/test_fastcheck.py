@@ -1,33 +1,53 @@
 """Shipa's cached element checks validate exactly like the stock fhir.resources, on valid and broken resources.
 
-The stock library runs in a fresh interpreter that never imports ``pipelines.fhir.validate`` (which installs the
-checks);
-both sides validate the same corpus, and every outcome (valid, or the full list of pydantic errors with their
-type, location, message and input) must be identical.
+The corpus is built here: resources of a small synthetic cohort (``pipelines.synth``) and hand-written resources of
+many types, each with deliberate mutations (missing required fields, wrong types, bad dates and codes, unknown
+elements, ``_field`` primitive extensions, nulls and wrongly typed items in lists). Two fresh interpreters validate it,
+one with the stock library and one with :func:`pipelines.fhir.fastcheck.install` run first, and every outcome must be
+identical: valid, or the full list of pydantic errors (type, location, message, input), or the same other exception
+with the same message; and the issues :class:`pipelines.fhir.validate.SchemaValidator` makes of it (an unexpected
+exception becomes an ``invalid_resource`` issue on both sides).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import logging
 import random
+import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from fhir_core.types import FhirBase
 
-from pipelines.fhir import fastcheck, validate  # noqa: F401  (importing validate installs the checks)
+from pipelines.config import SynthesizeParams
+from pipelines.fhir import fastcheck
+from pipelines.fhir.defects import INVALID_RESOURCE
+from pipelines.fhir.validate import SchemaValidator
+from pipelines.stages import synthesize
+from pipelines.synth.writers import read_resources
 
-# Validates every resource of a JSON-lines corpus and prints one outcome per line; used by both sides.
+REPO = Path(__file__).resolve().parents[2]
+
+# Validates every resource of a JSON-lines corpus and prints one outcome per line, stock or patched (argv[2]).
 OUTCOMES = r"""
-import sys, json
+import json, sys
+if sys.argv[2] == "patched":
+    from pipelines.fhir import fastcheck
+    assert fastcheck.install(), "fastcheck did not install"
+import fhir_core.fhirabstractmodel as m
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
+from pipelines.fhir.validate import SchemaValidator
+print(json.dumps(m.FHIRAbstractModel._validate_one_of_many.__module__))
+validator = SchemaValidator()
 for line in open(sys.argv[1], "rb"):
     obj = json.loads(line)
     try:
@@ -37,24 +57,216 @@ for line in open(sys.argv[1], "rb"):
         out = "invalid " + repr(exc.errors(include_url=False))
     except Exception as exc:
         out = type(exc).__name__ + " " + str(exc)
-    print(json.dumps(out))
+    issues = [[i.defect, i.expression, i.diagnostics] for i in validator.validate(obj)]
+    print(json.dumps([out, issues]))
 """
 
-_MUTATIONS = (
+EXT = {"url": "http://example.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}
+IG_BROKEN = {
+    "resourceType": "ImplementationGuide",
+    "id": "ig-broken",
+    "url": "http://example.org/ig",
+    "name": "ExampleIG",
+    "status": "draft",
+    "packageId": "example.ig",
+    "_fhirVersion": [{"extension": [EXT]}],
+}
+_STOCK_MODULES = {"fhir_core.fhirabstractmodel", "fhir_core.types"}
+
+# Hand-written resources of types the cohort does not have, with nested elements, choices and primitive lists.
+HAND_WRITTEN: list[dict[str, Any]] = [
+    {
+        "resourceType": "ImplementationGuide",
+        "id": "ig1",
+        "url": "http://example.org/ig",
+        "name": "ExampleIG",
+        "status": "active",
+        "packageId": "example.ig",
+        "fhirVersion": ["4.3.0"],
+        "_fhirVersion": [{"extension": [EXT]}],
+        "dependsOn": [{"uri": "http://hl7.org/fhir/uv/ips", "packageId": "hl7.fhir.uv.ips", "version": "1.1.0"}],
+        "definition": {
+            "resource": [{"reference": {"reference": "StructureDefinition/x"}, "exampleBoolean": False}],
+            "page": {"nameUrl": "index.html", "title": "Home", "generation": "html"},
+        },
+    },
+    {
+        "resourceType": "Questionnaire",
+        "id": "q1",
+        "status": "active",
+        "date": "2024-02-29",
+        "item": [
+            {
+                "linkId": "1",
+                "text": "Smoker?",
+                "type": "boolean",
+                "enableWhen": [{"question": "0", "operator": "exists", "answerBoolean": True}],
+                "item": [{"linkId": "1.1", "type": "integer", "initial": [{"valueInteger": 3}]}],
+            },
+            {"linkId": "2", "type": "choice", "answerOption": [{"valueCoding": {"code": "a"}}, {"valueString": "b"}]},
+        ],
+    },
+    {
+        "resourceType": "AllergyIntolerance",
+        "id": "a1",
+        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergy", "code": "active"}]},
+        "patient": {"reference": "Patient/p1"},
+        "onsetAge": {"value": 4, "unit": "a", "system": "http://unitsofmeasure.org", "code": "a"},
+        "reaction": [{"manifestation": [{"text": "rash"}], "severity": "mild", "onset": "2020-01-01T10:00:00Z"}],
+        "category": ["food", "medication"],
+    },
+    {
+        "resourceType": "Immunization",
+        "id": "i1",
+        "status": "completed",
+        "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "140"}]},
+        "patient": {"reference": "Patient/p1"},
+        "occurrenceDateTime": "2023-10-01T09:30:00+05:00",
+        "protocolApplied": [{"doseNumberPositiveInt": 1, "seriesDosesString": "two"}],
+    },
+    {
+        "resourceType": "ImagingStudy",
+        "id": "s1",
+        "status": "available",
+        "subject": {"reference": "Patient/p1"},
+        "started": "2023-05-02T11:00:00+05:00",
+        "numberOfSeries": 1,
+        "series": [
+            {
+                "uid": "1.2.3.4",
+                "number": 1,
+                "modality": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "DX"},
+                "instance": [{"uid": "1.2.3.4.5", "sopClass": {"code": "1.2.840.10008.5.1.4.1.1.1"}, "number": 1}],
+            }
+        ],
+    },
+    {
+        "resourceType": "DiagnosticReport",
+        "id": "r1",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "36643-5"}]},
+        "effectivePeriod": {"start": "2023-05-02", "end": "2023-05-03"},
+        "conclusionCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "J18.9"}]}],
+        "presentedForm": [{"contentType": "text/plain", "data": "aGVsbG8="}],
+    },
+    {
+        "resourceType": "Procedure",
+        "id": "pr1",
+        "status": "completed",
+        "subject": {"reference": "Patient/p1"},
+        "performedPeriod": {"start": "2023-01-01T08:00:00Z"},
+        "performer": [{"actor": {"reference": "Practitioner/d1"}}],
+        "note": [{"text": "ok", "time": "2023-01-01T09:00:00Z"}],
+    },
+    {
+        "resourceType": "Location",
+        "id": "l1",
+        "status": "active",
+        "name": "Ward 3",
+        "alias": ["W3", "Third"],
+        "position": {"longitude": 71.45, "latitude": 51.17},
+        "hoursOfOperation": [{"daysOfWeek": ["mon", "tue"], "allDay": False, "openingTime": "08:00:00"}],
+    },
+    {
+        "resourceType": "CarePlan",
+        "id": "cp1",
+        "status": "active",
+        "intent": "plan",
+        "subject": {"reference": "Patient/p1"},
+        "activity": [{"detail": {"status": "scheduled", "scheduledString": "weekly", "dailyAmount": {"value": 2}}}],
+    },
+    {
+        "resourceType": "Bundle",
+        "id": "b1",
+        "type": "transaction",
+        "timestamp": "2023-01-01T00:00:00Z",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:5c3f0a6e-0a4a-4c2a-9a52-0c3a1b7d9e01",
+                "resource": {"resourceType": "Patient", "id": "p9", "gender": "female", "birthDate": "1990"},
+                "request": {"method": "POST", "url": "Patient"},
+            }
+        ],
+    },
+    {
+        "resourceType": "Patient",
+        "id": "p1",
+        "active": True,
+        "name": [{"family": "Akhmetova", "given": ["Aigerim", None], "_given": [None, {"extension": [EXT]}]}],
+        "_gender": {"extension": [EXT]},
+        "birthDate": "1985-07-14",
+        "multipleBirthInteger": 2,
+        "contact": [{"name": {"text": "A"}, "telecom": [{"system": "phone", "value": "+7 701"}]}],
+    },
+    {
+        "resourceType": "Observation",
+        "id": "o1",
+        "_status": {"extension": [EXT]},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "valueQuantity": {"value": 72, "unit": "/min"},
+        "component": [
+            {"code": {"text": "x"}, "valueSampledData": {"origin": {"value": 0}, "period": 1, "dimensions": 1}}
+        ],
+        "referenceRange": [{"low": {"value": 60}, "high": {"value": 100}}],
+    },
+    {
+        "resourceType": "MedicationRequest",
+        "id": "m1",
+        "status": "active",
+        "intent": "order",
+        "medicationCodeableConcept": {"coding": [{"system": "http://www.whocc.no/atc", "code": "J01CA04"}]},
+        "subject": {"reference": "Patient/p1"},
+        "dosageInstruction": [
+            {
+                "timing": {"repeat": {"frequency": 3, "period": 1, "periodUnit": "d", "when": ["MORN", "EVE"]}},
+                "doseAndRate": [{"doseQuantity": {"value": 500, "unit": "mg"}}],
+            }
+        ],
+    },
+    {
+        "resourceType": "ExplanationOfBenefit",
+        "id": "e1",
+        "status": "active",
+        "type": {"text": "professional"},
+        "use": "claim",
+        "patient": {"reference": "Patient/p1"},
+        "created": "2023-02-01",
+        "insurer": {"reference": "Organization/o1"},
+        "provider": {"reference": "Organization/o2"},
+        "outcome": "complete",
+        "insurance": [{"focal": True, "coverage": {"reference": "Coverage/c1"}}],
+        "item": [{"sequence": 1, "productOrService": {"text": "visit"}, "servicedDate": "2023-01-31"}],
+    },
+    {
+        "resourceType": "Provenance",
+        "id": "pv1",
+        "target": [{"reference": "Patient/p1"}],
+        "recorded": "2023-01-01T00:00:00.000+05:00",
+        "policy": ["http://example.org/policy"],
+        "agent": [{"who": {"reference": "Practitioner/d1"}}],
+    },
+    IG_BROKEN,
+]
+
+_MUTATIONS: tuple[Callable[[Any], Any], ...] = (
     lambda v: None,
     lambda v: [None],
     lambda v: [v, None],
+    lambda v: [None, v],
     lambda v: 123,
+    lambda v: 1.5,
     lambda v: True,
     lambda v: "not a code",
     lambda v: "2023-13-45",
+    lambda v: "2023-02-30T25:61:00Z",
     lambda v: {"bogus": 1},
     lambda v: {},
     lambda v: [],
     lambda v: [v],
+    lambda v: [v, 7],
     lambda v: v[0] if isinstance(v, list) and v else {},
 )
-_CHOICE_PREFIXES = ("value", "effective", "onset", "deceased", "serviced", "medication", "multipleBirth")
+_CHOICE_PREFIXES = ("value", "effective", "onset", "deceased", "serviced", "medication", "multipleBirth", "occurrence")
 
 
 def _paths(obj: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -69,24 +281,90 @@ def _paths(obj: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
             yield from _paths(value, (*prefix, i))
 
 
+def _parent(resource: dict[str, Any], path: tuple[Any, ...]) -> Any:
+    parent: Any = resource
+    for step in path[:-1]:
+        parent = parent[step]
+    return parent
+
+
 def _mutants(resource: dict[str, Any], rng: random.Random, n: int) -> Iterator[dict[str, Any]]:
     """``n`` copies of ``resource``, each broken at one random place (or made to carry two choice values)."""
     paths = list(_paths(resource))
     for _ in range(n if paths else 0):
         copied = copy.deepcopy(resource)
         path = rng.choice(paths)
-        parent = copied
-        for step in path[:-1]:
-            parent = parent[step]
+        parent = _parent(copied, path)
         roll = rng.random()
-        if roll < 0.1 and isinstance(parent, dict):
+        if roll < 0.12 and isinstance(parent, dict):
             del parent[path[-1]]  # a required element may go missing
-        elif roll < 0.15 and isinstance(parent, dict):
+        elif roll < 0.17 and isinstance(parent, dict):
             parent["unknownElement"] = 1
-        elif roll < 0.25 and isinstance(parent, dict) and any(k.startswith(_CHOICE_PREFIXES) for k in parent):
+        elif roll < 0.27 and isinstance(parent, dict) and any(k.startswith(_CHOICE_PREFIXES) for k in parent):
             parent["valueString"], parent["valueBoolean"] = "a", True  # two types of one choice element
         else:
             parent[path[-1]] = rng.choice(_MUTATIONS)(parent[path[-1]])
+        yield copied
+
+
+def _primitive_keys(resource: dict[str, Any]) -> list[tuple[tuple[Any, ...], bool]]:
+    """(path, is a list) of every primitive element and primitive list in ``resource`` (not ``_field`` ones)."""
+    found = []
+    for path in _paths(resource):
+        key = path[-1]
+        if not isinstance(key, str) or key.startswith("_"):
+            continue
+        value = _parent(resource, path)[key]
+        if isinstance(value, str | bool | int | float):
+            found.append((path, False))
+        elif isinstance(value, list) and value and all(isinstance(v, str | bool | int | float) for v in value):
+            found.append((path, True))
+    return found
+
+
+# Changes around one primitive element ``key`` of dict ``d``: its ``_key`` extension sibling, with or without the
+# value (a required primitive may be replaced by an extension), well or badly formed.
+_SCALAR_EXTENSIONS: tuple[Callable[[dict[str, Any], str], None], ...] = (
+    lambda d, k: d.update({f"_{k}": {"extension": [EXT]}}),
+    lambda d, k: d.update({f"_{k}": {"extension": [EXT]}, k: None}),
+    lambda d, k: (d.update({f"_{k}": {"extension": [EXT]}}), d.pop(k)),
+    lambda d, k: (d.update({f"_{k}": {"id": "x"}}), d.pop(k)),
+    lambda d, k: (d.update({f"_{k}": {"extension": []}}), d.pop(k)),
+    lambda d, k: (d.update({f"_{k}": [{"extension": [EXT]}]}), d.pop(k)),  # a list where one element is expected
+    lambda d, k: d.update({f"_{k}": [{"extension": [EXT]}]}),
+    lambda d, k: d.update({f"_{k}": "text"}),
+    lambda d, k: d.update({f"_{k}": None}),
+    lambda d, k: d.update({f"_{k}": {"extension": [{"url": 1}]}}),
+    lambda d, k: d.update({f"_{k}": {"extension": [EXT], "bogus": 1}}),
+    lambda d, k: d.update({f"_{k}": {"extension": [None]}}),
+    lambda d, k: d.update({f"_{k}": {"extension": EXT}}),
+)
+# The same for a primitive list ``key`` (given, line, alias, category ...), whose nulls line values up with their
+# extensions.
+_LIST_EXTENSIONS: tuple[Callable[[dict[str, Any], str], None], ...] = (
+    lambda d, k: d.update({k: [None, *d[k]], f"_{k}": [{"extension": [EXT]}] + [None] * len(d[k])}),
+    lambda d, k: d.update({f"_{k}": [None, {"extension": [EXT]}]}),
+    lambda d, k: d.update({f"_{k}": [{"extension": [EXT]}]}),
+    lambda d, k: d.update({f"_{k}": {"extension": [EXT]}}),  # one extension where a list is expected
+    lambda d, k: d.update({f"_{k}": [None] * (len(d[k]) + 3)}),
+    lambda d, k: d.update({f"_{k}": [None, 5]}),
+    lambda d, k: d.update({k: [None], f"_{k}": [{"extension": [EXT]}]}),
+    lambda d, k: d.update({k: [None]}),
+    lambda d, k: d.update({k: [*d[k], None]}),
+    lambda d, k: d.update({k: [1, {"a": 1}]}),
+    lambda d, k: d.update({k: [True, 2.5]}),
+    lambda d, k: d.update({k: [[d[k][0]]]}),
+    lambda d, k: d.update({k: d[k][0]}),
+)
+
+
+def _extension_mutants(resource: dict[str, Any], rng: random.Random, n: int) -> Iterator[dict[str, Any]]:
+    """``n`` copies of ``resource``, each with one ``_field`` extension or primitive-list change."""
+    keys = _primitive_keys(resource)
+    for _ in range(n if keys else 0):
+        copied = copy.deepcopy(resource)
+        path, is_list = rng.choice(keys)
+        rng.choice(_LIST_EXTENSIONS if is_list else _SCALAR_EXTENSIONS)(_parent(copied, path), path[-1])
         yield copied
 
 
@@ -100,73 +378,168 @@ def _nulls_everywhere(resource: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _corpus(raw_fhir: Path, synthea: Path, out: Path) -> int:
-    rng = random.Random(11)
+def _has_extension_sibling(obj: Any) -> bool:
+    if isinstance(obj, dict):
+        return any(k.startswith("_") or _has_extension_sibling(v) for k, v in obj.items())
+    return isinstance(obj, list) and any(_has_extension_sibling(v) for v in obj)
+
+
+def _cohort_resources(raw: Path, per_type: int) -> list[dict[str, Any]]:
+    synthesize.run(
+        SynthesizeParams(
+            n_patients=30, imaging_rate=0.0, n_organizations=3, practitioners_per_organization=2, months=6, seed=13
+        ),
+        raw,
+        progress=False,
+    )
     resources: list[dict[str, Any]] = []
-    for path in sorted(raw_fhir.glob("*.ndjson")):
-        with path.open("rb") as fh:
-            for line in list(fh)[:40]:
-                try:
-                    resources.append(orjson.loads(line))
-                except orjson.JSONDecodeError:
-                    continue
-    for path in sorted(synthea.glob("*.json"))[:2]:
-        resources += [e["resource"] for e in orjson.loads(path.read_bytes())["entry"][:150]]
-    n = 0
+    for path in sorted((raw / "fhir").glob("*.ndjson")):
+        # The cohort's own defective records too (bad codes, dates, missing fields), not only the clean ones.
+        resources += read_resources(raw, path.stem, without_defects=False)[:per_type]
+    return resources
+
+
+def _write_corpus(resources: list[dict[str, Any]], out: Path, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    corpus = []
+    for resource in resources:
+        corpus += [resource, *_mutants(resource, rng, 5), *_extension_mutants(resource, rng, 6)]
+        corpus.append(_nulls_everywhere(resource))
     with out.open("wb") as fh:
-        for resource in resources:
-            for one in (resource, *_mutants(resource, rng, 4), _nulls_everywhere(resource)):
-                fh.write(orjson.dumps(one) + b"\n")
-                n += 1
-    return n
+        for one in corpus:
+            fh.write(orjson.dumps(one) + b"\n")
+    return corpus
 
 
-def _patched_outcomes(corpus: Path) -> list[str]:
-    scope: dict[str, Any] = {}
-    outcomes: list[str] = []
-    code = OUTCOMES.replace("print(json.dumps(out))", "outcomes.append(out)")
-    scope["outcomes"] = outcomes
-    argv = sys.argv
-    try:
-        sys.argv = ["outcomes", str(corpus)]
-        exec(compile(code, "<outcomes>", "exec"), scope)  # the same script as the stock side, in this process
-    finally:
-        sys.argv = argv
-    return outcomes
-
-
-def test_patched_validation_equals_stock(tiny_cohort: Path, synthea_dir: Path, tmp_path: Path) -> None:
-    corpus = tmp_path / "corpus.ndjson"
-    n = _corpus(tiny_cohort / "data" / "raw" / "fhir", synthea_dir, corpus)
-    stock = subprocess.run(
-        [sys.executable, "-c", OUTCOMES, str(corpus)], capture_output=True, text=True, check=True, cwd=tmp_path
+def _outcomes(corpus: Path, side: str, cwd: Path) -> tuple[str, list[Any]]:
+    done = subprocess.run(
+        [sys.executable, "-c", OUTCOMES, str(corpus), side], capture_output=True, text=True, cwd=cwd, timeout=300
     )
-    expected = [json.loads(line) for line in stock.stdout.splitlines()]
-    # This process imported pipelines.fhir.validate, so the checks are installed here.
-    assert FHIRAbstractModel._validate_one_of_many is fastcheck.validate_one_of_many
-    got = _patched_outcomes(corpus)
-    assert len(expected) == len(got) == n
-    invalid = sum(o != "ok" for o in expected)
-    assert invalid > n // 3, f"the corpus should be mostly broken, {invalid} of {n} invalid"
-    assert any("None is not allowed as an element" in o for o in expected)
-    assert any("is required" in o for o in expected)
-    assert any("but got multiple" in o for o in expected)
-    mismatches = [(i, e, g) for i, (e, g) in enumerate(zip(expected, got, strict=True)) if e != g]
-    assert not mismatches, f"{len(mismatches)} outcomes differ; first: {str(mismatches[0])[:800]}"
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    return json.loads(lines[0]), [json.loads(line) for line in lines[1:]]
 
 
-def test_stock_side_does_not_install_the_checks(tmp_path: Path) -> None:
-    """The comparison means something only if the stock interpreter really runs the library's own hooks."""
-    probe = (
-        "import fhir.resources.R4B, fhir_core.fhirabstractmodel as m, sys; "
-        "print(m.FHIRAbstractModel._validate_one_of_many.__module__, 'pipelines.fhir.validate' in sys.modules)"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path)
-    assert done.stdout.split() == ["fhir_core.fhirabstractmodel", "False"]
+def test_patched_validation_equals_stock(tmp_path: Path) -> None:
+    resources = _cohort_resources(tmp_path / "raw", per_type=25) + HAND_WRITTEN
+    assert len({r["resourceType"] for r in resources}) >= 20
+    corpus_path = tmp_path / "corpus.ndjson"
+    corpus = _write_corpus(resources, corpus_path, seed=11)
+    n = len(corpus)
+
+    stock_module, stock = _outcomes(corpus_path, "stock", tmp_path)
+    patched_module, patched = _outcomes(corpus_path, "patched", tmp_path)
+    # Each side really ran the hooks it claims to.
+    assert stock_module == "fhir_core.fhirabstractmodel"
+    assert patched_module == "pipelines.fhir.fastcheck"
+    assert len(stock) == len(patched) == n
+
+    outcomes = [o for o, _ in stock]
+    invalid = sum(o != "ok" for o in outcomes)
+    assert n // 3 < invalid < n - n // 10, f"{invalid} of {n} invalid: the corpus should be mostly, not all, broken"
+    for text in ("None is not allowed as an element", "is required", "but got multiple", "Extra inputs"):
+        assert any(text in o for o in outcomes), text
+    assert sum(o.startswith("AttributeError") for o in outcomes) >= 1
+    with_extensions = [i for i, r in enumerate(corpus) if _has_extension_sibling(r)]
+    assert len(with_extensions) > n // 3
+    assert any(outcomes[i] == "ok" for i in with_extensions)  # a required primitive replaced by its extension
+    assert any(outcomes[i] != "ok" for i in with_extensions)
+
+    mismatches = [(i, corpus[i], s, p) for i, (s, p) in enumerate(zip(stock, patched, strict=True)) if s != p]
+    assert not mismatches, f"{len(mismatches)} of {n} outcomes differ; first: {str(mismatches[0])[:1500]}"
+
+    # The reproduced divergence: the stock library raises AttributeError here; so must the patched one, and
+    # validate.py makes the same quarantine reason of it on both sides.
+    ig = corpus.index(IG_BROKEN)
+    assert stock[ig] == patched[ig]
+    assert stock[ig][0] == "AttributeError 'list' object has no attribute 'extension'"
+    assert stock[ig][1] == [
+        [INVALID_RESOURCE, "ImplementationGuide", "ImplementationGuide could not be validated (AttributeError)"]
+    ]
 
 
-def test_install_is_idempotent() -> None:
-    fastcheck.install()
-    fastcheck.install()
-    assert FHIRAbstractModel.validate_after_model_construction is fastcheck.validate_after_model_construction
-    assert FhirBase.fhir_model_validator.__func__ is fastcheck.fhir_model_validator  # type: ignore[attr-defined]
+def test_schema_validator_rejects_what_breaks_the_library(caplog: pytest.LogCaptureFixture) -> None:
+    """In this process too (whatever the hooks): an unexpected exception is an issue, not a crash."""
+    with caplog.at_level(logging.WARNING, logger="pipelines.fhir.validate"):
+        issues = SchemaValidator().validate(copy.deepcopy(IG_BROKEN))
+    assert [(i.defect, i.expression, i.diagnostics) for i in issues] == [
+        (INVALID_RESOURCE, "ImplementationGuide", "ImplementationGuide could not be validated (AttributeError)")
+    ]
+    assert "unexpected AttributeError while validating a ImplementationGuide resource" in caplog.text
+
+
+@pytest.fixture
+def hooks_restored() -> Iterator[None]:
+    """Leave fastcheck as the test found it (another test's ingest may have installed it in this process)."""
+    was = fastcheck.is_installed()
+    yield
+    fastcheck.uninstall()
+    if was:
+        fastcheck.install()
+
+
+def _hook_modules() -> set[str]:
+    return {
+        FHIRAbstractModel.reject_null_complex_elements.__func__.__module__,  # type: ignore[attr-defined]
+        FHIRAbstractModel.validate_after_model_construction.__module__,
+        FHIRAbstractModel._validate_required_primitive_elements.__module__,
+        FHIRAbstractModel._validate_one_of_many.__module__,
+        FhirBase.fhir_model_validator.__func__.__module__,  # type: ignore[attr-defined]
+    }
+
+
+def test_install_is_idempotent_and_uninstall_restores_the_stock_hooks(hooks_restored: None) -> None:
+    fastcheck.uninstall()
+    assert _hook_modules() <= _STOCK_MODULES
+    assert fastcheck.install() is True
+    assert fastcheck.install() is True
+    assert fastcheck.is_installed()
+    assert _hook_modules() == {"pipelines.fhir.fastcheck"}
+    fastcheck.uninstall()
+    assert not fastcheck.is_installed()
+    assert _hook_modules() <= _STOCK_MODULES
+
+
+def test_other_fhir_core_version_keeps_the_stock_hooks_with_one_warning(
+    hooks_restored: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    fastcheck.uninstall()
+    assert fastcheck.install() is True  # installed for the pinned version ...
+    with caplog.at_level(logging.WARNING, logger="pipelines.fhir.fastcheck"):
+        assert fastcheck.install(expected_version="0.9.9") is False  # ... and taken out for any other
+        assert fastcheck.install(expected_version="0.9.9") is False
+    assert not fastcheck.is_installed()
+    assert _hook_modules() <= _STOCK_MODULES
+    warnings = [r.getMessage() for r in caplog.records if r.name == "pipelines.fhir.fastcheck"]
+    assert len(warnings) == 1, warnings
+    assert f"fhir-core {fastcheck.installed_version()} is installed" in warnings[0]
+    assert "tested for fhir-core 0.9.9" in warnings[0]
+
+
+def test_pinned_version_is_the_locked_one() -> None:
+    """The tests above exercise the patched hooks only if the locked fhir_core is the one fastcheck is pinned to."""
+    locked = re.search(r"^fhir[_-]core==(\S+)$", (REPO / "constraints.txt").read_text(), re.MULTILINE)
+    assert locked is not None
+    assert fastcheck.FHIR_CORE_VERSION == locked.group(1) == fastcheck.installed_version()
+
+
+def test_imports_leave_the_hooks_alone_and_the_ingest_stage_installs(tmp_path: Path) -> None:
+    """Importing validate (or the ingest modules) patches nothing; running the ingest stage installs the checks."""
+    (tmp_path / "in").mkdir()
+    patient = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1990-01-01"}
+    (tmp_path / "in" / "Patient.ndjson").write_bytes(orjson.dumps(patient) + b"\n")
+    probe = f"""
+import sys
+import pipelines.fhir.validate, pipelines.fhir.worker, pipelines.fhir.pipeline, pipelines.stages.ingest
+import fhir.resources.R4B.patient
+import fhir_core.fhirabstractmodel as m
+from pipelines.fhir import fastcheck
+print(m.FHIRAbstractModel._validate_one_of_many.__module__, fastcheck.is_installed())
+from pipelines.config import IngestParams
+from pipelines.stages import ingest
+ingest.run(IngestParams(workers=1), {str(tmp_path / "in")!r}, {str(tmp_path / "out")!r}, key="k" * 16, progress=False)
+print(m.FHIRAbstractModel._validate_one_of_many.__module__, fastcheck.is_installed())
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["fhir_core.fhirabstractmodel", "False", "pipelines.fhir.fastcheck", "True"]
