@@ -36,9 +36,10 @@ def serve(
 
     Settings come from SHIPA_SERVICE_* (see pipelines/service/README.md); binds 127.0.0.1 unless told otherwise.
     """
+    from pipelines.audit.served import html_report
     from pipelines.service.assemble import serve as run_service  # FastAPI is imported only when serving
 
-    guard(lambda: run_service(host=host, port=port, tracking_uri=tracking_uri))
+    guard(lambda: run_service(host=host, port=port, tracking_uri=tracking_uri, report_renderer=html_report))
 
 
 def _store(database_url: str | None) -> TokenStore:

@@ -21,6 +21,7 @@ from pipelines.service.middleware import (
 from pipelines.service.model_source import ModelSource
 from pipelines.service.ratelimit import TokenBucketLimiter
 from pipelines.service.routes import audit, audit_report, health, models
+from pipelines.service.routes.audit_report import ReportRenderer
 from pipelines.service.settings import ServiceSettings
 from pipelines.service.threads import apply_thread_settings
 from pipelines.service.tokens import TokenStore
@@ -32,12 +33,19 @@ log = logging.getLogger(__name__)
 _NO_TELEMETRY = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False, "auto_configure": False}
 
 
-def create_app(settings: ServiceSettings, model_provider: ModelSource | None = None) -> FastAPI:
+def create_app(
+    settings: ServiceSettings,
+    model_provider: ModelSource | None = None,
+    *,
+    report_renderer: ReportRenderer | None = None,
+) -> FastAPI:
     """Build the service app; the model routes are added to it with ``app.include_router``.
 
     Args:
         settings: validated service settings (``load_service_settings()``).
         model_provider: loads and serves the models; without one, /ready, /models and /admin/reload answer 503.
+        report_renderer: builds the auditors' report page (``pipelines.audit.served.html_report``); without one,
+            ``GET /audit/report/...`` answers 404. Passed in so that the service never imports the auditors' package.
 
     Returns:
         The FastAPI app. ``app.state`` holds ``settings``, ``tokens``, ``audit_log``, ``limiter``, ``provider``
@@ -74,6 +82,7 @@ def create_app(settings: ServiceSettings, model_provider: ModelSource | None = N
     app.state.audit_log = PredictionLog(engine, observer=settings.service_name)
     app.state.limiter = TokenBucketLimiter(settings.rate_per_s, settings.burst)
     app.state.provider = model_provider
+    app.state.report_renderer = report_renderer
 
     install_exception_handlers(app)
     app.include_router(health.router)

@@ -17,6 +17,7 @@ from pipelines.config import DEFAULT_PARAMS, DEMO_PSEUDONYM_KEY, ConfigError
 from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.service.app import create_app
 from pipelines.service.errors import ServiceConfigError
+from pipelines.service.routes.audit_report import ReportRenderer
 from pipelines.service.settings import ServiceSettings, load_service_settings
 from pipelines.service.threads import apply_thread_settings
 
@@ -85,6 +86,7 @@ def build_app(
     key: str | None = None,
     load: bool = True,
     params_path: Path = DEFAULT_PARAMS,
+    report_renderer: ReportRenderer | None = None,
 ) -> FastAPI:
     """The service app with the real model provider and the diagnosis and fraud routes.
 
@@ -98,6 +100,7 @@ def build_app(
         load: load the champion models now (a failure leaves the service up and not ready; ``POST
             /admin/reload`` tries again).
         params_path: where the ingest image size and fraud feature options are read from, if present.
+        report_renderer: builds the auditors' report page (see :func:`pipelines.service.app.create_app`).
 
     Raises:
         ServiceConfigError: no usable pseudonymisation key.
@@ -119,7 +122,7 @@ def build_app(
             cache_dir=settings.state_dir / MODELS_DIRNAME,
             **params_defaults(params_path),
         )
-    app = create_app(settings, provider)
+    app = create_app(settings, provider, report_renderer=report_renderer)
     app.state.pseudonymizer = pseudonymizer
     app.state.fraud_scoring = FraudScoring.from_settings(settings)
     app.include_router(diagnosis.router)
@@ -134,13 +137,20 @@ def build_app(
     return app
 
 
-def serve(host: str | None = None, port: int | None = None, tracking_uri: str | None = None) -> None:
+def serve(
+    host: str | None = None,
+    port: int | None = None,
+    tracking_uri: str | None = None,
+    report_renderer: ReportRenderer | None = None,
+) -> None:
     """Serve the champion models over HTTP until stopped (``shipa serve`` parses the options and calls this).
 
     Args:
         host: overrides ``SHIPA_SERVICE_HOST``.
         port: overrides ``SHIPA_SERVICE_PORT``.
         tracking_uri: overrides ``SHIPA_SERVICE_TRACKING_URI``.
+        report_renderer: builds the auditors' report page (``shipa serve`` passes
+            :func:`pipelines.audit.served.html_report`).
 
     Raises:
         ServiceConfigError: the settings cannot be used (the CLI prints it as one line).
@@ -152,6 +162,6 @@ def serve(host: str | None = None, port: int | None = None, tracking_uri: str | 
     overrides = {k: v for k, v in {"host": host, "port": port, "tracking_uri": tracking_uri}.items() if v is not None}
     settings = load_service_settings(**overrides)
     configure_logging(settings.log_level)
-    app = build_app(settings)
+    app = build_app(settings, report_renderer=report_renderer)
     log.debug("%d start-up objects frozen out of garbage collection", settle_heap())
     run_server(app, settings)

@@ -8,10 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pipelines.audit.html_render import CSP
+from pipelines.audit.served import html_report
 from pipelines.predictionlog.log import PredictionLog
 from pipelines.predictionlog.roles import Role
 from pipelines.service.app import create_app
-from pipelines.service.routes import audit_report
 from pipelines.service.settings import ServiceSettings
 
 from .helpers import NAME, Registered
@@ -26,8 +26,7 @@ def client(
     """The service on the test's audit log and the registered version's store, run from its workspace."""
     monkeypatch.chdir(registered.root)
     settings = ServiceSettings(database_url=audit_db, token_pepper=PEPPER, tracking_uri=registered.tracking_uri)
-    app = create_app(settings)
-    app.include_router(audit_report.router)
+    app = create_app(settings, report_renderer=html_report)
     tokens = {role.value: app.state.tokens.add(f"{role.value}-1", role) for role in Role}
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client, tokens
@@ -79,3 +78,14 @@ def test_unknown_versions_and_bad_names(client: tuple[TestClient, dict[str, str]
     bad = http.get("/audit/report/bad'name/1", headers=auth)
     assert bad.status_code == 422
     assert http.get(f"/audit/report/{NAME}/v1", headers=auth).status_code == 422
+
+
+def test_without_a_report_renderer_the_route_answers_404(audit_db: str, registered: Registered) -> None:
+    """The service alone (no auditors' package handed in) does not serve the report."""
+    settings = ServiceSettings(database_url=audit_db, token_pepper=PEPPER, tracking_uri=registered.tracking_uri)
+    app = create_app(settings)
+    token = app.state.tokens.add("auditor-1", Role.auditor)
+    with TestClient(app, raise_server_exceptions=False) as http:
+        response = http.get(f"/audit/report/{NAME}/{registered.version}", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 404
+    assert response.json()["issue"][0]["code"] == "not-found"
