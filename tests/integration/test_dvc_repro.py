@@ -14,7 +14,9 @@ import mlflow
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 
+from pipelines import stage_deps
 from pipelines.codes import IIN_SYSTEM
 from pipelines.tracking.client import tracking_uri_scope
 
@@ -62,6 +64,46 @@ def test_changing_one_param_reruns_only_what_depends_on_it(repro: tuple[Path, st
     status = cmd(["dvc", "status"], ws).stdout
     assert "evaluate@diagnosis" in status
     assert "train@diagnosis" not in status and "ingest" not in status
+
+
+def _code_edits_seen_by_dvc(ws: Path, cmd: Callable[..., Any]) -> dict[str, set[str]]:
+    """Per stage, the ``pipelines/`` files ``dvc status`` reports as changed deps (data deps are ignored)."""
+    status = json.loads(cmd(["dvc", "status", "--json"], ws).stdout or "{}")
+    changed: dict[str, set[str]] = {}
+    for stage, entries in status.items():
+        for entry in entries:
+            deps = entry.get("changed deps", {}) if isinstance(entry, dict) else {}
+            code = {p for p in deps if p.startswith("pipelines/")}
+            if code:
+                changed.setdefault(stage.rpartition(":")[2], set()).update(code)
+    return changed
+
+
+def test_a_code_edit_marks_exactly_the_stages_that_import_it(repro: tuple[Path, str], cmd: Callable[..., Any]) -> None:
+    ws, _ = repro
+    assert _code_edits_seen_by_dvc(ws, cmd) == {}
+    closure = stage_deps.expected(yaml.safe_load((ws / "dvc.yaml").read_text()), ws)
+    own_modules = [f"pipelines/stages/{s.replace('@', '/')}.py" for s in closure if "@" in s]
+    outside = ["pipelines/service/app.py", "pipelines/audit/trace.py", "pipelines/stage_deps.py"]
+    shared = ["pipelines/modeling/engine.py", "pipelines/config.py", "pipelines/features/fraud.py", "pipelines/iin.py"]
+    seen: dict[str, set[str]] = {}
+    for probe in ["pipelines/stages/synthesize.py", "pipelines/stages/ingest.py", *own_modules, *shared, *outside]:
+        path = ws / probe
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# an edit\n")
+        try:
+            seen[probe] = {s for s, files in _code_edits_seen_by_dvc(ws, cmd).items() if probe in files}
+        finally:
+            path.write_bytes(original)
+        assert seen[probe] == {s for s, deps in closure.items() if probe in deps.code}, probe
+    for probe in own_modules:
+        assert seen[probe] == {probe.removeprefix("pipelines/stages/").removesuffix(".py").replace("/", "@")}
+    for probe in outside:
+        assert seen[probe] == set(), probe
+    # The issue's example: the diagnosis network's predict path reruns the diagnosis evaluation, not the fraud one.
+    assert "evaluate@diagnosis" in seen["pipelines/modeling/engine.py"]
+    assert "evaluate@fraud" not in seen["pipelines/modeling/engine.py"]
+    assert len(seen["pipelines/config.py"]) == len(closure)  # every command reads its params through it
 
 
 def test_champions_predict_like_the_evaluation(repro: tuple[Path, str]) -> None:
