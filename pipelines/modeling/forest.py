@@ -86,7 +86,8 @@ class FlatForest:
         depths = self.value[nodes].sum(axis=1)
         if self.denominator == 0:  # a forest fitted on one sample: score_samples gives -1
             return -np.ones(n)
-        return -np.exp2(-depths / self.denominator)
+        scores: npt.NDArray[np.float64] = -np.exp2(-depths / self.denominator)
+        return scores
 
 
 def _average_path_length(n: int) -> float:
@@ -95,4 +96,4 @@ def _average_path_length(n: int) -> float:
         return 0.0
     if n == 2:
         return 1.0
-    return 2.0 * (np.log(n - 1.0) + np.euler_gamma) - 2.0 * (n - 1.0) / n
+    return float(2.0 * (np.log(n - 1.0) + np.euler_gamma) - 2.0 * (n - 1.0) / n)

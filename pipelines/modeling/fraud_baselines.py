@@ -187,7 +187,8 @@ class GbmBaseline:
         """Probability of fraud of each record."""
         if df.height == 0:
             return np.zeros(0)
-        return self.clf.predict_proba(self._matrix(df))[:, 1].astype(np.float64)
+        proba: npt.NDArray[np.float64] = self.clf.predict_proba(self._matrix(df))  # sklearn has no type stubs
+        return proba[:, 1].astype(np.float64)
 
     def logit(self, df: pl.DataFrame) -> npt.NDArray[np.float64]:
         """Log-odds of :meth:`predict`."""

@@ -34,7 +34,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -144,6 +144,8 @@ class FraudNet(nn.Module):
         directions: per numeric input +1, -1 or 0 (None: no constraint).
     """
 
+    signs: torch.Tensor  # a registered buffer: declared so that attribute reads are typed, not Tensor | Module
+
     def __init__(
         self,
         cardinalities: Sequence[int],
@@ -154,16 +156,15 @@ class FraudNet(nn.Module):
         directions: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        self.embeddings = nn.ModuleList(
-            nn.Embedding(n, max(1, min(embedding_dim, (n + 1) // 2))) for n in cardinalities
-        )
+        emb_dims = [max(1, min(embedding_dim, (n + 1) // 2)) for n in cardinalities]
+        self.embeddings = nn.ModuleList(nn.Embedding(n, d) for n, d in zip(cardinalities, emb_dims, strict=True))
         signs = torch.tensor(list(directions) if directions is not None else [0] * n_dense, dtype=torch.float32)
         if signs.shape[0] != n_dense:
             raise ValueError(f"directions has {signs.shape[0]} values for {n_dense} numeric inputs")
         self.register_buffer("signs", signs)
         self.monotone = directions is not None
         n_mono = int((signs != 0).sum())
-        n_free = n_dense - n_mono + sum(e.embedding_dim for e in self.embeddings)
+        n_free = n_dense - n_mono + sum(emb_dims)
         widths = [*hidden, 1]
         self.free_in = nn.Linear(n_free, widths[0])
         self.mono_in = nn.Parameter(torch.empty(widths[0], n_mono))
@@ -183,10 +184,11 @@ class FraudNet(nn.Module):
         """Logits of shape (N,) from category indices (N, C) and numeric features (N, F)."""
         mono = self.signs != 0
         free = torch.cat([dense[:, ~mono], *(emb(codes[:, j]) for j, emb in enumerate(self.embeddings))], dim=1)
-        x = self.free_in(free)
+        x: torch.Tensor = self.free_in(free)
         if self.mono_in.shape[1]:
             x = x + nn.functional.linear(dense[:, mono] * self.signs[mono], self._weight(self.mono_in))
-        for layer in self.layers:
+        for module in self.layers:
+            layer = cast(nn.Linear, module)  # __init__ fills self.layers with nn.Linear only
             x = self.dropout(self._act(x) if self.monotone else torch.relu(x))
             x = nn.functional.linear(x, self._weight(layer.weight), layer.bias)
         return x.squeeze(1)

@@ -95,6 +95,8 @@ def read_metadata(path: Path) -> dict[str, Any]:
         meta = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ModelFormatError(f"{file}: not valid JSON ({exc.msg})") from None
+    if not isinstance(meta, dict):
+        raise ModelFormatError(f"{file}: not a JSON object")
     if meta.get("format") != FORMAT:
         raise ModelFormatError(f"{file}: format {meta.get('format')!r} is not {FORMAT!r}")
     return meta
