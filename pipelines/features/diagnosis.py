@@ -81,16 +81,25 @@ def ehr_columns(features: Sequence[str]) -> tuple[list[str], list[str]]:
     return [f"ehr_{f}" for f in features], [f"miss_{f}" for f in features]
 
 
+def _number(value: object) -> float:
+    """A polars aggregate of a Float64 column (typed as any Python literal) as a float; 0.0 when null."""
+    if value is None:
+        return 0.0
+    if isinstance(value, int | float):
+        return float(value)
+    raise TypeError(f"expected a number, got {type(value).__name__}")
+
+
 def fit_scaler(train: pl.DataFrame, features: Sequence[str]) -> Scaler:
     """Fit median fill and mean/std scaling on training rows (columns ``raw_<feature>``)."""
     scaler = Scaler(features=list(features))
     for f in features:
         col = train[f"raw_{f}"].drop_nulls().cast(pl.Float64)
-        median = float(col.median()) if col.len() else 0.0
+        median = _number(col.median()) if col.len() else 0.0
         filled = train[f"raw_{f}"].cast(pl.Float64).fill_null(median)
-        std = float(filled.std() or 0.0) if filled.len() > 1 else 0.0
+        std = _number(filled.std()) if filled.len() > 1 else 0.0
         scaler.median[f] = median
-        scaler.mean[f] = float(filled.mean() or 0.0) if filled.len() else 0.0
+        scaler.mean[f] = _number(filled.mean()) if filled.len() else 0.0
         scaler.std[f] = std if std > 1e-9 else 1.0
     return scaler
 

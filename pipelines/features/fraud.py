@@ -165,7 +165,8 @@ def _service_levels() -> dict[str, int]:
     starts = set(codes.UPCODE_TO) - set(codes.UPCODE_TO.values())
     levels = {}
     for start in starts:
-        code, level = start, 1
+        code: str | None = start
+        level = 1
         while code is not None:
             levels[code] = level
             code, level = codes.UPCODE_TO.get(code), level + 1

@@ -186,7 +186,7 @@ def _patient_cycles(claims: pl.DataFrame, edges: pl.DataFrame, cycle_days: int) 
     for claim_id, patient, provider, asof in cand.select("claim_id", "patient_id", "provider_id", "asof").iter_rows():
         graph: dict[str, set[str]] = defaultdict(set)
         for date, src, dst in per_patient[patient]:
-            if date <= asof and (asof - date).days <= cycle_days:  # type: ignore[operator]
+            if date <= asof and (asof - date).days <= cycle_days:
                 graph[src].add(dst)
         ids.append(claim_id)
         flags.append(int(_reaches(graph, provider, provider)))

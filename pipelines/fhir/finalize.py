@@ -93,7 +93,8 @@ class SecondPass:
         self.result = SecondPassResult()
 
     def _meta(self, seq: int) -> dict[str, Any]:
-        return _load(self.work_dir / f"{seq:08d}.meta.pkl")
+        meta: dict[str, Any] = _load(self.work_dir / f"{seq:08d}.meta.pkl")  # the first pass pickled a dict
+        return meta
 
     # --- rejections ----------------------------------------------------------------------------------------------
 

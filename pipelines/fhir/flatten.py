@@ -440,7 +440,8 @@ class Flattener:
 
     def _claim_response(self, r: dict[str, Any]) -> dict[str, list[Row]]:
         total = _first(r.get("total"))
-        payment = r.get("payment") if isinstance(r.get("payment"), dict) else {}
+        payment = r.get("payment")
+        payment = payment if isinstance(payment, dict) else {}
         row: Row = {
             "claim_response_id": r["id"],
             "resource_type": r["resourceType"],

@@ -33,7 +33,9 @@ def load_truth(raw_dir: Path, pseudonymizer: Pseudonymizer) -> pl.DataFrame:
     file = Path(raw_dir) / TRUTH_FILE
     if not file.exists():
         raise InputError(f"{file}: fraud ground truth not found (only the built-in cohort has one)")
-    ids, patterns, labelled = [], [], []
+    ids: list[str] = []
+    patterns: list[str] = []
+    labelled: list[bool] = []
     with file.open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         missing = {"claim_id", "pattern", "labelled"} - set(reader.fieldnames or ())

@@ -36,11 +36,12 @@ def _summary(df: pl.DataFrame) -> dict[str, Any]:
     out: dict[str, Any] = {"studies": df.height, "patients": df["patient_id"].n_unique()}
     for split in ("train", "val", "test"):
         part = df.filter(pl.col("split") == split)
+        positives = int(part["label"].sum())  # labels are 0/1, never null
         out[split] = {
             "studies": part.height,
             "patients": part["patient_id"].n_unique(),
-            "positives": int(part["label"].sum()),
-            "prevalence": float(part["label"].mean() or 0.0) if part.height else None,
+            "positives": positives,
+            "prevalence": positives / part.height if part.height else None,
         }
     started = df["started"].drop_nulls()
     out["date_range"] = [str(started.min())[:10], str(started.max())[:10]] if started.len() else None
