@@ -19,13 +19,13 @@ from pipelines.errors import InputError
 from pipelines.io import atomic_dir, write_json
 from pipelines.modeling import engine
 from pipelines.modeling.errors import CheckpointMismatchError
-from pipelines.modeling.options import TrainOptions
+from pipelines.modeling.options import Mode, TrainOptions
 from pipelines.stages.tracked import tracked_stage
 
 log = logging.getLogger(__name__)
 
 
-def _options(params: DiagnosisTrainParams, mode: str) -> TrainOptions:
+def _options(params: DiagnosisTrainParams, mode: Mode) -> TrainOptions:
     """The engine's options for one mode: the params section less what the stage itself handles."""
     return TrainOptions(**params.model_dump(exclude={"seed", "device", "modes"}), mode=mode)
 

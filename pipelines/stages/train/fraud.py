@@ -13,7 +13,7 @@ from pipelines.features.fraud import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from pipelines.io import atomic_dir, write_json
 from pipelines.modeling.engine import resolve_device
 from pipelines.modeling.fraud_baselines import GbmBaseline, GbmConfig, RulesBaseline
-from pipelines.modeling.fraud_model import FraudModelConfig, save_fraud_model, train_fraud_model
+from pipelines.modeling.fraud_model import FraudModelConfig, FraudScorer, save_fraud_model, train_fraud_model
 from pipelines.modeling.fraud_store import FRAUD_SCORERS
 from pipelines.stages.tracked import tracked_stage
 
@@ -48,7 +48,8 @@ def run(params: FraudTrainParams, processed: Path, out_dir: Path, *, tracking_ur
             config=GbmConfig(**params.gbm.model_dump()), seed=params.seed,
         )  # fmt: skip
         rules = RulesBaseline.fit(tr)
-        for name, fitted in zip(FRAUD_SCORERS, (model, gbm, rules), strict=True):
+        scorers: tuple[FraudScorer, ...] = (model, gbm, rules)
+        for name, fitted in zip(FRAUD_SCORERS, scorers, strict=True):
             save_fraud_model(fitted, tmp / name)
         summary["model"] = getattr(model, "info", {})
         write_json(tmp / "train_summary.json", summary)
