@@ -27,7 +27,7 @@ from pipelines.fhir.ingest_report import fhir_report
 from pipelines.fhir.labels import fund_findings_table
 from pipelines.fhir.pipeline import FhirIngest
 from pipelines.fhir.pseudonym import Pseudonymizer
-from pipelines.fhir.read import discover
+from pipelines.fhir.read import SourceFile, discover
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,9 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def run(params: IngestParams, input_dir: Path, output_dir: Path, *, key: str | None, progress: bool = True) -> dict:
+def run(
+    params: IngestParams, input_dir: Path, output_dir: Path, *, key: str | None, progress: bool = True
+) -> dict[str, Any]:
     """Ingest one input folder.
 
     Args:
@@ -120,7 +122,7 @@ def _ingest(
     params: IngestParams,
     input_dir: Path,
     tmp: Path,
-    files: list,
+    files: list[SourceFile],
     dicom_files: list[Path],
     key: str,
     workers: int,
