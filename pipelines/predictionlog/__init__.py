@@ -2,8 +2,9 @@
 
 Written by the service (``pipelines.service``), read and verified by the auditors' reports (``pipelines.audit``)
 and by ``shipa audit verify``. It sits below both and imports no other ``pipelines`` package, so neither of
-them needs the other. Modules: ``log`` (:class:`~pipelines.predictionlog.log.PredictionLog`, its record types,
-the ``audit_events``/``audit_head`` tables and ``verify``), ``fhir`` (an entry as a FHIR R4 AuditEvent), ``db``
-(the SQLAlchemy engine the service's tokens share), ``roles`` (the token roles and purposes of use an entry
-records). The table names keep their ``audit_`` prefix: they are the stored format of existing databases.
+them needs the other. Modules: ``log`` (:class:`~pipelines.predictionlog.log.PredictionLog`, the record to
+append, the ``audit_events``/``audit_head`` tables and ``verify``), ``entry`` (``LogEntry``, a stored record),
+``fhir`` (an entry as a FHIR R4 AuditEvent), ``db`` (the SQLAlchemy engine the service's tokens share),
+``roles`` (the token roles and purposes of use an entry records). The table names keep their ``audit_``
+prefix: they are the stored format of existing databases.
 """

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pipelines.predictionlog.entry import LogEntry
 from pipelines.predictionlog.roles import PURPOSE_OF_USE_SYSTEM
-
-if TYPE_CHECKING:
-    from pipelines.predictionlog.log import LogEntry
 
 # Code systems of the AuditEvent built by ``audit_event_to_fhir``.
 EVENT_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/audit-event-type"

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -39,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from pipelines.predictionlog.db import make_engine
+from pipelines.predictionlog.entry import LogEntry
 from pipelines.predictionlog.fhir import audit_event_to_fhir
 from pipelines.predictionlog.roles import PURPOSE_OF_USE, Role
 
@@ -175,48 +176,6 @@ class PredictionRecord:
     patient_pseudonym: str | None = None
     outcome_desc: str | None = None
     recorded: datetime | None = None
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    """A stored audit record, with its place in the chain."""
-
-    seq: int
-    event_id: str
-    recorded: str
-    token_name: str
-    role: str
-    purpose_of_use: str
-    endpoint: str
-    model_name: str
-    model_version: str
-    model_alias: str
-    input_sha256: str
-    patient_pseudonym: str | None
-    output_json: str
-    latency_us: int
-    outcome: str
-    outcome_desc: str | None
-    prev_hash: str
-    hash: str
-
-    @property
-    def output(self) -> Any:
-        """The recorded output, parsed."""
-        return json.loads(self.output_json)
-
-    @property
-    def latency_ms(self) -> float:
-        """Latency in milliseconds."""
-        return self.latency_us / 1000.0
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready form (``?format=json``): every stored field plus parsed output and latency_ms."""
-        data = asdict(self)
-        data["output"] = self.output
-        data["latency_ms"] = self.latency_ms
-        del data["output_json"]
-        return data
 
 
 @dataclass(frozen=True)
