@@ -190,11 +190,11 @@ GOVERNED_OBSERVATION_CATEGORIES = frozenset({"vital-signs", "laboratory", "imagi
 
 def _category_codes(resource: dict[str, Any]) -> set[str]:
     return {
-        c.get("code")
+        code
         for cat in resource.get("category") or []
         if isinstance(cat, dict)
         for c in cat.get("coding") or []
-        if isinstance(c, dict)
+        if isinstance(c, dict) and isinstance(code := c.get("code"), str)
     }
 
 
