@@ -165,7 +165,11 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def _cycle_report(kind: str, cycle: list[str], edges: list[Import], key: Callable[[str], str]) -> str:
     members = set(cycle)
     lines = [f"{kind} import cycle: {' <-> '.join(cycle)}"]
-    lines += [f"  {e.where()}" for e in edges if key(e.source) in members and key(e.target) in members]
+    lines += [
+        f"  {e.where()}"
+        for e in edges
+        if key(e.source) in members and key(e.target) in members and key(e.source) != key(e.target)
+    ]
     return "\n".join(lines)
 
 
