@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
+import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from pipelines.fhir import fastcheck
 from pipelines.fhir.deid import Pseudonyms
 from pipelines.fhir.finalize import SecondPass, SecondPassResult, write_ndjson
 from pipelines.fhir.index import DatasetIndex
@@ -134,9 +136,10 @@ class FhirIngest:
         limit = self.workers * self.max_queue
         SchemaValidator().preload(PRELOADED_TYPES)  # imported once here, shared by every forked worker
         gc.collect()
-        with ProcessPoolExecutor(
-            self.workers, mp_context=ctx, initializer=init_worker, initargs=(self.key, self.work_dir)
-        ) as pool:
+        # The workers exit when this process dies (pipelines.parent_watch), and install the cached checks when
+        # this process did (a spawned worker does not inherit them).
+        initargs = (self.key, self.work_dir, os.getpid(), fastcheck.is_installed())
+        with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=init_worker, initargs=initargs) as pool:
             pending: deque[Future[ChunkResult]] = deque()
             bar = None
             try:

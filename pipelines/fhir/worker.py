@@ -24,7 +24,7 @@ import orjson
 import pyarrow as pa
 
 from pipelines import codes
-from pipelines.fhir import quarantine, refs
+from pipelines.fhir import fastcheck, quarantine, refs
 from pipelines.fhir.dates import ymd_bounds
 from pipelines.fhir.defects import (
     DANGLING_REFERENCE,
@@ -42,6 +42,7 @@ from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.fhir.read import DocumentPart, FailedPart, LinesPart, WorkUnit
 from pipelines.fhir.schema import ORD, RESOURCE_TABLES, TABLES, temp_schema
 from pipelines.fhir.validate import EVENT_DATE_FIELDS, SchemaValidator, content_issues, event_date
+from pipelines.parent_watch import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -466,8 +467,20 @@ class ChunkProcessor:
 _PROCESSOR: list[ChunkProcessor] = []
 
 
-def init_worker(key: str | bytes, work_dir: Path) -> None:
-    """Pool initializer: build this process's processor and freeze the objects imported so far."""
+def init_worker(key: str | bytes, work_dir: Path, parent_pid: int, fast_checks: bool) -> None:
+    """Pool initializer: exit with the parent, build this process's processor, freeze the objects imported so far.
+
+    Args:
+        key: the pseudonymisation key.
+        work_dir: folder for the temporary per-unit files.
+        parent_pid: the pid of the process that made the pool (the worker exits when it dies, even by SIGKILL).
+        fast_checks: whether the parent installed :mod:`pipelines.fhir.fastcheck`; a spawned worker (not Linux)
+            starts without it and installs it here, a forked one inherits it. Only after the parent's install
+            succeeded, so a version mismatch is warned about once, by the parent.
+    """
+    die_with_parent(parent_pid)
+    if fast_checks:
+        fastcheck.install()
     _PROCESSOR[:] = [ChunkProcessor(key, work_dir)]
     gc.freeze()
 

@@ -37,6 +37,7 @@ from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.imaging.deid import age_at_study, deidentify_dataset, header_json
 from pipelines.imaging.dicom import normalize_pixels, number_of_frames, parse_da, read_dicom, resample
 from pipelines.imaging.errors import DicomError
+from pipelines.parent_watch import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +213,10 @@ def _run_pool(paths: Iterator[Path], job: _Job, n_workers: int) -> Iterator[tupl
     # spawn, not fork: the parent may hold threads (torch, progress bars) that a forked child would inherit locked.
     context = multiprocessing.get_context("spawn")
     limit = n_workers * _IN_FLIGHT_PER_WORKER
-    with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
+    # The workers exit when this process dies, even by SIGKILL (pipelines.parent_watch).
+    with ProcessPoolExecutor(
+        max_workers=n_workers, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         pending: set[Future[tuple[str, ImageRecord | QuarantineRecord]]] = set()
         for path in paths:
             pending.add(pool.submit(_process_file, path, job))
