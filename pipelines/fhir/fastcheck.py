@@ -50,7 +50,7 @@ _MISSING = object()
 _COMPLEX_LISTS: dict[type, dict[str, tuple[int, str | None]] | None] = {}
 # class -> whether it has required primitives or choice elements to check after construction
 _AFTER: dict[type, bool] = {}
-_stock_reject_null = FHIRAbstractModel.reject_null_complex_elements.__func__  # type: ignore[attr-defined]
+_stock_reject_null = FHIRAbstractModel.reject_null_complex_elements.__func__
 # class -> ((field name, alias, extension field), ...) of its required primitive elements
 _REQUIRED: dict[type, tuple[tuple[str, str | None, str | None], ...]] = {}
 # class -> ((field names), required) of its choice elements (value[x] ...)
@@ -87,7 +87,7 @@ def _complex_lists(cls: type[FHIRAbstractModel]) -> dict[str, tuple[int, str | N
         if is_list_type(field) and not is_primitive_type(field) and not name.endswith("__ext")
     ]
     for pos, (name, alias) in enumerate(fields):
-        entries = [(alias, (pos, None))] if alias else []
+        entries: list[tuple[str, tuple[int, str | None]]] = [(alias, (pos, None))] if alias else []
         if name != alias:
             entries.append((name, (pos, alias or None)))
         for key, spec in entries:
@@ -152,7 +152,8 @@ def validate_required_primitive_elements(self: FHIRAbstractModel) -> None:
         value = getattr(self, key, _MISSING)
         if value not in (_MISSING, None):
             continue
-        ext_value = getattr(self, ext, _MISSING) if ext is not None else None
+        # Any element value (a model, a dict, or a list on malformed input), read as the stock check reads it.
+        ext_value: Any = getattr(self, ext, _MISSING) if ext is not None else None
         missing_ext = True
         if ext_value not in (_MISSING, None):
             if isinstance(ext_value, dict):
