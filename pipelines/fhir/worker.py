@@ -382,7 +382,7 @@ class ChunkProcessor:
         subject = obj.get("subject")
         if bounds is None or not isinstance(subject, dict) or not isinstance(subject.get("reference"), str):
             return None
-        ref = subject["reference"]
+        ref: str = subject["reference"]  # a str, checked above
         pseudo = self.pseudonyms.reference(fullurls.get(ref, ref) if fullurls else ref)
         if pseudo is None or not pseudo.key or not pseudo.reference.startswith(("Patient/", "Patient?")):
             return None
