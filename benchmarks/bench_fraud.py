@@ -7,13 +7,21 @@ so that generation does not dominate). In that subprocess:
 - ``features``: :func:`pipelines.features.fraud.claim_features` (all feature groups), claims/s;
 - ``subset polars`` vs ``subset pandas``: the same nine features (clinical trace, death, near-duplicates,
   daily volume, unbundling, peer-median amount ratio) computed by Shipa's polars blocks and by a plain pandas
-  groupby implementation, checked equal, timed in the same run; the ratio is pandas time / polars time;
+  groupby implementation, timed in the same run; the ratio is pandas time / polars time. The pandas side gets
+  its tables already converted (``to_pandas()`` and the date columns, outside its timing), as a pandas shop
+  would hold them. The two outputs must agree (``numpy.allclose``): the benchmark exits non-zero, naming the
+  columns that differ, when they do not;
 - ``score``: the trained fraud model's :func:`pipelines.modeling.fraud_model.score` on every claim, claims/s;
 - ``explain``: reasons for 1,000 claims, claims/s;
 - peak RSS of the subprocess.
 
-    python benchmarks/bench_fraud.py                         # 20,000 and 100,000 claims
-    python benchmarks/bench_fraud.py --sizes 5000,20000      # a quick check
+Threads are pinned per subprocess: ``POLARS_MAX_THREADS`` (set before polars is imported), ``OMP_NUM_THREADS``
+and the BLAS thread counts all get the same budget, and torch ``set_num_threads``. pandas uses one thread
+whatever the budget. ``--threads 1,N`` (default: 1 and the number of cores) gives the per-core ratio (both sides
+one thread) and the ratio at N threads (polars may use N; pandas cannot use more than one).
+
+    python benchmarks/bench_fraud.py                         # 20,000 and 100,000 claims, 1 and N threads
+    python benchmarks/bench_fraud.py --sizes 5000,20000 --threads 1      # a quick check
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -28,9 +37,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import polars as pl
+# The thread budget must be in the environment before polars (and numpy's BLAS) is imported: the parent passes it
+# to each subprocess; run directly without one, this process pins one thread.
+_THREADS = os.environ.setdefault("POLARS_MAX_THREADS", "1")
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, _THREADS)
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import polars as pl  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -231,25 +246,35 @@ def make_tables(n_claims: int, seed: int = 0) -> FraudTables:
 # ---------------------------------------------------------
 
 
-def pandas_subset(t: FraudTables, opt: F.FraudFeatureOptions) -> pd.DataFrame:
-    """:data:`SUBSET` computed with pandas merges and groupbys (the baseline)."""
-    c = t.claims.to_pandas()
-    items = t.claim_items.to_pandas()
-    enc = t.encounters.to_pandas()
-    obs = t.observations.to_pandas()
-    pats = t.patients.to_pandas()
-    orgs = t.organizations.to_pandas()
-    conds = t.conditions.to_pandas()
-    for df, cols in (
-        (c, ("asof", "service_start", "service_end")),
-        (items, ("serviced_date",)),
-        (enc, ("date",)),
-        (obs, ("date",)),
-        (pats, ("deceased_date",)),
-        (conds, ("date",)),
+def to_pandas_tables(t: FraudTables) -> dict[str, pd.DataFrame]:
+    """The tables the pandas baseline reads, as pandas frames with datetime columns (not timed)."""
+    frames = {
+        "claims": t.claims.to_pandas(),
+        "items": t.claim_items.to_pandas(),
+        "encounters": t.encounters.to_pandas(),
+        "observations": t.observations.to_pandas(),
+        "patients": t.patients.to_pandas(),
+        "organizations": t.organizations.to_pandas(),
+        "conditions": t.conditions.to_pandas(),
+    }
+    for name, cols in (
+        ("claims", ("asof", "service_start", "service_end")),
+        ("items", ("serviced_date",)),
+        ("encounters", ("date",)),
+        ("observations", ("date",)),
+        ("patients", ("deceased_date",)),
+        ("conditions", ("date",)),
     ):
         for col in cols:
-            df[col] = pd.to_datetime(df[col])
+            frames[name][col] = pd.to_datetime(frames[name][col])
+    return frames
+
+
+def pandas_subset(frames: dict[str, pd.DataFrame], opt: F.FraudFeatureOptions) -> pd.DataFrame:
+    """:data:`SUBSET` computed with pandas merges and groupbys (the baseline), from :func:`to_pandas_tables`."""
+    c = frames["claims"]
+    items, enc, obs = frames["items"], frames["encounters"], frames["observations"]
+    pats, orgs, conds = frames["patients"], frames["organizations"], frames["conditions"]
     c = c.sort_values(["asof", "claim_id"]).reset_index(drop=True)
     c["ord"] = np.arange(len(c))
     c = c.merge(
@@ -386,15 +411,25 @@ def child(n: int) -> dict[str, Any]:
     from pipelines.modeling.fraud_attribution import explain
     from pipelines.modeling.fraud_model import FraudModelConfig, score, train_fraud_model
 
-    torch.set_num_threads(1)
+    threads = int(_THREADS)
+    if pl.thread_pool_size() != threads:
+        sys.exit(f"bench_fraud: polars runs {pl.thread_pool_size()} threads, not the budget of {threads}")
+    torch.set_num_threads(threads)
     opt = F.FraudFeatureOptions()
     t, gen_s = _timed(make_tables, n)
     feats, feat_s = _timed(F.claim_features, t, opt)
+    frames = to_pandas_tables(t)
     pol, pol_s = _timed(polars_subset, t, opt)
-    pan, pan_s = _timed(pandas_subset, t, opt)
+    pan, pan_s = _timed(pandas_subset, frames, opt)
     a = pol.sort("claim_id").select(SUBSET).to_numpy()
     b = pl.from_pandas(pan).sort("claim_id").select(SUBSET).to_numpy()
-    same = bool(np.allclose(a, b, equal_nan=True))
+    differ = [
+        f"{col} (max |diff| {np.nanmax(np.abs(a[:, i] - b[:, i])):.6g})"
+        for i, col in enumerate(SUBSET)
+        if not np.allclose(a[:, i], b[:, i], equal_nan=True)
+    ]
+    if differ:
+        sys.exit(f"bench_fraud: polars and pandas disagree at {n} claims on: {', '.join(differ)}")
     # A model to score with: labels from the obvious flags (the benchmark times scoring, not accuracy).
     y = (feats["after_death"] > 0) | (feats["has_encounter"] == 0) | (feats["dup_prior_same_service"] > 0)
     y = y.cast(pl.Int64).to_numpy()
@@ -414,13 +449,14 @@ def child(n: int) -> dict[str, Any]:
     _, explain_s = _timed(explain, model, sample)
     return {
         "claims": n,
+        "threads": threads,
         "generate_s": round(gen_s, 2),
         "features_s": round(feat_s, 2),
         "features_claims_per_s": round(n / feat_s),
         "subset_polars_s": round(pol_s, 3),
         "subset_pandas_s": round(pan_s, 3),
         "subset_speedup_vs_pandas": round(pan_s / pol_s, 2),
-        "subset_equal": same,
+        "subset_equal": True,
         "score_claims_per_s": round(n / score_s),
         "explain_claims_per_s": round(sample.height / explain_s),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -428,32 +464,53 @@ def child(n: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Run every size in its own subprocess and print one JSON line per size and a summary table."""
+    """Run every size and thread budget in its own subprocess; print one JSON line each and a summary table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="20000,100000", help="claims per run, comma-separated")
+    parser.add_argument("--threads", help="thread budgets, comma-separated (default: 1 and the number of cores)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child)))
         return
+    cores = len(os.sched_getaffinity(0))
+    budgets = sorted({int(b) for b in (args.threads or f"1,{cores}").split(",")})
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
-        proc = subprocess.run([sys.executable, __file__, "--child", str(n)], capture_output=True, text=True, check=True)
-        row = json.loads(proc.stdout.strip().splitlines()[-1])
-        rows.append(row)
-        print(json.dumps(row))
+        for threads in budgets:
+            env = {**os.environ, **{v: str(threads) for v in ("POLARS_MAX_THREADS", "OMP_NUM_THREADS")}}
+            env.update({v: str(threads) for v in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+            cmd = [sys.executable, __file__, "--child", str(n)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+            if proc.returncode != 0:
+                lines = proc.stderr.strip().splitlines()
+                sys.exit(lines[-1] if lines else f"bench_fraud: {n} claims, {threads} threads: exit {proc.returncode}")
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print(f"\nfraud features benchmark ({cores} cores); ratio = pandas seconds / polars seconds for the same nine")
+    print("features, outputs checked equal; both sides get the thread budget (pandas uses one thread of it);")
+    print("per core = the rate divided by the budget")
     cols = (
-        "claims",
-        "features_claims_per_s",
-        "subset_speedup_vs_pandas",
-        "subset_equal",
-        "score_claims_per_s",
-        "explain_claims_per_s",
-        "peak_rss_mb",
+        f"{'claims':>7} {'threads':>7} {'features claims/s':>17} {'per core':>8} {'pandas s/polars s':>17} "
+        f"{'equal':>5} {'score claims/s':>14} {'explain claims/s':>16} {'peak RSS MB':>11}"
     )
-    print(" | ".join(cols))
+    print(cols)
     for row in rows:
-        print(" | ".join(str(row[c]) for c in cols))
+        t = row["threads"]
+        print(
+            f"{row['claims']:>7} {t:>7} {row['features_claims_per_s']:>17} {row['features_claims_per_s'] / t:>8.0f} "
+            f"{row['subset_speedup_vs_pandas']:>16.2f}x {row['subset_equal']!s:>5} {row['score_claims_per_s']:>14} "
+            f"{row['explain_claims_per_s']:>16} {row['peak_rss_mb']:>11}"
+        )
+    for n in sorted({row["claims"] for row in rows}):
+        by = {row["threads"]: row for row in rows if row["claims"] == n}
+        text = ", ".join(
+            f"{by[t]['subset_speedup_vs_pandas']:.2f}x at {t} thread{'s' if t > 1 else ''}"
+            + (" (per core)" if t == 1 else " (total)")
+            for t in sorted(by)
+        )
+        print(f"summary {n} claims: polars subset / pandas subset {text}")
 
 
 if __name__ == "__main__":

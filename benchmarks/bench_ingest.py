@@ -1,16 +1,30 @@
-"""Benchmark: Shipa's FHIR ingest against a naive validate-and-append loop (and fhiry where it is installed).
+"""Benchmark: Shipa's FHIR ingest against the naive stock loop, per core and at N workers.
 
-Every measurement runs in its own subprocess on the same input and reports resources/s and peak RSS (the main
-process, and for Shipa also its largest worker). Two input sizes show whether memory stays flat.
+The naive loop is what someone would write with the stock library: parse each resource (orjson, the faster
+parser, so that the baseline is not slowed by the stdlib's) and ``fhir.resources.R4B`` ``model_validate`` it,
+counting what validates and keeping nothing (keeping nothing is the fastest and smallest such loop, so it is the
+strongest baseline). Two comparisons, each side in its own process tree on the same input:
 
-Input: the built-in synthetic cohort (``pipelines.synth``, bulk NDJSON, no images) sized to about ``--sizes``
-resources, or, with ``--source synthea``, the Synthea R4 sample replicated with fresh ids (its non-LOINC
-Observation codes replaced by valid LOINC codes so that the input is mostly clean).
+- per core: ``shipa ingest`` with 1 worker against the naive loop in one process;
+- at N workers (``--workers``, default one per core): Shipa with N workers against the naive loop in N processes
+  (a ``multiprocessing`` Pool over files, NDJSON files split into byte ranges).
 
-    python benchmarks/bench_ingest.py --sizes 200000,400000          # the acceptance run (minutes on 2 cores)
-    python benchmarks/bench_ingest.py --sizes 5000,10000 --work /tmp/bench-ingest   # a quick check
+For each it prints resources/s of both sides, the ratio (Shipa / naive; per core, and at N both in total and per
+core), CPU µs a resource (every process of the side) and peak memory of each side: the largest single process
+(``getrusage``) and the whole process tree (the sum of its processes' PSS, sampled every 0.1 s with psutil).
+Shipa does more than the loop: it also de-identifies, checks references, dates, IINs and codes, and writes Parquet
+tables and quarantine.
 
-fhiry is not a Shipa dependency (it pulls google-cloud-bigquery); install it beside the venv and point at it:
+Input (``--source``): by default the real Synthea R4 sample bundles in ``../shared/data/synthea-r4`` copied with
+fresh ids until about ``--sizes`` resources (their non-LOINC Observation codes replaced by a valid LOINC code so
+that the input is mostly clean); ``--source cohort``: the built-in synthetic cohort (bulk NDJSON, no images).
+
+    python benchmarks/bench_ingest.py                                  # 30,000 and 60,000 resources (minutes)
+    python benchmarks/bench_ingest.py --sizes 100000 --workers 2 --extras
+
+``--extras`` adds the naive loop with Shipa's cached element checks installed (how much of the lead they are),
+the loop keeping ``model_dump()`` of every resource, and fhiry's flattening where it is installed. fhiry is not a
+Shipa dependency (it pulls google-cloud-bigquery); install it beside the venv and point at it:
 ``pip install --target /tmp/fhiry-lib --no-deps fhiry prodict timeago et_xmlfile openpyxl``, then
 ``--fhiry-path /tmp/fhiry-lib``.
 """
@@ -94,7 +108,7 @@ def make_synthea_input(target: int, out: Path) -> int:
     return count
 
 
-# --- measured runs (each in its own process) --------------------------------------------------------------------
+# --- measured runs (each side in its own process tree) ----------------------------------------------------------
 
 
 def _peak_mb(who: int) -> float:
@@ -102,7 +116,7 @@ def _peak_mb(who: int) -> float:
 
 
 def _cpu_s() -> float:
-    """CPU seconds used by this process and its finished children (the pool workers)."""
+    """CPU seconds used by this process and its finished children (the workers)."""
     total = 0.0
     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
         usage = resource.getrusage(who)
@@ -110,73 +124,114 @@ def _cpu_s() -> float:
     return total
 
 
+def _result(resources: int, seconds: float, cpu: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "resources": resources,
+        "seconds": seconds,
+        "cpu_s": _cpu_s() - cpu,
+        "peak_rss_mb": _peak_mb(resource.RUSAGE_SELF),
+        "peak_child_rss_mb": _peak_mb(resource.RUSAGE_CHILDREN),
+        **extra,
+    }
+
+
 def run_shipa(input_dir: Path, out: Path, workers: int) -> dict[str, Any]:
+    """``pipelines.stages.ingest.run`` with ``workers`` validation processes (the stage ``shipa ingest`` runs)."""
     from pipelines.config import IngestParams
     from pipelines.stages import ingest
 
     start, cpu = time.perf_counter(), _cpu_s()
     report = ingest.run(IngestParams(workers=workers), input_dir, out, key=BENCH_KEY, progress=False)
     seconds = time.perf_counter() - start
-    return {
-        "resources": report["fhir"]["resources"]["read"],
-        "seconds": seconds,
-        "cpu_s": _cpu_s() - cpu,
-        "peak_rss_mb": _peak_mb(resource.RUSAGE_SELF),
-        "peak_worker_rss_mb": _peak_mb(resource.RUSAGE_CHILDREN),
-    }
+    return _result(report["fhir"]["resources"]["read"], seconds, cpu)
 
 
-def run_naive(input_dir: Path, dump: bool = False, fastcheck: bool = False) -> dict[str, Any]:
-    """Validate each resource with its R4B model, one by one, appending the parsed dict (or ``model_dump()``).
+def _tasks(input_dir: Path, block: int = 4 << 20) -> list[tuple[str, int, int]]:
+    """Work units for the naive pool: whole JSON files, and NDJSON files cut into newline-aligned byte ranges."""
+    tasks: list[tuple[str, int, int]] = []
+    for path in sorted(p for p in input_dir.rglob("*") if p.suffix in (".ndjson", ".json")):
+        if path.suffix == ".json":
+            tasks.append((str(path), 0, -1))
+            continue
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            start = 0
+            while start < size:
+                fh.seek(min(start + block, size))
+                fh.readline()
+                end = min(fh.tell(), size)
+                tasks.append((str(path), start, end - start))
+                start = end
+    return tasks
 
-    The stock fhir.resources unless ``fastcheck``: then with Shipa's cached element checks installed first
-    (:mod:`pipelines.fhir.fastcheck`), to show how much of Shipa's lead comes from them. Nothing else of Shipa is
-    imported here, because importing ``pipelines.fhir.validate`` installs them.
+
+def naive_task(task: tuple[str, int, int], keep: str = "none", fastcheck: bool = False) -> tuple[int, int]:
+    """The naive loop over one work unit: parse, ``model_validate`` with the stock R4B model; (read, valid).
+
+    ``keep``: "none" counts only; "dump" keeps each validated model's ``model_dump()`` (as a loop that builds
+    tables from the models would), which is what the memory of such a loop grows with.
     """
     import orjson
-
-    if fastcheck:
-        from pipelines.fhir.fastcheck import install
-
-        install()
     from fhir.resources.R4B import get_fhir_model_class
     from pydantic import ValidationError
 
-    start, cpu = time.perf_counter(), _cpu_s()
-    kept: list[dict[str, Any]] = []
-    n = 0
+    if fastcheck:
+        from pipelines.fhir import fastcheck as fc
 
-    def one(obj: Any) -> None:
-        nonlocal n
-        n += 1
+        fc.install()
+    path, offset, length = task
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        data = fh.read() if length < 0 else fh.read(length)
+    if path.endswith(".json"):
+        doc = orjson.loads(data)
+        objs: Any = (e["resource"] for e in doc.get("entry", []) if isinstance(e, dict) and "resource" in e)
+    else:
+
+        def lines() -> Any:
+            for line in data.splitlines():
+                if line.strip():
+                    try:
+                        yield orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        yield None
+
+        objs = lines()
+    read = valid = 0
+    kept: list[Any] = []
+    for obj in objs:
+        read += 1
         try:
             model = get_fhir_model_class(obj["resourceType"]).model_validate(obj)
         except (ValidationError, KeyError, TypeError, ValueError):
-            return
-        kept.append(model.model_dump() if dump else obj)
+            continue
+        valid += 1
+        if keep == "dump":
+            kept.append(model.model_dump())
+    return read, valid
 
-    for path in sorted(p for p in input_dir.rglob("*") if p.suffix in (".ndjson", ".json")):
-        if path.suffix == ".ndjson":
-            with path.open("rb") as fh:
-                for line in fh:
-                    if line.strip():
-                        try:
-                            one(orjson.loads(line))
-                        except orjson.JSONDecodeError:
-                            n += 1
-        else:
-            doc = orjson.loads(path.read_bytes())
-            for entry in doc.get("entry", []):
-                if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
-                    one(entry["resource"])
+
+def run_naive(input_dir: Path, processes: int, keep: str = "none", fastcheck: bool = False) -> dict[str, Any]:
+    """The naive loop in one process, or in ``processes`` processes (a Pool over the work units)."""
+    import functools
+
+    import orjson  # noqa: F401  (imported before the clock starts, as Shipa's stage module is)
+    from fhir.resources import R4B  # noqa: F401
+
+    tasks = _tasks(input_dir)
+    fn = functools.partial(naive_task, keep=keep, fastcheck=fastcheck)
+    start, cpu = time.perf_counter(), _cpu_s()
+    if processes <= 1:
+        counts = [fn(t) for t in tasks]
+    else:
+        import multiprocessing
+
+        with multiprocessing.Pool(processes) as pool:
+            counts = pool.map(fn, tasks, chunksize=1)
+            pool.close()
+            pool.join()
     seconds = time.perf_counter() - start
-    return {
-        "resources": n,
-        "seconds": seconds,
-        "cpu_s": _cpu_s() - cpu,
-        "peak_rss_mb": _peak_mb(resource.RUSAGE_SELF),
-        "kept": len(kept),
-    }
+    return _result(sum(r for r, _ in counts), seconds, cpu, valid=sum(v for _, v in counts))
 
 
 def _fhiry_input(input_dir: Path, out: Path, limit: int) -> tuple[Path, int, int]:
@@ -230,27 +285,82 @@ def run_fhiry(input_dir: Path, out: Path, limit: int) -> dict[str, Any]:
     }
 
 
-def _child(
-    kind: str, input_dir: Path, out: Path, workers: int, path: Path | None = None, sample: int = 10000
-) -> dict[str, Any]:
+def _tree_pss_mb(proc: Any) -> float:
+    """Sum of the PSS (RSS where PSS is unavailable) of ``proc`` and its descendants, in MB."""
+    import psutil
+
+    total = 0
+    for p in (proc, *proc.children(recursive=True)):
+        try:
+            info = p.memory_full_info()
+            total += getattr(info, "pss", info.rss)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total / 2**20
+
+
+def _child(kind: str, input_dir: Path, out: Path, workers: int, path: Path | None = None, sample: int = 10000) -> dict:
+    """Run one measurement in a fresh process; sample its process tree's memory while it runs."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--input", str(input_dir)]
     cmd += ["--out", str(out), "--workers", str(workers), "--fhiry-sample", str(sample)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if path is not None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(path), env.get("PYTHONPATH", "")) if p)
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    shutil.rmtree(out, ignore_errors=True)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
+        peak = 0.0
+        try:
+            import psutil
+
+            handle = psutil.Process(proc.pid)
+            while proc.poll() is None:
+                try:
+                    peak = max(peak, _tree_pss_mb(handle))
+                except psutil.NoSuchProcess:
+                    break
+                time.sleep(0.1)
+        except ImportError:
+            pass
+        stdout, stderr = proc.communicate()
+    if proc.returncode != 0:
+        return {"error": stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {proc.returncode}"}
+    result = json.loads(stdout.strip().splitlines()[-1])
+    if peak:
+        result["tree_pss_mb"] = peak
+    return result
+
+
+def _rate(res: dict[str, Any]) -> float:
+    return res["resources"] / res["seconds"]
+
+
+def _cpu_ratio(naive: dict[str, Any], shipa: dict[str, Any]) -> float:
+    """How many times more CPU a resource the naive side used (steadier than wall time on a shared machine)."""
+    return (naive["cpu_s"] / naive["resources"]) / (shipa["cpu_s"] / shipa["resources"])
+
+
+def _row(label: str, res: dict[str, Any], base: dict[str, Any] | None, cores: int) -> str:
+    if "seconds" not in res:
+        return f"  {label:<34} {res.get('skipped') or res.get('error')}"
+    rate = _rate(res)
+    ratio = f"{_rate(base) / rate:.2f}x" if base and "seconds" in base else ""
+    cpu = res["cpu_s"] / res["resources"] * 1e6
+    largest = max(res["peak_rss_mb"], res.get("peak_child_rss_mb", 0.0))
+    tree = f"{res['tree_pss_mb']:.0f}" if "tree_pss_mb" in res else "n/a"
+    return (
+        f"  {label:<34} {res['resources']:>9} {rate:>9.0f} {rate / cores:>10.0f} {ratio:>7} {cpu:>8.0f} "
+        f"{largest:>10.0f} {tree:>9}"
+    )
 
 
 def main() -> None:
+    """Build the inputs, run every measurement in its own process, print the tables."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="200000,400000", help="approximate resources per input, comma-separated")
-    parser.add_argument("--source", choices=("cohort", "synthea"), default="cohort")
-    parser.add_argument("--workers", type=int, default=0, help="Shipa workers (0: one per core)")
+    parser.add_argument("--sizes", default="30000,60000", help="approximate resources per input, comma-separated")
+    parser.add_argument("--source", choices=("synthea", "cohort"), default="synthea")
+    parser.add_argument("--workers", type=int, default=0, help="N for the N-worker comparison (0: one per core)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/shipa-bench-ingest"), help="scratch folder")
-    parser.add_argument("--skip-naive", action="store_true", help="measure Shipa only")
+    parser.add_argument("--extras", action="store_true", help="also naive+fastcheck, naive keeping dumps, fhiry")
     parser.add_argument("--fhiry-sample", type=int, default=10000, help="resources fhiry flattens (a sample)")
     parser.add_argument("--fhiry-path", type=Path, help=f"a folder holding fhiry, kept out of the venv ({FHIRY_HINT})")
     parser.add_argument(
@@ -264,55 +374,80 @@ def main() -> None:
         if args.child == "shipa":
             result = run_shipa(args.input, args.out, args.workers)
         elif args.child.startswith("naive"):
-            result = run_naive(args.input, dump=args.child == "naive-dump", fastcheck=args.child == "naive-fastcheck")
+            keep = "dump" if args.child == "naive-dump" else "none"
+            result = run_naive(args.input, args.workers, keep=keep, fastcheck=args.child == "naive-fastcheck")
         else:
             result = run_fhiry(args.input, args.out, args.fhiry_sample)
         print(json.dumps(result))
         return
 
     cores = len(os.sched_getaffinity(0))
-    rows = []
+    n = args.workers or cores
+    header = (
+        f"  {'':<34} {'resources':>9} {'res/s':>9} {'res/s/core':>10} {'ratio':>7} {'CPU µs':>8} "
+        f"{'max proc MB':>10} {'tree MB':>9}"
+    )
+    print(f"FHIR ingest benchmark: {args.source} input, {cores} cores; N = {n}", flush=True)
+    summary = []
     for size in (int(s) for s in args.sizes.split(",")):
         input_dir = args.work / f"input-{args.source}-{size}"
-        if not input_dir.exists():
+        marker = input_dir / "resources.txt"
+        if not marker.exists():
+            shutil.rmtree(input_dir, ignore_errors=True)
             maker = make_cohort_input if args.source == "cohort" else make_synthea_input
-            count = maker(size, input_dir)
-        else:
-            count = _count_resources(input_dir / "fhir") if args.source == "cohort" else size
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(str(maker(size, input_dir)))
+        count = int(marker.read_text())
+        fhir_input = input_dir / "fhir"
         out = args.work / f"out-{size}"
-        shutil.rmtree(out, ignore_errors=True)
-        shipa = _child("shipa", input_dir, out, args.workers)
-        skipped = {"skipped": "--skip-naive"}
-        naive = skipped if args.skip_naive else _child("naive", input_dir, out, 1)
-        fast = skipped if args.skip_naive else _child("naive-fastcheck", input_dir, out, 1)
-        dump = skipped if args.skip_naive else _child("naive-dump", input_dir, out, 1)
-        fhiry = _child("fhiry", input_dir, out, 1, args.fhiry_path, args.fhiry_sample)
-        rows.append((size, count, shipa, naive, fast, dump, fhiry))
-
-    print(f"\nFHIR ingest benchmark ({args.source}, {cores} cores, Shipa workers={args.workers or cores})")
-    print(
-        f"{'input':>10} {'method':>10} {'res/s':>9} {'ratio':>7} {'CPU µs/res':>11} {'peak RSS MB':>12} "
-        f"{'worker RSS MB':>14}"
-    )
-    for _size, count, shipa, naive, fast, dump, fhiry in rows:
-        base = shipa.get("resources", count) / shipa["seconds"] if "seconds" in shipa else None
-        methods = (("shipa", shipa), ("naive", naive), ("naive+fast", fast), ("naive-dump", dump), ("fhiry", fhiry))
-        for name, res in methods:
-            if "seconds" not in res:
-                print(f"{count:>10} {name:>10}  {res.get('skipped') or res.get('error')}")
-                continue
-            rate = res["resources"] / res["seconds"]
-            ratio = f"{base / rate:.2f}x" if base and name != "shipa" else ""
-            worker = f"{res['peak_worker_rss_mb']:.0f}" if "peak_worker_rss_mb" in res else ""
-            cpu = f"{res['cpu_s'] / res['resources'] * 1e6:.0f}" if "cpu_s" in res else ""
-            print(f"{count:>10} {name:>10} {rate:>9.0f} {ratio:>7} {cpu:>11} {res['peak_rss_mb']:>12.0f} {worker:>14}")
-            if res.get("note"):
-                print(f"{'':>10} {'':>10}  ({name}: {res['note']})")
-    print("ratio = Shipa's resources/s divided by the method's (Shipa validates with R4B too, and also de-identifies,")
-    print("checks references, dates, IINs and codes, and writes Parquet tables and quarantine). CPU µs/res counts")
-    print("every process; on a busy machine it is the fairer comparison. naive appends the parsed dict after")
-    print("validating with the stock fhir.resources; naive+fast does the same with Shipa's cached element checks")
-    print("(pipelines/fhir/fastcheck.py) installed; naive-dump appends the validated model's model_dump().")
+        runs = {
+            "shipa-1": _child("shipa", input_dir, out, 1),
+            "naive-1": _child("naive", fhir_input, out, 1),
+            "shipa-n": _child("shipa", input_dir, out, n),
+            "naive-n": _child("naive", fhir_input, out, n),
+        }
+        print(f"\n{count} resources (per core: 1 process each side; at N: {n} processes each side)")
+        print(header)
+        print(_row("shipa ingest, 1 worker", runs["shipa-1"], None, 1))
+        print(_row("naive loop, 1 process", runs["naive-1"], runs["shipa-1"], 1))
+        print(_row(f"shipa ingest, {n} workers", runs["shipa-n"], None, n))
+        print(_row(f"naive loop, {n} processes (Pool)", runs["naive-n"], runs["shipa-n"], n))
+        if args.extras:
+            extras = (
+                ("naive+fastcheck, 1 process", _child("naive-fastcheck", fhir_input, out, 1)),
+                ("naive keeping model_dump(), 1 proc", _child("naive-dump", fhir_input, out, 1)),
+                (
+                    "fhiry (sample, no validation)",
+                    _child("fhiry", input_dir, out, 1, args.fhiry_path, args.fhiry_sample),
+                ),
+            )
+            for label, res in extras:
+                print(_row(label, res, runs["shipa-1"], 1))
+                if res.get("note"):
+                    print(f"  {'':<34} ({res['note']})")
+        ok = all("seconds" in r for r in runs.values())
+        if ok:
+            per_core = _rate(runs["shipa-1"]) / _rate(runs["naive-1"])
+            at_n = _rate(runs["shipa-n"]) / _rate(runs["naive-n"])
+            summary.append((count, per_core, at_n, runs))
+    print("\nratio = Shipa resources/s / naive loop resources/s on the same input (the same in total and per core,")
+    print("as both sides use the same number of processes); res/s/core = res/s / processes of that side; CPU µs =")
+    print("CPU time of every process of the side per resource; max proc MB = largest single process's peak RSS;")
+    print("tree MB = peak of the sum of the side's processes' PSS (parent and workers together). On a busy machine")
+    print("the CPU-time ratio is the steadier one: wall-time ratios move with what else runs.")
+    for count, per_core, at_n, runs in summary:
+        s1, n1, sn, nn = (runs[k] for k in ("shipa-1", "naive-1", "shipa-n", "naive-n"))
+        print(
+            f"summary {count} resources: Shipa / naive per core (1 process each) {per_core:.2f}x "
+            f"({_rate(s1):.0f} vs {_rate(n1):.0f} res/s); at {n} workers (both {n} processes) {at_n:.2f}x "
+            f"({_rate(sn):.0f} vs {_rate(nn):.0f} res/s; per core {_rate(sn) / n:.0f} vs {_rate(nn) / n:.0f}); "
+            f"by CPU time (naive CPU µs / Shipa CPU µs a resource) {_cpu_ratio(n1, s1):.2f}x at 1, "
+            f"{_cpu_ratio(nn, sn):.2f}x at {n}; "
+            f"peak tree memory {s1.get('tree_pss_mb', 0):.0f} vs {n1.get('tree_pss_mb', 0):.0f} MB at 1, "
+            f"{sn.get('tree_pss_mb', 0):.0f} vs {nn.get('tree_pss_mb', 0):.0f} MB at {n}"
+        )
+    if len(summary) < len(args.sizes.split(",")):
+        sys.exit("bench_ingest: a measurement failed (see the table above)")
 
 
 if __name__ == "__main__":
