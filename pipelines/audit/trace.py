@@ -17,7 +17,8 @@ from sqlalchemy import select
 from pipelines.audit.errors import AuditEventNotFoundError
 from pipelines.audit.evidence import VersionEvidence, collect
 from pipelines.audit.usage import outcome_name
-from pipelines.predictionlog.log import LogEntry, PredictionLog, VerifyResult, events_table
+from pipelines.predictionlog.entry import LogEntry
+from pipelines.predictionlog.log import PredictionLog, VerifyResult, events_table
 from pipelines.tracking import tags as names
 from pipelines.tracking.errors import ModelVersionNotFoundError
 

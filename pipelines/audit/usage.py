@@ -14,7 +14,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from pipelines.predictionlog.log import AuditOutcome, LogEntry, PredictionLog, events_table
+from pipelines.predictionlog.entry import LogEntry
+from pipelines.predictionlog.log import AuditOutcome, PredictionLog, events_table
 
 SCORE_KEYS = frozenset({"probability", "probabilities", "probabilityDecimal", "score", "scores", "risk"})
 """Output keys whose numbers are the model's scores (numbers and lists of numbers directly under them)."""

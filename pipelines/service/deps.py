@@ -17,7 +17,8 @@ from typing import Annotated, Any, Required, TypedDict, Unpack
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from pipelines.predictionlog.log import AuditOutcome, LogEntry, PredictionLog, PredictionRecord, sha256_hex
+from pipelines.predictionlog.entry import LogEntry
+from pipelines.predictionlog.log import AuditOutcome, PredictionLog, PredictionRecord, sha256_hex
 from pipelines.predictionlog.roles import Role, role_allows
 from pipelines.service.errors import FhirHTTPError
 from pipelines.service.middleware import STATE_STARTED, route_template
