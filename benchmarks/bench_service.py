@@ -4,7 +4,7 @@ One run does everything on 127.0.0.1:
 
 1. models: unless ``--tracking-uri`` names a store with champions, a tiny cohort is synthesized and ingested
    and small diagnosis and fraud models are trained and registered as champions in a temporary MLflow store;
-2. servers: the Shipa service (``python -m pipelines.service.assemble``, one uvicorn worker, 1 thread) and
+2. servers: the Shipa service (``python -m pipelines.cli serve``, one uvicorn worker, 1 thread) and
    ``mlflow models serve -m models:/shipa-fraud@champion --env-manager local -w 1`` (the venv's bin on PATH);
 3. fraud load: a load generator in a separate process (asyncio, one keep-alive HTTP/1.1 connection per client)
    sends single claims for ``--duration`` seconds at each concurrency (1, 16, 64) to both: Shipa gets a FHIR
@@ -421,7 +421,7 @@ def start_shipa(uri: str, work: Path, port: int) -> tuple[subprocess.Popen[bytes
     log = (work / "shipa-service.log").open("wb")
     # cwd without params.yaml: the registered model's metadata gives the ingest image size.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.service.assemble"], cwd=work, env={**env, "PYTHONPATH": str(REPO)},
+        [sys.executable, "-m", "pipelines.cli", "serve"], cwd=work, env={**env, "PYTHONPATH": str(REPO)},
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     return proc, token

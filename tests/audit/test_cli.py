@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import typer
-from pipelines.audit.cli import audit_report, audit_trace, open_audit_log
 from sqlalchemy import text
 from typer.testing import CliRunner
 
+from pipelines.cli.audit import audit_report, audit_trace, open_audit_log
 from pipelines.predictionlog.log import PredictionLog
 
 from .helpers import COMMIT, NAME, Registered

@@ -101,7 +101,7 @@ def test_no_iin_name_or_phone_after_ingest(tiny_cohort: Path, tmp_path: Path) ->
     # Run ingest again as a user would, capturing every log line it writes.
     env = {**os.environ, "SHIPA_LOG_LEVEL": "DEBUG"}
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "ingest", "--input", str(raw), "--output", str(tmp_path / "out"),
+        [sys.executable, "-m", "pipelines.cli", "ingest", "--input", str(raw), "--out", str(tmp_path / "out"),
          "--workers", "2", "--no-progress"],
         capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip

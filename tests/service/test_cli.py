@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import typer
-from pipelines.service.cli import audit_verify, tokens_app
 from typer.testing import CliRunner
 
+from pipelines.cli.audit import audit_verify
+from pipelines.cli.service import tokens_app
 from pipelines.predictionlog.db import make_engine
 from pipelines.predictionlog.log import PredictionLog
 from pipelines.service.tokens import TokenStore

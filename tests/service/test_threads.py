@@ -29,7 +29,7 @@ def test_apply_thread_settings_sets_env_and_loaded_torch(monkeypatch: pytest.Mon
 def test_service_modules_stay_light() -> None:
     code = (
         "import sys\n"
-        "import pipelines.service.app, pipelines.service.cli, pipelines.service.server\n"
+        "import pipelines.service.app, pipelines.cli, pipelines.service.server\n"
         "heavy = sorted(m for m in ('torch', 'mlflow', 'monai', 'pandas') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )
