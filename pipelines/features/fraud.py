@@ -405,9 +405,9 @@ def _price(items: pl.DataFrame, opt: FraudFeatureOptions) -> pl.DataFrame:
         ("tariff_code",),
     )
     events = items.select("asof", "tariff_code", "provider_region", "provider_kind", "unit_price", "quantity")
-    kw = {"min_count": opt.peer_min_count, "window_days": opt.peer_window_days}
-    price_med = peer_median(items, events, "unit_price", levels, **kw)  # type: ignore[arg-type]
-    qty_med = peer_median(items, events, "quantity", levels, **kw)  # type: ignore[arg-type]
+    window, min_count = opt.peer_window_days, opt.peer_min_count
+    price_med = peer_median(items, events, "unit_price", levels, min_count=min_count, window_days=window)
+    qty_med = peer_median(items, events, "quantity", levels, min_count=min_count, window_days=window)
     x = items.select("claim_id", "tariff_code").with_columns(
         (items["unit_price"] / price_med).fill_null(1.0).fill_nan(1.0).clip(0.0, 1000.0).alias("_pr"),
         (items["quantity"] / qty_med).fill_null(1.0).fill_nan(1.0).clip(0.0, 1000.0).alias("_qr"),

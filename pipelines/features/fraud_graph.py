@@ -132,11 +132,13 @@ def label_propagation(edges: Iterable[tuple[str, str, float]], max_iter: int = 2
 def _provider_snapshot(df: pl.DataFrame, min_shared: int) -> pl.DataFrame:
     """Provider-level graph statistics of one snapshot of (provider_id, patient_id) visits."""
     pp = df.select("provider_id", "patient_id").unique()
-    schema = {
-        "provider_id": pl.String,
-        "community_size": pl.Int64,
-        "provider_multi_provider_share": pl.Float64,
-    }
+    schema = pl.Schema(
+        {
+            "provider_id": pl.String,
+            "community_size": pl.Int64,
+            "provider_multi_provider_share": pl.Float64,
+        }
+    )
     if pp.height == 0:
         return pl.DataFrame(schema=schema)
     pairs = _pairs(pp)
@@ -158,7 +160,7 @@ def _provider_snapshot(df: pl.DataFrame, min_shared: int) -> pl.DataFrame:
         },
         schema={"provider_id": pl.String, "community_size": pl.Int64},
     )
-    return multi.join(comm, on="provider_id", how="left").select(list(schema)).cast(schema)  # type: ignore[arg-type]
+    return multi.join(comm, on="provider_id", how="left").select(list(schema)).cast(schema)
 
 
 def _pairs(pp: pl.DataFrame) -> pl.DataFrame:

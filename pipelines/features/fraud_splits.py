@@ -7,6 +7,7 @@ training and test), so the stage can save the column beside the features as an a
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -115,7 +116,7 @@ def split_column(
     kind: str = "temporal",
     seed: int = 0,
     labels: pl.Series | None = None,
-    **kwargs: object,
+    **kwargs: Any,  # the chosen split's own options (from params): that function checks them when called
 ) -> pl.Series:
     """The split column of a fraud feature frame: ``kind`` is ``temporal`` (by ``created``) or ``provider``.
 
@@ -125,7 +126,7 @@ def split_column(
         ValueError: an unknown kind.
     """
     if kind == "temporal":
-        return temporal_split(features["created"], **kwargs)  # type: ignore[arg-type]
+        return temporal_split(features["created"], **kwargs)
     if kind == "provider":
-        return provider_split(features["provider_id"], seed=seed, labels=labels, **kwargs)  # type: ignore[arg-type]
+        return provider_split(features["provider_id"], seed=seed, labels=labels, **kwargs)
     raise ValueError(f"unknown split kind {kind!r}; use 'temporal' or 'provider'")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from pipelines.fhir.worker import ChunkResult
 
@@ -60,9 +61,9 @@ class DatasetIndex:
         p["pkeys"].append(result.patient_keys)
         p["pbirth"].append(result.patient_births)
 
-    def _cat(self, name: str, dtype: object) -> np.ndarray:
+    def _cat(self, name: str, dtype: npt.DTypeLike) -> np.ndarray:
         parts = self._parts[name]
-        return np.concatenate(parts) if parts else np.empty(0, dtype)  # type: ignore[call-overload]
+        return np.concatenate(parts) if parts else np.empty(0, dtype)
 
     def build(self) -> list[Duplicate]:
         """Sort everything, find repeated ids (first copy wins), and return the later copies."""

@@ -234,4 +234,4 @@ class EpochKeySampler(Sampler[tuple[int, int]]):
 
     def __len__(self) -> int:
         """Number of keys per epoch."""
-        return len(self._base)  # type: ignore[arg-type]
+        return len(self._base)  # type: ignore[arg-type]  # torch's Sampler declares no __len__; the wrapped ones have it

@@ -225,7 +225,7 @@ def median_reference(df: pl.DataFrame, columns: Sequence[str]) -> dict[str, floa
     for name in columns:
         values = df[name].cast(pl.Float64).drop_nulls()
         med = values.median() if values.len() else None
-        out[name] = float(med) if med is not None else 0.0  # type: ignore[arg-type]
+        out[name] = float(med) if isinstance(med, int | float) else 0.0
     return out
 
 
