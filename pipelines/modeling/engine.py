@@ -436,12 +436,14 @@ def _build_loop(options: TrainOptions, splits: tuple[_Split, _Split], seed: int,
         dropout=options.dropout,
     ).to(setup.device)
     if setup.channels_last:
+        # torch's Module.to overloads omit memory_format, which it accepts at run time (a stub gap).
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     train_model: nn.Module = model
     if ctx is not None:
         device_ids = [setup.device.index] if setup.device.type == "cuda" else None
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     if options.compile:
+        # torch.compile is typed as returning a callable; given a Module it returns an OptimizedModule (a Module).
         train_model = torch.compile(train_model)  # type: ignore[assignment]
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     n_pos = float(train_split.labels.sum())
@@ -672,6 +674,7 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu") -> tuple[Fus
     dev = resolve_device(device)
     model = model.to(dev)
     if meta.channels_last:
+        # torch's Module.to overloads omit memory_format, which it accepts at run time (a stub gap).
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model.eval(), meta
 
