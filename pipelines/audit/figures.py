@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -96,11 +97,11 @@ def usage_figure(per_day: Mapping[str, int]) -> Figure | None:
     return fig
 
 
-def _day_ticks(ax: object, days: Sequence[str]) -> None:
+def _day_ticks(ax: Axes, days: Sequence[str]) -> None:
     step = max(1, len(days) // 12)
     ticks = list(range(0, len(days), step))
-    ax.set_xticks(ticks)  # type: ignore[attr-defined]
-    ax.set_xticklabels([days[i] for i in ticks], rotation=45, ha="right", fontsize=7)  # type: ignore[attr-defined]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([days[i] for i in ticks], rotation=45, ha="right", fontsize=7)
 
 
 def drift_figure(

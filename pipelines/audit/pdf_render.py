@@ -67,7 +67,7 @@ class _Pager:
             self._fig.text(
                 1 - MARGIN / PAGE_W, MARGIN / 2 / PAGE_H, f"page {self.pages}", ha="right", fontsize=7, color="#777"
             )
-            self._pdf.savefig(self._fig)  # type: ignore[no-untyped-call]
+            self._pdf.savefig(self._fig)  # type: ignore[no-untyped-call]  # matplotlib leaves PdfPages.savefig untyped
             self._fig = None
 
     def need(self, height: float) -> Figure:

@@ -10,9 +10,11 @@ from pipelines.audit.document import Block, KeyValues, Mark, Paragraph, Section,
 from pipelines.audit.evidence import VersionEvidence
 from pipelines.tracking import tags as names
 
+_STATUS_MARKS: dict[str, Mark] = {"match": "ok", "differs": "alert"}
+
 
 def _status_mark(status: str) -> Mark | None:
-    return {"match": "ok", "differs": "alert"}.get(status)  # type: ignore[return-value]
+    return _STATUS_MARKS.get(status)
 
 
 def lineage_section(ev: VersionEvidence) -> Section:
