@@ -1,4 +1,4 @@
-"""The interface between the service and whatever loads its models (:class:`~pipelines.service.mlflow_source.MlflowModelSource`).
+"""The interface between the service and whatever loads its models (``mlflow_source.MlflowModelSource``).
 
 Called a model *source*, not a provider: in this project a provider is a healthcare provider (fraud).
 """

@@ -78,7 +78,9 @@ def test_trace_marks_records_the_chain_no_longer_vouches_for(registered: Registe
     assert "hash chain      NOT VERIFIED: the log is ALTERED at or before this record" in after
 
 
-def test_a_record_of_an_unregistered_model_stops_at_the_registry(registered: Registered, audit_log: PredictionLog) -> None:
+def test_a_record_of_an_unregistered_model_stops_at_the_registry(
+    registered: Registered, audit_log: PredictionLog
+) -> None:
     last = max(r.seq for r in audit_log.iter_all())
     out = _trace(str(last), audit_log, registered)
     assert "shipa-fraud version 1" in out

@@ -136,7 +136,9 @@ def test_concurrent_appends_from_threads_and_two_engines_keep_one_chain(tmp_path
         audit_log.close()
 
 
-def test_appends_waiting_for_a_writer_are_committed_together(log: PredictionLog, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_appends_waiting_for_a_writer_are_committed_together(
+    log: PredictionLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
     log.append(make_record(0))
     transactions: list[int] = []
     write = log._append_once
@@ -249,7 +251,9 @@ def test_to_fhir_is_a_valid_r4_audit_event(log: PredictionLog) -> None:
         ({"model_version": ""}, "model_version must be"),
     ],
 )
-def test_unusable_records_are_refused_and_not_written(log: PredictionLog, overrides: dict[str, Any], message: str) -> None:
+def test_unusable_records_are_refused_and_not_written(
+    log: PredictionLog, overrides: dict[str, Any], message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         log.append(make_record(0, **overrides))
     assert log.verify().checked == 0
