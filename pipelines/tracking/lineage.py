@@ -99,7 +99,9 @@ def data_hashes(repo_root: Path, stage: str, source: HashSource = "dvc") -> tupl
         try:
             return dvc_dep_hashes(repo_root, stage), "dvc"
         except Exception as exc:  # any DVC failure must not stop the run: fall back to the lock file
-            log.warning("DVC could not hash the deps of stage %s (%s); reading dvc.lock", stage, type(exc).__name__)
+            # Outside a DVC project (``shipa`` on a hospital's own export) this is expected, not a problem.
+            level = logging.INFO if type(exc).__name__ == "NotDvcRepoError" else logging.WARNING
+            log.log(level, "DVC could not hash the deps of stage %s (%s); reading dvc.lock", stage, type(exc).__name__)
     hashes = lock_dep_hashes(repo_root / "dvc.lock", stage)
     return hashes, "dvc.lock" if hashes else "none"
 
