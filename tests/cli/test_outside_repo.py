@@ -104,6 +104,7 @@ def test_every_stage_runs_outside_the_repository(shipa: Shipa, tmp_path: Path) -
         shipa("register", model, "--processed", str(processed), "--models", str(models), *p, *t)
         registered = json.loads((models / model / "registered.json").read_text(encoding="utf-8"))
         assert registered["version"]
+        assert registered["git_commit"] == "unknown", "lineage outside git degrades to 'unknown'"
         assert (models / model / "model_card.md").is_file()
     # Runs, registry and artifacts all live in the store that --tracking-uri named, artifacts beside it.
     assert store.is_file() and (store.parent / "mlartifacts").is_dir()
