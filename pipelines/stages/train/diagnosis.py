@@ -6,6 +6,7 @@ Writes ``models/diagnosis/train/<mode>/``. Epoch checkpoints live beside the DVC
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -111,4 +112,6 @@ def run(
             )
         write_json(tmp / "train_summary.json", summary)
         run.log_dict(summary, "train_summary.json")
+    with contextlib.suppress(OSError):  # the folder of every mode's checkpoints, once all are gone
+        checkpoints.rmdir()
     return summary
