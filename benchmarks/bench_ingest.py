@@ -22,9 +22,9 @@ that the input is mostly clean); ``--source cohort``: the built-in synthetic coh
     python benchmarks/bench_ingest.py                                  # 30,000 and 60,000 resources (minutes)
     python benchmarks/bench_ingest.py --sizes 100000 --workers 2 --extras
 
-``--extras`` adds the naive loop with Shipa's cached element checks installed (how much of the lead they are),
-the loop keeping ``model_dump()`` of every resource, and fhiry's flattening where it is installed. fhiry is not a
-Shipa dependency (it pulls google-cloud-bigquery); install it beside the venv and point at it:
+``--extras`` adds the naive loop with Shipa's cached element checks installed (what they are worth on their own),
+the loop also calling ``model_dump()`` on every validated model, and fhiry's flattening where it is installed.
+fhiry is not a Shipa dependency (it pulls google-cloud-bigquery); install it beside the venv and point at it:
 ``pip install --target /tmp/fhiry-lib --no-deps fhiry prodict timeago et_xmlfile openpyxl``, then
 ``--fhiry-path /tmp/fhiry-lib``.
 """
@@ -168,8 +168,8 @@ def _tasks(input_dir: Path, block: int = 4 << 20) -> list[tuple[str, int, int]]:
 def naive_task(task: tuple[str, int, int], keep: str = "none", fastcheck: bool = False) -> tuple[int, int]:
     """The naive loop over one work unit: parse, ``model_validate`` with the stock R4B model; (read, valid).
 
-    ``keep``: "none" counts only; "dump" keeps each validated model's ``model_dump()`` (as a loop that builds
-    tables from the models would), which is what the memory of such a loop grows with.
+    ``keep``: "none" counts only; "dump" also converts each validated model with ``model_dump()`` (the cost a loop
+    that builds tables from the models pays), holding the dumps of this work unit only.
     """
     import orjson
     from fhir.resources.R4B import get_fhir_model_class
@@ -360,7 +360,7 @@ def main() -> None:
     parser.add_argument("--source", choices=("synthea", "cohort"), default="synthea")
     parser.add_argument("--workers", type=int, default=0, help="N for the N-worker comparison (0: one per core)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/shipa-bench-ingest"), help="scratch folder")
-    parser.add_argument("--extras", action="store_true", help="also naive+fastcheck, naive keeping dumps, fhiry")
+    parser.add_argument("--extras", action="store_true", help="also naive+fastcheck, naive + model_dump(), fhiry")
     parser.add_argument("--fhiry-sample", type=int, default=10000, help="resources fhiry flattens (a sample)")
     parser.add_argument("--fhiry-path", type=Path, help=f"a folder holding fhiry, kept out of the venv ({FHIRY_HINT})")
     parser.add_argument(
@@ -415,7 +415,7 @@ def main() -> None:
         if args.extras:
             extras = (
                 ("naive+fastcheck, 1 process", _child("naive-fastcheck", fhir_input, out, 1)),
-                ("naive keeping model_dump(), 1 proc", _child("naive-dump", fhir_input, out, 1)),
+                ("naive + model_dump() each, 1 process", _child("naive-dump", fhir_input, out, 1)),
                 (
                     "fhiry (sample, no validation)",
                     _child("fhiry", input_dir, out, 1, args.fhiry_path, args.fhiry_sample),
