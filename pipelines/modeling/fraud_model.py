@@ -503,16 +503,15 @@ def train_fraud_model(
             "n_val_positive": int(yva.sum()),
             "unlabelled_weight_mean": float(weights[ytr == 0].mean()) if (ytr == 0).any() else None,
             "unlabelled_discounted": int(((ytr == 0) & (weights < 0.5)).sum()),
-            "seconds": round(time.perf_counter() - started, 2),
         }
-    )
+    )  # no wall-clock time in info: it is saved with the model, and the same training must give the same bytes
     log.info(
         "fraud model: %d epochs (best %d, val AP %s), combination a=%.3f b=%.3f c=%.3f, %.1f s",
         info["epochs_run"],
         info["best_epoch"],
         None if info["best_val_ap"] is None else round(info["best_val_ap"], 4),
         *coef,
-        info["seconds"],
+        time.perf_counter() - started,
     )
     return FraudModel(enc, net, forest, a_mean, a_std, coef, reference, cfg, info, device)
 

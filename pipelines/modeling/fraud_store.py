@@ -8,9 +8,11 @@ pickled code).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from pipelines.errors import InputError
 # two baselines.
 FRAUD_SCORERS = ("model", "gbm", "rules")
 
+SKOPS_SCHEMA = "schema.json"
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry: a fixed stamp, not the clock
 FORMAT = "shipa-fraud-model/1"
 METADATA = "metadata.json"
 NETWORK = "network.pt"
@@ -70,7 +74,7 @@ def write_model_dir(
         if torch_state is not None:
             torch.save(torch_state, tmp / NETWORK)
         for name, obj in (sklearn_objects or {}).items():
-            sio.dump(obj, tmp / f"{name}.skops")
+            (tmp / f"{name}.skops").write_bytes(canonical_skops(sio.dumps(obj)))
         (tmp / METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True), encoding="utf-8")
         if path.exists():
             os.replace(path, old)
@@ -80,6 +84,49 @@ def write_model_dir(
         raise
     shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def canonical_skops(data: bytes) -> bytes:
+    """A skops file with the same content and no run-to-run noise, so equal models give equal bytes.
+
+    skops names each array file and memo entry after the ``id()`` of its object and stamps the zip with the clock,
+    so the same fitted model gives other bytes each run, and DVC (which hashes a stage's outputs into ``dvc.lock``)
+    would see a new model every time. Here every ``__id__`` and array ``file`` is renumbered in order of first
+    appearance in ``schema.json`` (references between nodes keep pointing at the same node), and every zip entry
+    gets a fixed date. Loading is unchanged: skops reads ids only as keys and files by the names in the schema.
+    """
+    with zipfile.ZipFile(io.BytesIO(data)) as src:
+        schema = json.loads(src.read(SKOPS_SCHEMA))
+        ids: dict[int, int] = {}
+        files: dict[str, str] = {}
+
+        def renumber(node: Any) -> Any:
+            if isinstance(node, dict):
+                out: dict[str, Any] = {}
+                for key, value in node.items():
+                    if key == "__id__" and isinstance(value, int):
+                        out[key] = ids.setdefault(value, len(ids))
+                    elif key == "file" and isinstance(value, str) and node.get("__loader__") == "NdArrayNode":
+                        out[key] = files.setdefault(value, f"{len(files):06d}{Path(value).suffix}")
+                    else:
+                        out[key] = renumber(value)
+                return out
+            if isinstance(node, list):
+                return [renumber(v) for v in node]
+            return node
+
+        canonical = renumber(schema)
+        members = {SKOPS_SCHEMA: json.dumps(canonical, indent=2).encode()}
+        for name in src.namelist():
+            if name != SKOPS_SCHEMA:
+                if name not in files:
+                    raise ModelFormatError(f"skops file holds {name}, which its schema never names")
+                members[files[name]] = src.read(name)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as dst:
+        for name in sorted(members):
+            dst.writestr(zipfile.ZipInfo(name, date_time=ZIP_EPOCH), members[name])
+    return buffer.getvalue()
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
