@@ -17,6 +17,10 @@ os.environ["DO_NOT_TRACK"] = "1"
 # (the Makefile exports MLFLOW_TRACKING_URI for `make run`); each test then gets its own store below.
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='shipa-mlflow-')}/mlflow.db"
 os.environ.pop("SHIPA_PIPELINE_RUN_ID", None)
+# torch.compile's shared on-disk kernel cache (/tmp/torchinductor_<user>) is not keyed by ATEN_CPU_CAPABILITY or
+# by the venv: a fresh clone's suite under ATEN_CPU_CAPABILITY=default reused kernels and headers built by another
+# run and failed to compile them ('at::vec' has not been declared). Each session compiles into its own cache.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="shipa-torchinductor-"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
