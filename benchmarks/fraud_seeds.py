@@ -31,22 +31,6 @@ DEFAULT_SEEDS = "1,2,3,4"
 log = logging.getLogger("fraud_seeds")
 
 
-def _stage(name: str) -> Any:
-    """The fraud item's ``run`` of stage ``name``: ``pipelines.stages.<name>.fraud.run``.
-
-    Falls back to the former ``pipelines.stages.<name>.run_fraud`` so that the script also runs on commits from
-    before the stages became packages.
-    """
-    import importlib
-
-    try:
-        return importlib.import_module(f"pipelines.stages.{name}.fraud").run
-    except ModuleNotFoundError as exc:
-        if exc.name != f"pipelines.stages.{name}.fraud":
-            raise
-        return importlib.import_module(f"pipelines.stages.{name}").run_fraud
-
-
 def run_seed(seed: int, patients: int | None, imaging_rate: float | None, n_boot: int | None, work: Path) -> dict:
     """Generate, ingest, featurise, train and evaluate one cohort; return its ``metrics.json``."""
     from pipelines.config import (
@@ -58,6 +42,9 @@ def run_seed(seed: int, patients: int | None, imaging_rate: float | None, n_boot
         load_section,
     )
     from pipelines.stages import ingest, synthesize
+    from pipelines.stages.evaluate import fraud as evaluate_fraud
+    from pipelines.stages.features import fraud as features_fraud
+    from pipelines.stages.train import fraud as train_fraud
 
     params_file = REPO / "params.yaml"
     synth = load_section(SynthesizeParams, "synthesize", params_file)
@@ -87,11 +74,11 @@ def run_seed(seed: int, patients: int | None, imaging_rate: float | None, n_boot
     step(
         "ingest", ingest.run, load_section(IngestParams, "ingest", params_file), raw, interim, key=None, progress=False
     )
-    step("features", _stage("features"), feats, interim, processed)
-    step("train", _stage("train"), train_params, processed, models / "train")
+    step("features", features_fraud.run, feats, interim, processed)
+    step("train", train_fraud.run, train_params, processed, models / "train")
     metrics = step(
         "evaluate",
-        _stage("evaluate"),
+        evaluate_fraud.run,
         eval_params,
         processed,
         models / "train",
