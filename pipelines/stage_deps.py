@@ -5,7 +5,8 @@ stale results, and one that lists a whole package reruns for code it never runs.
 stage of ``dvc.yaml`` (and every item of a ``foreach`` stage), the Python files its command imports:
 
 - the full import closure of its stage module (``pipelines/stages/<name>.py``, or ``pipelines/stages/<name>/<item>.py``
-  with its package ``__init__``), imports inside functions included, transitively;
+  with its package ``__init__``), imports inside functions included and ``if TYPE_CHECKING:`` imports left out
+  (they never run), transitively;
 - the module-level import closure of the command line (``pipelines/cli``): ``shipa <stage>`` imports it before the
   stage, and its function-level imports belong to the other commands.
 
@@ -82,9 +83,8 @@ def _imported_modules(
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     name = _module_name(path, root)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    nodes: Iterable[ast.AST] = _top_level_nodes(tree) if top_level_only else ast.walk(tree)
     found: set[str] = set()
-    for node in nodes:
+    for node in _import_statements(tree, top_level_only=top_level_only):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -108,21 +108,20 @@ def _imported_modules(
     return frozenset(modules)
 
 
-def _top_level_nodes(tree: ast.Module) -> Iterable[ast.AST]:
-    """Statements that run at import: the module body and the bodies of its if/try blocks, not functions."""
-    todo: list[ast.stmt] = list(tree.body)
+def _import_statements(tree: ast.Module, *, top_level_only: bool) -> Iterable[ast.Import | ast.ImportFrom]:
+    """The import statements that can run: at any depth, or only at import time (not inside functions).
+
+    Imports under ``if TYPE_CHECKING:`` never run, so they are never deps (their ``else:`` branch does run).
+    """
+    todo: list[ast.AST] = list(tree.body)
     while todo:
         node = todo.pop()
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            if isinstance(node, ast.ClassDef):
-                todo.extend(node.body)
-            continue
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
-            todo.extend(node.orelse)  # TYPE_CHECKING imports never run
-            continue
-        yield node
-        for field in ("body", "orelse", "finalbody", "handlers"):
-            todo.extend(getattr(node, field, []) or [])
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        elif isinstance(node, ast.If) and _is_type_checking(node.test):
+            todo.extend(node.orelse)
+        elif not (top_level_only and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)):
+            todo.extend(ast.iter_child_nodes(node))
 
 
 def _is_type_checking(test: ast.expr) -> bool:
@@ -134,7 +133,7 @@ def _is_type_checking(test: ast.expr) -> bool:
 def import_closure(modules: Iterable[str], root: Path, *, top_level_only: bool = False) -> set[str]:
     """Every project module that importing ``modules`` can import, transitively (``modules`` included)."""
     seen: set[str] = set()
-    todo = [m for m in modules]
+    todo = list(modules)
     while todo:
         name = todo.pop()
         if name in seen:
@@ -289,7 +288,7 @@ def rewrite(text: str, root: Path) -> str:
         common_params = [k for k in per_item[items[0]].params if all(k in d.params for d in per_item.values())]
         own = {
             item: (
-                [p for p in d.code if p not in common_code] or [stage_code_module(stage, item)],
+                [p for p in d.code if p not in common_code],
                 [k for k in d.params if k not in common_params],
             )
             for item, d in per_item.items()
