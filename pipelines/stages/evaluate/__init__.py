@@ -8,13 +8,11 @@ promotion gate compares on, and the plots.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipelines.errors import InputError
 from pipelines.evaluation import plots
 from pipelines.evaluation.metrics import confusion_at
 from pipelines.io import write_json
@@ -38,11 +36,3 @@ def write_plots(out: Path, y: np.ndarray, p: np.ndarray, report: dict[str, Any],
     write_json(out / "roc.json", plots.roc_points(y, p))
     write_json(out / "pr.json", plots.pr_points(y, p))
     write_json(out / "calibration.json", plots.calibration_points(y, p, n_bins))
-
-
-def load_metrics(path: Path) -> dict[str, Any]:
-    """Read a metrics file written by this stage."""
-    if not path.exists():
-        raise InputError(f"{path}: not found (run `shipa evaluate` first)")
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
