@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.features.fraud_graph import strongly_connected
+
 ROOT = "pipelines"
 SOURCE = Path(__file__).resolve().parents[1] / ROOT
 TOP = "<top>"
@@ -125,41 +127,16 @@ def package_of(module: str, modules: set[str]) -> str:
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """The strongly connected components with more than one node (Tarjan), each sorted."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    cycles: list[list[str]] = []
-    counter = 0
+    """The strongly connected components with more than one node, each sorted, in order of their smallest node.
 
-    def visit(node: str) -> None:
-        nonlocal counter
-        index[node] = low[node] = counter
-        counter += 1
-        stack.append(node)
-        on_stack.add(node)
-        for nxt in sorted(graph.get(node, ())):
-            if nxt not in index:
-                visit(nxt)
-                low[node] = min(low[node], low[nxt])
-            elif nxt in on_stack:
-                low[node] = min(low[node], index[nxt])
-        if low[node] == index[node]:
-            component = []
-            while True:
-                top = stack.pop()
-                on_stack.discard(top)
-                component.append(top)
-                if top == node:
-                    break
-            if len(component) > 1:
-                cycles.append(sorted(component))
-
-    for node in sorted(graph):
-        if node not in index:
-            visit(node)
-    return cycles
+    The project's own Tarjan (:func:`pipelines.features.fraud_graph.strongly_connected`, which also finds the
+    fraud referral loops) does the search.
+    """
+    components: dict[str, list[str]] = defaultdict(list)
+    for node, (component, size) in strongly_connected((a, b) for a, nxt in graph.items() for b in nxt).items():
+        if size > 1:
+            components[component].append(node)
+    return [sorted(components[c]) for c in sorted(components)]
 
 
 def _cycle_report(kind: str, cycle: list[str], edges: list[Import], key: Callable[[str], str]) -> str:
