@@ -48,8 +48,8 @@ def create_app(
             ``GET /audit/report/...`` answers 404. Passed in so that the service never imports the auditors' package.
 
     Returns:
-        The FastAPI app. ``app.state`` holds ``settings``, ``tokens``, ``audit_log``, ``limiter``, ``provider``
-        and ``engine`` (one engine, created here, disposed at shutdown).
+        The FastAPI app. ``app.state`` holds ``settings``, ``tokens``, ``audit_log``, ``limiter``, ``provider``,
+        ``report_renderer`` and ``engine`` (one engine, created here, disposed at shutdown).
     """
     engine = make_engine(settings.database_url)
 
