@@ -358,17 +358,19 @@ def _format_error(path: Path, section: str, exc: ValidationError) -> str:
     return f"{path}: " + "; ".join(parts)
 
 
-def load_section(model: type[S], section: str, path: Path = DEFAULT_PARAMS) -> S:
+def load_section(model: type[S], section: str, path: Path | None = DEFAULT_PARAMS) -> S:
     """Load and validate one section of a params file.
 
     Args:
         model: the pydantic model of that section.
         section: the section's key in the file (the stage name).
-        path: the params file.
+        path: the params file; None means no file: the section's built-in defaults.
 
     Raises:
         ConfigError: the file is missing or malformed, or a key is unknown or of the wrong type.
     """
+    if path is None:
+        return model()
     data = _read_yaml(path)
     unknown = sorted(set(data) - set(_SECTIONS))
     if unknown:
@@ -384,8 +386,6 @@ def load_section(model: type[S], section: str, path: Path = DEFAULT_PARAMS) -> S
 
 def validate_all(path: Path | None = DEFAULT_PARAMS) -> dict[str, _Section]:
     """Validate every known section of a params file (used by ``shipa check-params``); None: the built-in defaults."""
-    if path is None:
-        return {name: model() for name, model in _SECTIONS.items()}
     return {name: load_section(model, name, path) for name, model in _SECTIONS.items()}
 
 

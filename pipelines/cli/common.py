@@ -1,6 +1,6 @@
 """What every ``shipa`` command shares: the error guard, the params loader, typed options and deprecated aliases.
 
-One spelling per meaning across the whole CLI (``tests/cli/test_options.py`` checks it over the command tree):
+One spelling per meaning across the whole CLI (``tests/cli/test_commands.py`` checks it over the command tree):
 ``--out`` for a folder a command writes, ``--input`` for the raw export it reads, ``--params``, ``--tracking-uri``,
 ``--database-url``, ``--root``, ``--json``, ``--progress/--no-progress``. An old spelling stays for one release as
 a hidden option declared with :func:`deprecated_alias`.
@@ -17,13 +17,12 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from pipelines.config import DEFAULT_PARAMS, ConfigError, load_section
+from pipelines.config import DEFAULT_PARAMS, ConfigError
 from pipelines.errors import ShipaError
 
 log = logging.getLogger("shipa")
 
 T = TypeVar("T")
-S = TypeVar("S")
 
 ParamsOpt = Annotated[
     Path | None,
@@ -96,13 +95,6 @@ def params_file(params: Path | None) -> Path | None:
         return DEFAULT_PARAMS
     log.info("no %s in %s: using the built-in defaults (pass --params to override)", DEFAULT_PARAMS, Path.cwd())
     return None
-
-
-def section(model: type[S], name: str, path: Path | None) -> S:
-    """Section ``name`` of the params file ``path``, or its built-in defaults when ``path`` is None."""
-    if path is None:
-        return model()
-    return load_section(model, name, path)  # type: ignore[type-var]
 
 
 def tracking_uri_of(tracking_uri: str | None, root: Path | None = None) -> str:

@@ -25,7 +25,6 @@ from pipelines.cli.common import (
     guard,
     params_file,
     print_summary,
-    section,
 )
 from pipelines.config import (
     EvaluateParams,
@@ -35,6 +34,7 @@ from pipelines.config import (
     SynthesizeParams,
     TrainParams,
     get_settings,
+    load_section,
     validate_all,
 )
 
@@ -52,7 +52,7 @@ def synthesize(
     """
 
     def go() -> dict[str, Any]:
-        cfg = section(SynthesizeParams, "synthesize", params_file(params))
+        cfg = load_section(SynthesizeParams, "synthesize", params_file(params))
         from pipelines.stages import synthesize as stage
 
         overrides = {k: v for k, v in {"n_patients": n_patients, "seed": seed}.items() if v is not None}
@@ -82,7 +82,7 @@ def ingest(
     out = deprecated_alias(ctx, "out", "--out", "--output", output, out)
 
     def go() -> dict[str, Any]:
-        cfg = section(IngestParams, "ingest", params_file(params))
+        cfg = load_section(IngestParams, "ingest", params_file(params))
         from pipelines.stages import ingest as stage
 
         if workers is not None:
@@ -112,7 +112,7 @@ def features(
     """
 
     def go() -> dict[str, Any]:
-        cfg = section(FeaturesParams, "features", params_file(params))
+        cfg = load_section(FeaturesParams, "features", params_file(params))
         out = processed / model.value
         if model is ModelName.diagnosis:
             from pipelines.stages.features import diagnosis
@@ -139,7 +139,7 @@ def train(
     """
 
     def go() -> dict[str, Any]:
-        cfg = section(TrainParams, "train", params_file(params))
+        cfg = load_section(TrainParams, "train", params_file(params))
         data, out = processed / model.value, models / model.value / "train"
         if model is ModelName.diagnosis:
             from pipelines.stages.train import diagnosis
@@ -169,7 +169,7 @@ def evaluate(
     """
 
     def go() -> dict[str, Any]:
-        cfg = section(EvaluateParams, "evaluate", params_file(params))
+        cfg = load_section(EvaluateParams, "evaluate", params_file(params))
         root = models / model.value
         args = (cfg, processed / model.value, root / "train", root / "eval", root / "metrics.json")
         if model is ModelName.diagnosis:
@@ -201,7 +201,7 @@ def register(
 
     def go() -> dict[str, Any]:
         path = params_file(params)
-        cfg = section(RegisterParams, "register", path)
+        cfg = load_section(RegisterParams, "register", path)
         data, root = processed / model.value, models / model.value
         if model is ModelName.diagnosis:
             from pipelines.stages.register import diagnosis
@@ -209,7 +209,7 @@ def register(
             return diagnosis.run(cfg.diagnosis, data, root, tracking_uri=tracking_uri)
         from pipelines.stages.register import fraud
 
-        options = section(FeaturesParams, "features", path).fraud.model_dump(mode="json", exclude={"split"})
+        options = load_section(FeaturesParams, "features", path).fraud.model_dump(mode="json", exclude={"split"})
         return fraud.run(cfg.fraud, data, root, feature_options=options, tracking_uri=tracking_uri)
 
     print_summary(guard(go))
