@@ -6,7 +6,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 import typer
@@ -45,7 +45,7 @@ SYNONYMS = {
 }
 
 
-def _commands() -> Iterator[tuple[tuple[str, ...], Any]]:
+def _commands(tree: typer.Typer = app) -> Iterator[tuple[tuple[str, ...], Any]]:
     """Every leaf command of the tree as (path, click command), walked from typer's click group."""
 
     def walk(cmd: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
@@ -56,11 +56,11 @@ def _commands() -> Iterator[tuple[tuple[str, ...], Any]]:
         for name, sub in sorted(subs.items()):
             yield from walk(sub, (*path, name))
 
-    yield from walk(typer.main.get_command(app), ())
+    yield from walk(typer.main.get_command(tree), ())
 
 
-def _options() -> Iterator[tuple[tuple[str, ...], Any]]:
-    for path, cmd in _commands():
+def _options(tree: typer.Typer = app) -> Iterator[tuple[tuple[str, ...], Any]]:
+    for path, cmd in _commands(tree):
         for param in cmd.params:
             if param.param_type_name == "option" and param.name != "help":
                 yield path, param
@@ -89,10 +89,11 @@ def test_every_command_has_help(path: tuple[str, ...]) -> None:
     assert f"Usage: shipa {' '.join(path)} [OPTIONS]" in result.output
 
 
-def test_one_visible_spelling_per_meaning_across_the_cli() -> None:
+def _doubles(tree: typer.Typer) -> dict[str, dict[str, list[str]]]:
+    """Meanings with more than one visible spelling in ``tree``: meaning -> spelling -> commands using it."""
     spellings: dict[str, set[str]] = defaultdict(set)
     where: dict[str, set[str]] = defaultdict(set)
-    for path, param in _options():
+    for path, param in _options(tree):
         if param.hidden:
             continue
         for spelling in (*param.opts, *param.secondary_opts):
@@ -100,8 +101,27 @@ def test_one_visible_spelling_per_meaning_across_the_cli() -> None:
                 continue
             spellings[_meaning(spelling)].add(spelling)
             where[spelling].add(" ".join(path))
-    doubles = {m: {s: sorted(where[s]) for s in sorted(v)} for m, v in spellings.items() if len(v) > 1}
+    return {m: {s: sorted(where[s]) for s in sorted(v)} for m, v in spellings.items() if len(v) > 1}
+
+
+def test_one_visible_spelling_per_meaning_across_the_cli() -> None:
+    doubles = _doubles(app)
     assert not doubles, f"one meaning, several spellings: {doubles}"
+
+
+def test_a_second_visible_spelling_is_reported_and_a_hidden_one_is_not() -> None:
+    tree = typer.Typer()
+
+    @tree.command("make")
+    def make(
+        out: Annotated[Path, typer.Option("--out")] = Path("a"),
+        output: Annotated[Path | None, typer.Option("--output", hidden=True)] = None,
+    ) -> None: ...
+
+    @tree.command("write")
+    def write(output_dir: Annotated[Path, typer.Option("--output-dir")] = Path("b")) -> None: ...
+
+    assert _doubles(tree) == {"out": {"--out": ["make"], "--output-dir": ["write"]}}
 
 
 def test_hidden_options_are_deprecated_aliases_of_a_visible_one() -> None:
