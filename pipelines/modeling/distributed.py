@@ -8,7 +8,6 @@ lives apart so that imports go one way (``ddp`` -> ``engine`` -> ``distributed``
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,8 +15,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
