@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from pipelines.config import DEFAULT_PARAMS, ConfigError
+from pipelines.config import DEFAULT_PARAMS, ConfigError, mlflow_tracking_uri
 from pipelines.errors import ShipaError
 
 log = logging.getLogger("shipa")
@@ -99,8 +99,6 @@ def params_file(params: Path | None) -> Path | None:
 
 def tracking_uri_of(tracking_uri: str | None, root: Path | None = None) -> str:
     """``--tracking-uri`` (or ``MLFLOW_TRACKING_URI``), else the sqlite store ``<root or cwd>/mlflow.db``."""
-    from pipelines.config import mlflow_tracking_uri
-
     return tracking_uri or mlflow_tracking_uri(root)
 
 

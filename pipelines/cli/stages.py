@@ -20,6 +20,7 @@ from pipelines.cli.common import (
     ParamsOpt,
     ProcessedOpt,
     ProgressOpt,
+    RootOpt,
     TrackingUriOpt,
     deprecated_alias,
     guard,
@@ -215,7 +216,7 @@ def register(
     print_summary(guard(go))
 
 
-def results(root: Annotated[Path, typer.Option("--root", help="project folder")] = Path(".")) -> None:
+def results(root: RootOpt = Path(".")) -> None:
     """Print the headline numbers of the last pipeline run (ingest counts, test metrics with 95 % CIs)."""
     from pipelines.stages.results import summary_lines
 
