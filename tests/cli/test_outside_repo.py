@@ -130,6 +130,15 @@ def test_without_a_params_file_the_built_in_defaults_apply(shipa: Shipa, tmp_pat
     assert report["fhir"]["tables"]["patients"] > 0
 
 
+def test_check_params_without_a_params_file_prints_the_built_in_defaults(shipa: Shipa) -> None:
+    from pipelines.config import SynthesizeParams
+
+    proc = shipa("check-params")
+    effective = json.loads(proc.stdout)
+    assert effective["synthesize"] == json.loads(SynthesizeParams().model_dump_json())
+    assert {"ingest", "features", "train", "evaluate", "register"} <= set(effective)
+
+
 def test_a_missing_explicit_params_file_is_one_line_naming_it(shipa: Shipa, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "params.yaml"
     proc = shipa("synthesize", "--out", str(tmp_path / "raw"), "--params", str(missing), expect=2)
