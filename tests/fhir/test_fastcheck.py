@@ -30,7 +30,9 @@ from fhir_core.types import FhirBase
 from pipelines.config import SynthesizeParams
 from pipelines.fhir import fastcheck
 from pipelines.fhir.defects import INVALID_RESOURCE
+from pipelines.fhir.read import LinesPart, WorkUnit
 from pipelines.fhir.validate import SchemaValidator
+from pipelines.fhir.worker import ChunkProcessor
 from pipelines.stages import synthesize
 from pipelines.synth.writers import read_resources
 
@@ -466,6 +468,22 @@ def test_schema_validator_rejects_what_breaks_the_library(caplog: pytest.LogCapt
         (INVALID_RESOURCE, "ImplementationGuide", "ImplementationGuide could not be validated (AttributeError)")
     ]
     assert "unexpected AttributeError while validating a ImplementationGuide resource" in caplog.text
+
+
+def test_first_pass_quarantines_what_breaks_the_library(tmp_path: Path) -> None:
+    """The ingest worker relies on SchemaValidator for this: one quarantined resource, the rest of the unit goes on."""
+    patient = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1990-01-01"}
+    lines = [orjson.dumps(IG_BROKEN), orjson.dumps(patient)]
+    unit = WorkUnit(0, [LinesPart("in.ndjson", [1, 2], lines)])
+    result = ChunkProcessor("k" * 16, tmp_path).process(unit)
+    assert result.read == {"ImplementationGuide": 1, "Patient": 1}
+    assert result.quarantined == {"ImplementationGuide": 1}
+    assert result.reasons == {(INVALID_RESOURCE, "ImplementationGuide", "ImplementationGuide"): 1}
+    [record] = [orjson.loads(r) for r in result.quarantine]
+    assert (record["resource_id"], record["defect"]) == ("ig-broken", INVALID_RESOURCE)
+    assert [i["diagnostics"] for i in record["outcome"]["issue"]] == [
+        "ImplementationGuide could not be validated (AttributeError)"
+    ]
 
 
 @pytest.fixture
