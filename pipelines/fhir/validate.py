@@ -134,7 +134,14 @@ class SchemaValidator:
         except Exception as exc:  # the library's own failures reject the resource, not the run
             # fhir_core raises AttributeError, TypeError ... on some malformed input (an ImplementationGuide with
             # ``"_fhirVersion": [{"extension": ...}]``); the same outcome whether or not fastcheck is installed.
-            log.warning("unexpected %s while validating a %s resource; it is rejected", type(exc).__name__, rtype)
+            # One line per resource; the traceback (which could quote input) only with debug logging, to tell a
+            # library failure on odd input from a bug of ours (pipelines.fhir.fastcheck).
+            log.warning(
+                "unexpected %s while validating a %s resource; it is rejected",
+                type(exc).__name__,
+                rtype,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             return [Issue(INVALID_RESOURCE, rtype, f"{rtype} could not be validated ({type(exc).__name__})")]
         return []
 
