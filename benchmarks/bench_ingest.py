@@ -15,13 +15,21 @@ core), CPU µs a resource (every process of the side) and peak memory of each si
 Shipa does more than the loop: it also de-identifies, checks references, dates, IINs and codes, and writes Parquet
 tables and quarantine.
 
-Input (``--source``): by default the real Synthea R4 sample bundles in ``../shared/data/synthea-r4`` copied with
-fresh ids until about ``--sizes`` resources (their CIEL concept ids under the LOINC system replaced by a valid LOINC
-code); ``--source cohort``: the built-in synthetic cohort (bulk NDJSON, no images). The copies are not clean input
-today: Shipa quarantines a growing share of them as ``dangling_reference`` (2,834 of 7,606 resources, 25,506 of
-30,342), so the ratio does not show Shipa's rate on clean input.
+Then Shipa's peak memory as the input grows (``--rss-sizes``, default 100,000 and 200,000 resources; Shipa with N
+workers; a size also in ``--sizes`` reuses that run): the largest single process and the process tree at each size,
+and the growth from the smallest to the largest in %. The last lines (``summary``) give the per-core ratio, the
+N-process ratio, the CPU-time ratios and the memory growth.
 
-    python benchmarks/bench_ingest.py                                  # 30,000 and 60,000 resources (minutes)
+Input (``--source``): by default real Synthea R4 output, copied until about each size: the shared sample in
+``../shared/data/synthea-r4`` (where present) and the committed ``tests/data/synthea-public`` (see its README), each
+set's hospital and practitioner Bundles once and its patient Bundles copied with fresh ids that stay consistent
+inside each copy, while ids the shared Bundles hold are kept (see ``make_synthea_input``). Shipa quarantines only what
+the real data itself makes: on 100,000 resources, the 8 Organizations and Practitioners that the public set's patient
+Bundles carry and its shared Bundles carry again with different content (``duplicate_id``; issue 14 wants them kept as
+versions). ``--source cohort``: the built-in synthetic cohort (bulk NDJSON, no images).
+
+    python benchmarks/bench_ingest.py                  # 100,000 resources, then 200,000 for memory (~4 min, 2 cores)
+    python benchmarks/bench_ingest.py --sizes 30000 --rss-sizes        # one quick size, no memory check (~1 min)
     python benchmarks/bench_ingest.py --sizes 100000 --workers 2 --extras
 
 ``--extras`` adds the naive loop with Shipa's cached element checks installed (what they are worth on their own),
@@ -43,11 +51,13 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTHEA = REPO.parent / "shared" / "data" / "synthea-r4"
+SYNTHEA_PUBLIC = REPO / "tests" / "data" / "synthea-public"
 BENCH_KEY = "benchmark-key-0123456789abcdef"
 _UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _CIEL = re.compile(rb'"code":"[0-9]+A{10,}"')
@@ -82,32 +92,86 @@ def make_cohort_input(target: int, out: Path) -> int:
     return count
 
 
+def _synthea_sets() -> list[tuple[str, Path]]:
+    """The real Synthea R4 sample sets present here: (label, folder), the shared sample first when it exists."""
+    sets = [("synthea-r4", SYNTHEA)] if SYNTHEA.is_dir() else []
+    return [*sets, ("synthea-public", SYNTHEA_PUBLIC)]
+
+
 def make_synthea_input(target: int, out: Path) -> int:
-    """Replicate the Synthea sample's patient Bundles with fresh ids until about ``target`` resources."""
+    """Replicate the real Synthea R4 sample sets with fresh, self-consistent ids until about ``target`` resources.
+
+    Each set (the shared ``../shared/data/synthea-r4`` where present, and the committed ``tests/data/synthea-public``)
+    goes to its own folder: its hospital and practitioner Bundles once, its patient Bundles as often as needed. The
+    first copy of a patient Bundle is the real file; every later copy renames each UUID of that Bundle that is not
+    also in the set's shared Bundles (entry ids, ``fullUrl``s, the ``urn:uuid`` references to them, the Synthea
+    identifiers and the file name) to a UUID of its own, the same way everywhere in the copy, so it stays a whole
+    patient record. UUIDs that the shared Bundles hold (Organization, Location and Practitioner ids, and the
+    identifiers that conditional references like ``Organization?identifier=...|<uuid>`` search for) are kept, so every
+    copy still resolves against the one hospital and practitioner Bundle. The copying used to rename those too, which
+    left every copy's conditional references dangling (Shipa quarantined most of the corpus as
+    ``dangling_reference``). The public set's shared ids are renamed once, for the whole set: Synthea derives
+    Organization ids from the provider's name, so both runs use some of the same ids with different content.
+
+    Left as the real data has it: the public set's patient Bundles carry their Organization and Practitioner, which
+    come again, with utilization extensions, in its shared Bundles (what issue 14 asks ingest to keep as versions).
+    One change to the content: the shared sample's CIEL concept ids filed under the LOINC system become a valid LOINC
+    code, as before.
+
+    Returns:
+        The number of resources written.
+    """
     import orjson
 
     fhir = out / "fhir"
-    fhir.mkdir(parents=True, exist_ok=True)
-    patients = [p for p in sorted(SYNTHEA.glob("*.json")) if "Information" not in p.name]
-    shared = [p for p in sorted(SYNTHEA.glob("*.json")) if "Information" in p.name]
     count = 0
-    for path in shared:
-        data = path.read_bytes()
-        (fhir / path.name).write_bytes(data)
-        count += len(orjson.loads(data)["entry"])
-    texts = [_CIEL.sub(b'"code":"8867-4"', p.read_bytes()) for p in patients]
-    sizes = [len(orjson.loads(t)["entry"]) for t in texts]
+    sets = []
+    for k, (label, folder) in enumerate(_synthea_sets()):
+        target_dir = fhir / f"{k}-{label}"
+        target_dir.mkdir(parents=True, exist_ok=True)
+        files = sorted(folder.glob("*.json"))
+        shared_files = [p for p in files if "Information" in p.name]
+        patient_files = [p for p in files if "Information" not in p.name]
+        shared_texts = [p.read_bytes() for p in shared_files]
+        shared_ids = {u for text in shared_texts for u in _UUID.findall(text)}
+
+        for path, text in zip(shared_files, shared_texts, strict=True):
+            (target_dir / path.name).write_bytes(_UUID.sub(_renamer(k, 0, set()), text))
+            count += len(orjson.loads(text)["entry"])
+        patients = [(p.name.encode(), _CIEL.sub(b'"code":"8867-4"', p.read_bytes())) for p in patient_files]
+        sizes = [len(orjson.loads(text)["entry"]) for _, text in patients]
+        sets.append((k, target_dir, shared_ids, patients, sizes))
     replica = 0
-    while count < target:
-        for text, size in zip(texts, sizes, strict=True):
-
-            def fresh(m: re.Match[bytes], r: int = replica) -> bytes:
-                return str(uuid.uuid5(uuid.NAMESPACE_OID, f"{r}:{m.group(0).decode()}")).encode()
-
-            (fhir / f"patient-{replica:05d}-{count}.json").write_bytes(_UUID.sub(fresh, text))
-            count += size
+    while count < target or replica == 0:  # the real patient Bundles at least once
+        for k, target_dir, shared_ids, patients, sizes in sets:
+            rename = _renamer(k, replica, shared_ids)
+            for (name, text), size in zip(patients, sizes, strict=True):
+                (target_dir / _UUID.sub(rename, name).decode()).write_bytes(_UUID.sub(rename, text))
+                count += size
         replica += 1
     return count
+
+
+def _renamer(k: int, replica: int, shared_ids: set[bytes]) -> Callable[[re.Match[bytes]], bytes]:
+    """The UUID substitution for copy ``replica`` of set ``k``: one fixed mapping, so a copy stays self-consistent.
+
+    UUIDs in ``shared_ids`` (the set's hospital and practitioner Bundles) map per set only, so that every copy of
+    the set still points at its one shared Bundle; the others map per copy. Set 0 keeps its shared ids and copy 0
+    its own ids: the first copy of the first set is the real data.
+    """
+
+    def rename(m: re.Match[bytes]) -> bytes:
+        value = m.group(0)
+        if value in shared_ids or replica == 0:
+            return value if k == 0 else _fresh(f"set{k}", value)
+        return _fresh(f"{k}:{replica}", value)
+
+    return rename
+
+
+def _fresh(namespace: str, value: bytes) -> bytes:
+    """A UUID derived from ``value`` in ``namespace``: the same input gives the same UUID in every file of a copy."""
+    return str(uuid.uuid5(uuid.NAMESPACE_OID, f"{namespace}:{value.decode()}")).encode()
 
 
 # --- measured runs (each side in its own process tree) ----------------------------------------------------------
@@ -145,7 +209,8 @@ def run_shipa(input_dir: Path, out: Path, workers: int) -> dict[str, Any]:
     start, cpu = time.perf_counter(), _cpu_s()
     report = ingest.run(IngestParams(workers=workers), input_dir, out, key=BENCH_KEY, progress=False)
     seconds = time.perf_counter() - start
-    return _result(report["fhir"]["resources"]["read"], seconds, cpu)
+    counts = report["fhir"]["resources"]
+    return _result(counts["read"], seconds, cpu, quarantined=counts.get("quarantined"))
 
 
 def _tasks(input_dir: Path, block: int = 4 << 20) -> list[tuple[str, int, int]]:
@@ -355,10 +420,39 @@ def _row(label: str, res: dict[str, Any], base: dict[str, Any] | None, cores: in
     )
 
 
+def _input(args: argparse.Namespace, size: int) -> tuple[Path, int]:
+    """The input folder of about ``size`` resources (built once, reused by later runs) and its resource count."""
+    input_dir = args.work / f"input-{args.source}-{size}"
+    marker = input_dir / "resources.txt"
+    if not marker.exists():
+        shutil.rmtree(input_dir, ignore_errors=True)
+        maker = make_cohort_input if args.source == "cohort" else make_synthea_input
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(maker(size, input_dir)))
+    return input_dir, int(marker.read_text())
+
+
+def _memory(res: dict[str, Any]) -> tuple[float, float]:
+    """(largest single process's peak RSS, peak tree PSS) of a run, in MB."""
+    return max(res["peak_rss_mb"], res.get("peak_child_rss_mb", 0.0)), res.get("tree_pss_mb", 0.0)
+
+
+def _growth(small: float, large: float) -> str:
+    return f"{(large / small - 1) * 100:+.1f} %" if small else "n/a"
+
+
 def main() -> None:
-    """Build the inputs, run every measurement in its own process, print the tables."""
+    """Build the inputs, run every measurement in its own process, print the tables and the summary."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="30000,60000", help="approximate resources per input, comma-separated")
+    parser.add_argument("--sizes", default="100000", help="approximate resources per speed input, comma-separated")
+    parser.add_argument(
+        "--rss-sizes",
+        nargs="*",
+        type=int,
+        default=[100000, 200000],
+        help="approximate resources of the inputs on which Shipa's peak memory (N workers) is compared, smallest "
+        "first (none: skip); a size also in --sizes reuses that run",
+    )
     parser.add_argument("--source", choices=("synthea", "cohort"), default="synthea")
     parser.add_argument("--workers", type=int, default=0, help="N for the N-worker comparison (0: one per core)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/shipa-bench-ingest"), help="scratch folder")
@@ -385,21 +479,17 @@ def main() -> None:
 
     cores = len(os.sched_getaffinity(0))
     n = args.workers or cores
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     header = (
         f"  {'':<34} {'resources':>9} {'res/s':>9} {'res/s/core':>10} {'ratio':>7} {'CPU µs':>8} "
         f"{'max proc MB':>10} {'tree MB':>9}"
     )
     print(f"FHIR ingest benchmark: {args.source} input, {cores} cores; N = {n}", flush=True)
     summary = []
-    for size in (int(s) for s in args.sizes.split(",")):
-        input_dir = args.work / f"input-{args.source}-{size}"
-        marker = input_dir / "resources.txt"
-        if not marker.exists():
-            shutil.rmtree(input_dir, ignore_errors=True)
-            maker = make_cohort_input if args.source == "cohort" else make_synthea_input
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(str(maker(size, input_dir)))
-        count = int(marker.read_text())
+    shipa_n: dict[int, tuple[int, dict[str, Any]]] = {}
+    failed = False
+    for size in sizes:
+        input_dir, count = _input(args, size)
         fhir_input = input_dir / "fhir"
         out = args.work / f"out-{size}"
         runs = {
@@ -408,12 +498,15 @@ def main() -> None:
             "shipa-n": _child("shipa", input_dir, out, n),
             "naive-n": _child("naive", fhir_input, out, n),
         }
+        shipa_n[size] = (count, runs["shipa-n"])
         print(f"\n{count} resources (per core: 1 process each side; at N: {n} processes each side)")
         print(header)
         print(_row("shipa ingest, 1 worker", runs["shipa-1"], None, 1))
         print(_row("naive loop, 1 process", runs["naive-1"], runs["shipa-1"], 1))
         print(_row(f"shipa ingest, {n} workers", runs["shipa-n"], None, n))
         print(_row(f"naive loop, {n} processes (Pool)", runs["naive-n"], runs["shipa-n"], n))
+        quarantined = {runs[k].get("quarantined") for k in ("shipa-1", "shipa-n") if "seconds" in runs[k]}
+        print(f"  Shipa quarantined {', '.join(str(q) for q in sorted(quarantined, key=str))} of {count} resources")
         if args.extras:
             extras = (
                 ("naive+fastcheck, 1 process", _child("naive-fastcheck", fhir_input, out, 1)),
@@ -427,11 +520,26 @@ def main() -> None:
                 print(_row(label, res, runs["shipa-1"], 1))
                 if res.get("note"):
                     print(f"  {'':<34} ({res['note']})")
-        ok = all("seconds" in r for r in runs.values())
-        if ok:
+        if all("seconds" in r for r in runs.values()):
             per_core = _rate(runs["shipa-1"]) / _rate(runs["naive-1"])
             at_n = _rate(runs["shipa-n"]) / _rate(runs["naive-n"])
             summary.append((count, per_core, at_n, runs))
+        else:
+            failed = True
+    memory = []
+    if args.rss_sizes:
+        print(f"\nShipa's peak memory with {n} workers as the input grows")
+        print(header)
+        for size in args.rss_sizes:
+            if size not in shipa_n:
+                input_dir, count = _input(args, size)
+                shipa_n[size] = (count, _child("shipa", input_dir, args.work / f"out-{size}", n))
+            count, res = shipa_n[size]
+            print(_row(f"shipa ingest, {n} workers", res, None, n))
+            if "seconds" in res:
+                memory.append((count, res))
+            else:
+                failed = True
     print("\nratio = Shipa resources/s / naive loop resources/s on the same input (the same in total and per core,")
     print("as both sides use the same number of processes); res/s/core = res/s / processes of that side; CPU µs =")
     print("CPU time of every process of the side per resource; max proc MB = largest single process's peak RSS;")
@@ -440,16 +548,24 @@ def main() -> None:
     for count, per_core, at_n, runs in summary:
         s1, n1, sn, nn = (runs[k] for k in ("shipa-1", "naive-1", "shipa-n", "naive-n"))
         print(
-            f"summary {count} resources: Shipa / naive per core (1 process each) {per_core:.2f}x "
-            f"({_rate(s1):.0f} vs {_rate(n1):.0f} res/s); at {n} workers (both {n} processes) {at_n:.2f}x "
-            f"({_rate(sn):.0f} vs {_rate(nn):.0f} res/s; per core {_rate(sn) / n:.0f} vs {_rate(nn) / n:.0f}); "
-            f"by CPU time (naive CPU µs / Shipa CPU µs a resource) {_cpu_ratio(n1, s1):.2f}x at 1, "
-            f"{_cpu_ratio(nn, sn):.2f}x at {n}; "
-            f"peak tree memory {s1.get('tree_pss_mb', 0):.0f} vs {n1.get('tree_pss_mb', 0):.0f} MB at 1, "
-            f"{sn.get('tree_pss_mb', 0):.0f} vs {nn.get('tree_pss_mb', 0):.0f} MB at {n}"
+            f"summary {count} resources: per core (Shipa 1 worker / naive loop 1 process) {per_core:.2f}x "
+            f"({_rate(s1):.0f} vs {_rate(n1):.0f} res/s); at N = {n} (Shipa {n} workers / naive loop {n} processes) "
+            f"{at_n:.2f}x ({_rate(sn):.0f} vs {_rate(nn):.0f} res/s; per core {_rate(sn) / n:.0f} vs "
+            f"{_rate(nn) / n:.0f}); by CPU time (naive CPU µs / Shipa CPU µs a resource) {_cpu_ratio(n1, s1):.2f}x "
+            f"at 1, {_cpu_ratio(nn, sn):.2f}x at {n}; peak tree memory {s1.get('tree_pss_mb', 0):.0f} vs "
+            f"{n1.get('tree_pss_mb', 0):.0f} MB at 1, {sn.get('tree_pss_mb', 0):.0f} vs "
+            f"{nn.get('tree_pss_mb', 0):.0f} MB at {n}; Shipa quarantined {s1.get('quarantined')}"
         )
-    if len(summary) < len(args.sizes.split(",")):
-        sys.exit("bench_ingest: a measurement failed (see the table above)")
+    if len(memory) >= 2:
+        (c0, r0), (c1, r1) = memory[0], memory[-1]
+        (p0, t0), (p1, t1) = _memory(r0), _memory(r1)
+        print(
+            f"summary memory, Shipa {n} workers, {c0} -> {c1} resources: largest process {p0:.0f} -> {p1:.0f} MB "
+            f"({_growth(p0, p1)}); process tree PSS {t0:.0f} -> {t1:.0f} MB ({_growth(t0, t1)}); Shipa quarantined "
+            f"{r0.get('quarantined')} and {r1.get('quarantined')}"
+        )
+    if failed:
+        sys.exit("bench_ingest: a measurement failed (see the tables above)")
 
 
 if __name__ == "__main__":
