@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipelines import codes
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 # The demo pseudonymisation key: documented in the README and accepted only for the built-in cohort.
@@ -126,6 +128,10 @@ class SynthesizeParams(_Section):
         return self
 
 
+# Findings that ``ingest.strict`` may raise to errors (docs/raw-data.md classifies every check).
+StrictFinding = Literal["dangling_reference", "implausible_date", "unmapped_code", "missing_table_field", "content_id"]
+
+
 class IngestParams(_Section):
     """Parameters of the ``ingest`` stage."""
 
@@ -133,6 +139,22 @@ class IngestParams(_Section):
     chunk_size: int = Field(2000, ge=1, description="resources per work unit sent to a worker", json_schema_extra=SPEED)
     image_size: int = Field(128, ge=16, le=2048, description="side of the stored, resampled image arrays")
     max_queue: int = Field(4, ge=1, description="chunks in flight per worker (bounds memory)", json_schema_extra=SPEED)
+    iin_systems: tuple[str, ...] = Field(
+        (codes.IIN_SYSTEM,),
+        min_length=1,
+        description="identifier systems whose values are IINs (checked, and pseudonymised as the DICOM PatientID is)",
+    )
+    strict: tuple[StrictFinding, ...] = Field(
+        (), description="data-quality findings raised to errors: the resource is quarantined instead of kept"
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> IngestParams:
+        for name in ("iin_systems", "strict"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ValueError(f"ingest.{name} lists a value twice")
+        return self
 
 
 DEFAULT_OBSERVATIONS: dict[str, str] = {
@@ -159,6 +181,13 @@ class DiagnosisFeaturesParams(_Section):
     val_share: float = Field(0.15, gt=0, lt=0.5)
     test_share: float = Field(0.2, gt=0, lt=0.5)
     split_file: str | None = Field(None, description="CSV patient_id,split honoured exactly instead of a split")
+    split_ids: Literal["pseudonym", "source_id", "iin"] = Field(
+        "pseudonym",
+        description=(
+            "what split_file's patient_id holds: the tables' pseudonym, the export's own Patient.id, or the IIN "
+            "(both pseudonymised with the ingest key)"
+        ),
+    )
     seed: int = 42
 
 

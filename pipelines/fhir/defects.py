@@ -1,8 +1,10 @@
-"""The defect vocabulary of ingest and the FHIR OperationOutcome that explains each rejection.
+"""The defect vocabulary of ingest and the FHIR OperationOutcome that explains each issue.
 
-The codes are those of docs/raw-data.md (so quarantine can be matched against the cohort's ``manifest/dirty.csv``),
-plus two that only a real export produces: ``invalid_resource`` (a schema violation that is not a missing field, a
-date or a code) and ``duplicate_id`` (two different resources with the same type and id).
+The codes are those of docs/raw-data.md (so quarantine and findings can be matched against the cohort's
+``manifest/dirty.csv``), plus those only a real export produces. An issue is either a conformance error (severity
+``error``: the resource breaks FHIR R4, or an IIN is wrong, and it is quarantined) or a data-quality finding
+(severity ``warning`` or ``information``: the resource is kept, the finding recorded). ``ingest.strict`` raises
+chosen findings to errors (:func:`raise_strict`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,17 @@ DUPLICATE = "duplicate"
 INVALID_JSON = "invalid_json"
 INVALID_RESOURCE = "invalid_resource"
 DUPLICATE_ID = "duplicate_id"
+UNMAPPED_CODE = "unmapped_code"
+MISSING_TABLE_FIELD = "missing_table_field"
+CONTENT_ID = "content_id"
+SUPERSEDED_VERSION = "superseded_version"
+
+WARNING, INFORMATION = "warning", "information"
+
+# Findings ``ingest.strict`` may raise to errors (the Literal in pipelines/config.py lists the same codes).
+STRICTABLE: frozenset[str] = frozenset(
+    {DANGLING_REFERENCE, IMPLAUSIBLE_DATE, UNMAPPED_CODE, MISSING_TABLE_FIELD, CONTENT_ID}
+)
 
 _INDEX = re.compile(r"\[\d+\]")
 
@@ -38,6 +51,10 @@ PRIORITY: tuple[str, ...] = (
     IMPLAUSIBLE_DATE,
     DUPLICATE_ID,
     DANGLING_REFERENCE,
+    UNMAPPED_CODE,
+    MISSING_TABLE_FIELD,
+    CONTENT_ID,
+    SUPERSEDED_VERSION,
 )
 
 # FHIR IssueType for each defect (http://hl7.org/fhir/issue-type).
@@ -53,6 +70,10 @@ _ISSUE_TYPE: dict[str, str] = {
     DUPLICATE_ID: "duplicate",
     INVALID_JSON: "structure",
     INVALID_RESOURCE: "structure",
+    UNMAPPED_CODE: "code-invalid",
+    MISSING_TABLE_FIELD: "incomplete",
+    CONTENT_ID: "informational",
+    SUPERSEDED_VERSION: "informational",
 }
 
 
@@ -65,7 +86,7 @@ class Issue:
         expression: FHIRPath-like location of the field at fault (``Observation.status``); empty when the whole
             record is at fault (invalid JSON).
         diagnostics: plain words for a data steward; never contains an identifier, name or other personal value.
-        severity: ``error`` rejects the resource, ``warning`` only counts it.
+        severity: ``error`` rejects the resource; ``warning`` and ``information`` are findings on a kept one.
     """
 
     defect: str
@@ -83,9 +104,29 @@ def primary_defect(issues: Iterable[Issue]) -> str:
     raise ValueError("no error among the issues")
 
 
+def is_error(issue: Issue) -> bool:
+    """Whether an issue rejects its resource."""
+    return issue.severity == "error"
+
+
+def raise_strict(issues: list[Issue], strict: frozenset[str]) -> list[Issue]:
+    """The issues with every finding whose defect is in ``strict`` raised to an error (``ingest.strict``)."""
+    if not strict or not any(i.defect in strict and i.severity != "error" for i in issues):
+        return issues
+    return [
+        Issue(i.defect, i.expression, i.diagnostics, "error") if i.defect in strict and i.severity != "error" else i
+        for i in issues
+    ]
+
+
+def finding_issues(issues: list[Issue]) -> list[Issue]:
+    """The findings among issues (warnings and information)."""
+    return [i for i in issues if i.severity != "error"]
+
+
 def operation_outcome(issues: Iterable[Issue]) -> dict[str, Any]:
     """A FHIR R4 OperationOutcome (as a dict) with one issue per problem, errors first."""
-    ordered = sorted(issues, key=lambda i: (i.severity != "error", _rank(i.defect)))
+    ordered = sorted(issues, key=lambda i: (_SEVERITY_RANK.get(i.severity, 3), _rank(i.defect)))
     out = []
     for issue in ordered:
         entry: dict[str, Any] = {
@@ -103,6 +144,9 @@ def operation_outcome(issues: Iterable[Issue]) -> dict[str, Any]:
 def reason_expression(expression: str) -> str:
     """An expression without list indexes (``Claim.item[2].net`` -> ``Claim.item.net``), to group reasons."""
     return _INDEX.sub("", expression)
+
+
+_SEVERITY_RANK = {"error": 0, WARNING: 1, INFORMATION: 2}
 
 
 def _rank(defect: str) -> int:

@@ -4,9 +4,10 @@ Only the fields listed in ``ALLOW`` survive; everything else (names, telecom, ad
 notes, conclusions, attachments, unknown extensions, reference displays) is dropped. What survives is transformed:
 
 - resource ids -> keyed pseudonyms ``Pseudonymizer.id(<ResourceType>, id)``;
-- identifiers -> ``{system, value: Pseudonymizer.id(kind, value)}`` where kind is ``"iin"`` for the IIN system (so
-  the patient pseudonym equals the DICOM side's ``Pseudonymizer.id("iin", PatientID)``) and the system URI
-  otherwise; a DICOM study identifier ``urn:oid:<uid>`` -> ``urn:oid:<Pseudonymizer.uid(uid)>``;
+- identifiers -> ``{system, value: Pseudonymizer.id(kind, value)}`` where kind is ``"iin"`` for every configured IIN
+  system (``ingest.iin_systems``; so the patient pseudonym equals the DICOM side's ``Pseudonymizer.id("iin",
+  PatientID)`` whichever URI the export uses) and the system URI otherwise; a DICOM study identifier
+  ``urn:oid:<uid>`` -> ``urn:oid:<Pseudonymizer.uid(uid)>``;
 - references -> ``Type/<pseudonym>``; conditional references keep their form with the identifier value replaced by
   its pseudonym, so they still resolve against the de-identified identifiers;
 - Patient.birthDate -> ``YYYY-MM``; deceasedDateTime -> its date; addresses keep only the region (``state`` and the
@@ -373,10 +374,17 @@ class Pseudonyms:
     Args:
         pseudonymizer: the keyed HMAC pseudonymizer.
         max_cache: entries kept before the caches are cleared (bounds memory on long runs).
+        iin_systems: identifier systems whose values are IINs (``ingest.iin_systems``).
     """
 
-    def __init__(self, pseudonymizer: Pseudonymizer, max_cache: int = 10_000) -> None:
+    def __init__(
+        self,
+        pseudonymizer: Pseudonymizer,
+        max_cache: int = 10_000,
+        iin_systems: frozenset[str] = frozenset({codes.IIN_SYSTEM}),
+    ) -> None:
         self._p = pseudonymizer
+        self.iin_systems = iin_systems
         self._max = max_cache
         self._resources: dict[tuple[str, str], str] = {}
         self._identifiers: dict[tuple[str, str], str] = {}
@@ -393,13 +401,13 @@ class Pseudonyms:
         return out
 
     def identifier(self, system: str | None, value: str) -> str:
-        """Pseudonym of an identifier value (kind ``iin`` for the IIN system, else the system URI)."""
+        """Pseudonym of an identifier value (kind ``iin`` for an IIN system, else the system URI)."""
         key = (system or "", value)
         out = self._identifiers.get(key)
         if out is None:
             if len(self._identifiers) >= self._max:
                 self._identifiers.clear()
-            out = self._identifiers[key] = self._p.id(identifier_kind(system), value)
+            out = self._identifiers[key] = self._p.id(identifier_kind(system, self.iin_systems), value)
         return out
 
     def reference(self, ref: str) -> PseudoRef | None:
@@ -429,9 +437,9 @@ class Pseudonyms:
         return self._p.uid(uid)
 
 
-def identifier_kind(system: str | None) -> str:
-    """The pseudonym kind of an identifier system: ``iin`` for the IIN (shared with DICOM), else the system."""
-    if system == codes.IIN_SYSTEM:
+def identifier_kind(system: str | None, iin_systems: frozenset[str] = frozenset({codes.IIN_SYSTEM})) -> str:
+    """The pseudonym kind of an identifier system: ``iin`` for an IIN system (shared with DICOM), else the system."""
+    if system in iin_systems:
         return "iin"
     return system or "identifier"
 

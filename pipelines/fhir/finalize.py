@@ -1,14 +1,19 @@
 """Second pass, in the coordinating process: checks that need the whole dataset, then the final tables.
 
-1. Duplicates: a later copy of an id is merged (counted, not quarantined) when it is byte-identical after canonical
-   JSON, else quarantined as ``duplicate_id`` (the first copy wins).
-2. References: every literal reference must name an accepted resource; every conditional reference must match
-   exactly one. Rejecting a resource can orphan others, so this repeats until nothing new is rejected.
+1. Versions: the same type and id read more than once. The latest version is kept (``DatasetIndex.build``); a copy
+   identical to it (or to an earlier copy) is merged (counted), any other is superseded: out of the tables, into
+   ``history.ndjson`` and the ``history`` table, and the kept version gets the finding ``superseded_version``.
+2. References: a literal reference must name a kept resource, a conditional one must match exactly one. One that
+   does not is the finding ``dangling_reference`` (the table column is left null). With ``dangling_reference`` in
+   ``ingest.strict`` it is an error instead, and since rejecting a resource can orphan others, the check then
+   repeats until nothing new is rejected.
 3. Dates: an Encounter / Observation / Condition / Procedure / ImagingStudy / DiagnosticReport dated before its
-   patient's birth is ``implausible_date`` (a service after death is data and is kept).
-4. Tables: rows of rejected resources dropped, conditional references filled with their target's pseudonym,
-   ``age_at_event`` computed from the full birth date, written as Parquet in input order (row groups of
-   ``ROW_GROUP`` rows), so a rerun writes identical bytes.
+   patient's birth is the finding ``implausible_date`` (an error under ``ingest.strict``; a service after death is
+   data and is kept).
+4. Tables: rows of dropped resources removed, references to absent resources nulled, conditional references filled
+   with their target's pseudonym, ``age_at_event`` computed from the full birth date, written as Parquet in input
+   order (row groups of ``ROW_GROUP`` rows), so a rerun writes identical bytes; then the ``findings`` and
+   ``history`` tables.
 """
 
 from __future__ import annotations
@@ -28,10 +33,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.fhir import quarantine, refs
+from pipelines.fhir.dates import to_utc
 from pipelines.fhir.defects import (
     DANGLING_REFERENCE,
-    DUPLICATE_ID,
     IMPLAUSIBLE_DATE,
+    INFORMATION,
+    SUPERSEDED_VERSION,
+    WARNING,
     Issue,
     primary_defect,
     reason_expression,
@@ -46,7 +54,8 @@ from pipelines.fhir.validate import EVENT_DATE_FIELDS
 log = logging.getLogger(__name__)
 
 ROW_GROUP = 16_384  # rows buffered per table before a row group is written (bounds memory)
-MERGED, CONFLICT, DANGLING, IMPLAUSIBLE = "merged", DUPLICATE_ID, DANGLING_REFERENCE, IMPLAUSIBLE_DATE
+MERGED, SUPERSEDED, DANGLING, IMPLAUSIBLE = "merged", "superseded", DANGLING_REFERENCE, IMPLAUSIBLE_DATE
+_NOT_QUARANTINED = frozenset({MERGED, SUPERSEDED})
 
 
 @dataclass
@@ -54,13 +63,28 @@ class SecondPassResult:
     """Counts and links produced by the second pass."""
 
     accepted: Counter[str] = field(default_factory=Counter)
+    with_findings: Counter[str] = field(default_factory=Counter)
     quarantined: Counter[str] = field(default_factory=Counter)
     merged: Counter[str] = field(default_factory=Counter)
+    superseded: Counter[str] = field(default_factory=Counter)
     reasons: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    findings: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     table_rows: dict[str, int] = field(default_factory=dict)
     study_links: dict[str, str] = field(default_factory=dict)  # pseudonymous study uid -> imaging_study_id
     unresolved_conditional: int = 0
+    nulled_references: int = 0
     iterations: int = 0
+
+
+@dataclass
+class _Located:
+    """A resource the second pass writes a record for: where it is and what it needs."""
+
+    seq: int
+    ordinal: int
+    rtype: str
+    kinds: set[str] = field(default_factory=set)
+    pid: str = ""
 
 
 def _load(path: Path) -> Any:
@@ -73,33 +97,47 @@ class SecondPass:
 
     Args:
         index: the built dataset index.
-        duplicates: later copies of ids found when the index was built.
+        duplicates: the copies of ids that are not kept (``DatasetIndex.build``).
         work_dir: folder of the first pass's ``<seq>.meta.pkl`` / ``<seq>.tables.pkl`` files.
         seqs: the unit numbers, in order.
-        pseudonyms: keyed pseudonyms (to explain rejected references).
+        pseudonyms: keyed pseudonyms (to explain references, and to name sources in the history table).
+        strict: findings raised to errors (``ingest.strict``).
     """
 
     def __init__(
-        self, index: DatasetIndex, duplicates: list[Duplicate], work_dir: Path, seqs: list[int], pseudonyms: Pseudonyms
+        self,
+        index: DatasetIndex,
+        duplicates: list[Duplicate],
+        work_dir: Path,
+        seqs: list[int],
+        pseudonyms: Pseudonyms,
+        strict: frozenset[str] = frozenset(),
     ) -> None:
         self.index = index
         self.work_dir = work_dir
         self.seqs = seqs
         self.pseudonyms = pseudonyms
+        self.strict = strict
+        # drops: resources left out of the tables (merged, superseded, or rejected here); notes: second-pass
+        # findings on kept resources. Both unit -> ordinal -> kinds.
         self.drops: dict[int, dict[int, set[str]]] = {}
+        self.notes: dict[int, dict[int, set[str]]] = {}
+        self.superseded: list[Duplicate] = [d for d in duplicates if not d.merged]
         self.removed: set[int] = set()
         for dup in duplicates:
-            self.drops.setdefault(dup.seq, {})[dup.ord] = {MERGED if dup.merged else CONFLICT}
+            self.drops.setdefault(dup.seq, {})[dup.ord] = {MERGED if dup.merged else SUPERSEDED}
+            if not dup.merged:
+                self.notes.setdefault(dup.kept_seq, {}).setdefault(dup.kept_ord, set()).add(SUPERSEDED_VERSION)
         self.result = SecondPassResult()
 
     def _meta(self, seq: int) -> dict[str, Any]:
         meta: dict[str, Any] = _load(self.work_dir / f"{seq:08d}.meta.pkl")  # the first pass pickled a dict
         return meta
 
-    # --- rejections ----------------------------------------------------------------------------------------------
+    # --- checks --------------------------------------------------------------------------------------------------
 
     def find_rejections(self) -> None:
-        """Reference and date checks, repeated until no new resource is rejected."""
+        """Reference and date checks: findings, or (under ``ingest.strict``) rejections repeated to a fixpoint."""
         first = True
         while True:
             self.result.iterations += 1
@@ -111,9 +149,12 @@ class SecondPass:
                 if first:
                     bad |= {(o, IMPLAUSIBLE) for o in self._before_birth(meta)}
                 for ordinal, kind in sorted(bad):
-                    if ordinal not in drops:
-                        new_keys.append(int(meta["ord_key"][ordinal]))
-                    drops.setdefault(ordinal, set()).add(kind)
+                    if kind in self.strict:
+                        if ordinal not in drops:
+                            new_keys.append(int(meta["ord_key"][ordinal]))
+                        drops.setdefault(ordinal, set()).add(kind)
+                    elif ordinal not in drops:
+                        self.notes.setdefault(seq, {}).setdefault(ordinal, set()).add(kind)
             first = False
             keys = np.asarray(sorted(set(new_keys)), np.uint64)
             self.removed.update(new_keys)
@@ -155,7 +196,7 @@ class SecondPass:
         return [int(o) for o in ords[bad]]
 
     def count_accepted(self) -> Counter[str]:
-        """Accepted resources per type, counted from the chunks (an independent check of the reconciliation)."""
+        """Kept resources per type, counted from the chunks (an independent check of the reconciliation)."""
         accepted: Counter[str] = Counter()
         for seq in self.seqs:
             meta = self._meta(seq)
@@ -163,71 +204,219 @@ class SecondPass:
             for ordinal, rtype in enumerate(meta["ord_type"]):
                 if ordinal not in drops:
                     accepted[rtype] += 1
+                elif drops[ordinal] == {MERGED}:
+                    self.result.merged[rtype] += 1
+                elif drops[ordinal] == {SUPERSEDED}:
+                    self.result.superseded[rtype] += 1
         self.result.accepted = accepted
         return accepted
 
-    # --- quarantine ----------------------------------------------------------------------------------------------
+    # --- records -------------------------------------------------------------------------------------------------
 
     def quarantine_records(self, sources: dict[str, SourceFile]) -> Iterator[bytes]:
-        """Quarantine records of the second pass's rejections, in input order (the merged duplicates are counted)."""
-        wanted: dict[str, dict[int, tuple[int, int, str, set[str]]]] = {}
+        """Quarantine records of the second pass's rejections (``ingest.strict`` only), in input order."""
+        wanted = self._located(
+            lambda seq, meta: {
+                o: kinds - _NOT_QUARANTINED
+                for o, kinds in (self.drops.get(seq) or {}).items()
+                if kinds - _NOT_QUARANTINED
+            }
+        )
+        for loc, src, where, obj, raw, fullurls in self._reread(wanted, sources):
+            issues = self._explain(obj, loc.rtype, loc.kinds, fullurls, "error")
+            main = next(i for i in issues if i.defect == primary_defect(issues))
+            self.result.quarantined[loc.rtype] += 1
+            self.result.reasons[(main.defect, loc.rtype, reason_expression(main.expression))] += 1
+            yield quarantine.record(
+                source=src.rel,
+                where=quarantine.location(src.fmt, where),
+                resource_type=loc.rtype,
+                resource_id=_raw_id(obj),
+                issues=issues,
+                raw=raw,
+            )
+
+    def findings(self, sources: dict[str, SourceFile]) -> Iterator[tuple[bytes, list[dict[str, Any]]]]:
+        """Each kept resource's findings, in input order: (findings.ndjson record, rows of the findings table).
+
+        First-pass findings come with their raw text in the unit's meta; a resource with second-pass findings is
+        read again (to explain which reference dangles, and to keep its text).
+        """
         for seq in self.seqs:
-            drops = self.drops.get(seq)
-            if not drops:
-                continue
             meta = self._meta(seq)
-            for ordinal, kinds in drops.items():
+            drops = self.drops.get(seq) or {}
+            notes = self.notes.get(seq) or {}
+            first = {
+                o: (issues, rid, raw)
+                for o, issues, rid, raw in zip(
+                    meta["find_ord"], meta["find_issues"], meta["find_rid"], meta["find_raw"], strict=True
+                )
+                if o not in drops
+            }
+            noted = {o: kinds for o, kinds in notes.items() if o not in drops}
+            reread: dict[int, tuple[SourceFile, int, Any, bytes | str, dict[str, str] | None]] = {}
+            if noted:
+                wanted = {seq: {o: _Located(seq, o, meta["ord_type"][o], kinds) for o, kinds in noted.items()}}
+                for loc, src, where, obj, raw, fullurls in self._reread(wanted, sources, {seq: meta}):
+                    reread[loc.ordinal] = (src, where, obj, raw, fullurls)
+            for ordinal in sorted(set(first) | set(reread)):
                 rtype = meta["ord_type"][ordinal]
-                if kinds == {MERGED}:
-                    self.result.merged[rtype] += 1
+                issues: list[Issue] = list(first[ordinal][0]) if ordinal in first else []
+                if ordinal in reread:
+                    src, where, obj, raw, fullurls = reread[ordinal]
+                    issues += self._explain(obj, rtype, noted[ordinal], fullurls, None)
+                    rid = _raw_id(obj) or (first[ordinal][1] if ordinal in first else None)
+                else:
+                    src = sources[meta["sources"][meta["ord_source"][ordinal]]]
+                    where = int(meta["ord_location"][ordinal])
+                    _, rid, raw = first[ordinal]
+                if not issues:
                     continue
-                source = meta["sources"][meta["ord_source"][ordinal]]
-                where = int(meta["ord_location"][ordinal])
-                wanted.setdefault(source, {})[where] = (seq, ordinal, rtype, kinds - {MERGED})
-        out: list[tuple[tuple[int, int], bytes]] = []
-        for source, by_location in wanted.items():
-            src = sources[source]
-            for where, obj, raw, fullurls in quarantine.reread(src, set(by_location)):
-                seq, ordinal, rtype, kinds = by_location[where]
-                issues = self._explain(obj, rtype, kinds, fullurls)
-                main = next(i for i in issues if i.defect == primary_defect(issues))
-                self.result.quarantined[rtype] += 1
-                self.result.reasons[(main.defect, rtype, reason_expression(main.expression))] += 1
-                rid = obj.get("id") if isinstance(obj.get("id"), str) else None
-                rec = quarantine.record(
-                    source=source,
+                pid = _pid_of(meta, ordinal)
+                self.result.with_findings[rtype] += 1
+                rows = []
+                for issue in issues:
+                    self.result.findings[(issue.defect, rtype, reason_expression(issue.expression))] += 1
+                    rows.append(
+                        {
+                            "resource_type": rtype,
+                            "resource_id": pid,
+                            "defect": issue.defect,
+                            "severity": issue.severity,
+                            "expression": issue.expression,
+                            "diagnostics": issue.diagnostics,
+                        }
+                    )
+                record = quarantine.record(
+                    source=src.rel,
                     where=quarantine.location(src.fmt, where),
                     resource_type=rtype,
                     resource_id=rid,
                     issues=issues,
                     raw=raw,
+                    rejected=False,
                 )
-                out.append(((seq, ordinal), rec))
-        for _, rec in sorted(out, key=lambda item: item[0]):
-            yield rec
+                yield record, rows
+
+    def history(self, sources: dict[str, SourceFile]) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """Each superseded version, in input order: (history.ndjson record, row of the history table)."""
+        kept = {(d.seq, d.ord): (d.kept_seq, d.kept_ord) for d in self.superseded}
+        wanted = self._located(
+            lambda seq, meta: {o: kinds for o, kinds in (self.drops.get(seq) or {}).items() if SUPERSEDED in kinds}
+        )
+        kept_sources: dict[tuple[int, int], tuple[str, int]] = {}
+        by_seq: dict[int, list[int]] = {}
+        for seq, ordinal in kept.values():
+            by_seq.setdefault(seq, []).append(ordinal)
+        for seq, ords in by_seq.items():
+            meta = self._meta(seq)
+            for o in ords:
+                kept_sources[(seq, o)] = (meta["sources"][meta["ord_source"][o]], int(meta["ord_location"][o]))
+        for loc, src, where, obj, raw, _ in self._reread(wanted, sources):
+            kept_rel, kept_where = kept_sources[kept[(loc.seq, loc.ordinal)]]
+            meta_field = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+            version = meta_field.get("versionId")
+            updated = meta_field.get("lastUpdated")
+            record = quarantine.record(
+                source=src.rel,
+                where=quarantine.location(src.fmt, where),
+                resource_type=loc.rtype,
+                resource_id=_raw_id(obj),
+                issues=[],
+                raw=raw,
+                rejected=False,
+                extra={
+                    "version_id": version if isinstance(version, str) else None,
+                    "last_updated": updated if isinstance(updated, str) else None,
+                    "kept": {"source": kept_rel, "location": quarantine.location(sources[kept_rel].fmt, kept_where)},
+                },
+            )
+            row = {
+                "resource_type": loc.rtype,
+                "resource_id": loc.pid,
+                "version_id": version if isinstance(version, str) else None,
+                "last_updated": to_utc(updated),
+                "source_id": self.pseudonyms.identifier("source-file", src.rel),
+                "kept_source_id": self.pseudonyms.identifier("source-file", kept_rel),
+            }
+            yield record, row
+
+    def _located(self, select: Any) -> dict[int, dict[int, _Located]]:
+        """``select(seq, meta) -> {ordinal: kinds}`` over every unit, as located resources."""
+        out: dict[int, dict[int, _Located]] = {}
+        for seq in self.seqs:
+            if not self.drops.get(seq):
+                continue
+            meta = self._meta(seq)
+            chosen = select(seq, meta)
+            if chosen:
+                out[seq] = {o: _Located(seq, o, meta["ord_type"][o], kinds) for o, kinds in chosen.items()}
+        return out
+
+    def _reread(
+        self,
+        wanted: dict[int, dict[int, _Located]],
+        sources: dict[str, SourceFile],
+        metas: dict[int, dict[str, Any]] | None = None,
+    ) -> Iterator[tuple[_Located, SourceFile, int, Any, bytes | str, dict[str, str] | None]]:
+        """Read the located resources again from their files; yield them in input order."""
+        by_source: dict[str, dict[int, _Located]] = {}
+        for seq, located in wanted.items():
+            meta = (metas or {}).get(seq) or self._meta(seq)
+            for ordinal, loc in located.items():
+                loc.pid = _pid_of(meta, ordinal)
+                rel = meta["sources"][meta["ord_source"][ordinal]]
+                by_source.setdefault(rel, {})[int(meta["ord_location"][ordinal])] = loc
+        out = []
+        for rel, by_location in by_source.items():
+            src = sources[rel]
+            for where, obj, raw, fullurls in quarantine.reread(src, set(by_location)):
+                loc = by_location[where]
+                out.append(((loc.seq, loc.ordinal), (loc, src, where, obj, raw, fullurls)))
+        for _, item in sorted(out, key=lambda x: x[0]):
+            yield item
 
     def _explain(
-        self, obj: dict[str, Any], rtype: str, kinds: set[str], fullurls: dict[str, str] | None
+        self,
+        obj: dict[str, Any],
+        rtype: str,
+        kinds: set[str],
+        fullurls: dict[str, str] | None,
+        severity: str | None,
     ) -> list[Issue]:
+        """The issues of second-pass kinds; ``severity`` None gives each finding its own severity."""
         issues: list[Issue] = []
-        if CONFLICT in kinds:
+        if SUPERSEDED_VERSION in kinds:
             issues.append(
                 Issue(
-                    DUPLICATE_ID,
-                    f"{rtype}.id",
-                    f"{rtype}.id: another {rtype} with the same id but different content was read first and kept",
+                    SUPERSEDED_VERSION,
+                    f"{rtype}.meta",
+                    f"{rtype}: this is the latest of several versions read; the others are in the history",
+                    INFORMATION,
                 )
             )
         if IMPLAUSIBLE in kinds:
             expr = EVENT_DATE_FIELDS[rtype][0]
-            issues.append(Issue(IMPLAUSIBLE_DATE, expr, f"{expr} is before the patient's birth date"))
+            issues.append(
+                Issue(IMPLAUSIBLE_DATE, expr, f"{expr} is before the patient's birth date", severity or WARNING)
+            )
         if DANGLING in kinds:
-            issues.extend(self._reference_issues(obj, rtype, fullurls))
-            if not any(i.defect == DANGLING_REFERENCE for i in issues):
-                issues.append(Issue(DANGLING_REFERENCE, rtype, f"{rtype} refers to a resource that was quarantined"))
+            found = self._reference_issues(obj, rtype, fullurls, severity or WARNING)
+            if not found:
+                found = [
+                    Issue(
+                        DANGLING_REFERENCE,
+                        rtype,
+                        f"{rtype} refers to a resource that was quarantined",
+                        severity or WARNING,
+                    )
+                ]
+            issues.extend(found)
         return issues
 
-    def _reference_issues(self, obj: dict[str, Any], rtype: str, fullurls: dict[str, str] | None) -> list[Issue]:
+    def _reference_issues(
+        self, obj: dict[str, Any], rtype: str, fullurls: dict[str, str] | None, severity: str
+    ) -> list[Issue]:
         issues = []
         for expr, ref in refs.reference_paths(obj, rtype):
             parsed = refs.parse_reference(ref, fullurls)
@@ -237,7 +426,9 @@ class SecondPass:
                     continue
                 gone = key in self.removed or self.index.was_rejected(np.asarray([key], np.uint64))[0]
                 what = "was quarantined" if gone else "is not in the dataset"
-                issues.append(Issue(DANGLING_REFERENCE, expr, f"{expr} refers to a {parsed.type} that {what}"))
+                issues.append(
+                    Issue(DANGLING_REFERENCE, expr, f"{expr} refers to a {parsed.type} that {what}", severity)
+                )
             elif parsed.kind == refs.CONDITIONAL:
                 ck = cond_key(parsed.type, parsed.system, self.pseudonyms.identifier(parsed.system, parsed.value))
                 status = int(self.index.resolve(np.asarray([ck], np.uint64))[1][0])
@@ -247,7 +438,7 @@ class SecondPass:
                     NOT_FOUND: f"matches no {parsed.type} identifier in the dataset",
                     AMBIGUOUS: f"matches more than one {parsed.type}",
                 }.get(status, f"matches a {parsed.type} that was quarantined")
-                issues.append(Issue(DANGLING_REFERENCE, expr, f"{expr}: conditional reference {what}"))
+                issues.append(Issue(DANGLING_REFERENCE, expr, f"{expr}: conditional reference {what}", severity))
         return issues
 
     # --- tables --------------------------------------------------------------------------------------------------
@@ -269,13 +460,25 @@ class SecondPass:
     def _finish_table(self, spec: TableSpec, table: pa.Table, study_counts: dict[str, int] | None) -> pa.Table:
         for column in spec.ref_columns:
             ck = pc.fill_null(table[column + CK_SUFFIX], 0).to_numpy(zero_copy_only=False)
+            values = table[column].to_pylist()
+            changed = False
             pending = np.flatnonzero(ck != 0)
             if len(pending):
                 pids, status = self.index.resolve(ck[pending])
-                values = table[column].to_pylist()
                 for i, pid, st in zip(pending, pids, status, strict=True):
                     values[i] = pid.decode() if st == FOUND else None
                     self.result.unresolved_conditional += int(st != FOUND)
+                changed = True
+            # A literal reference to a resource that is not kept (absent, or quarantined) is a finding; its column
+            # is null, so no join can find a row that does not exist.
+            literal = [i for i, v in enumerate(values) if v is not None and ck[i] == 0]
+            if literal:
+                alive = self.index.has(pid_keys(np.asarray([values[i] for i in literal], "S32")))
+                for i in np.asarray(literal)[~alive]:
+                    values[i] = None
+                    self.result.nulled_references += 1
+                    changed = True
+            if changed:
                 table = table.set_column(table.schema.get_field_index(column), column, pa.array(values, pa.string()))
         columns: dict[str, pa.Array | pa.ChunkedArray] = {}
         if spec.event_age:
@@ -342,6 +545,16 @@ class _Writers:
             else:
                 pq.write_table(spec.schema.empty_table(), self.out_dir / f"{name}.parquet", compression="zstd")
         return {name: int(self.rows[name]) for name in sorted(TABLES)}
+
+
+def _raw_id(obj: dict[str, Any]) -> str | None:
+    rid = obj.get("id")
+    return rid if isinstance(rid, str) else None
+
+
+def _pid_of(meta: dict[str, Any], ordinal: int) -> str:
+    """The pseudonymous id of a unit's resource."""
+    return str(meta["ord_pid"][ordinal])
 
 
 def write_ndjson(path: Path, records: Iterator[bytes], *, append: bool = False) -> int:

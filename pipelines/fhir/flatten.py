@@ -110,10 +110,15 @@ class Flattener:
 
     Args:
         fund_identifier: pseudonym of the Fund's organization identifier (``FSMS``), to mark ``is_fund``.
+        iin_systems: identifier systems whose (pseudonymised) values are IINs: the first fills
+            ``patient_pseudo_id``.
     """
 
-    def __init__(self, fund_identifier: str | None) -> None:
+    def __init__(
+        self, fund_identifier: str | None, iin_systems: frozenset[str] = frozenset({codes.IIN_SYSTEM})
+    ) -> None:
         self._fund = fund_identifier
+        self._iin_systems = iin_systems
         self._by_type: dict[str, Callable[[dict[str, Any]], dict[str, list[Row]]]] = {
             "Patient": self._patient,
             "Organization": self._organization,
@@ -141,7 +146,7 @@ class Flattener:
     def _patient(self, r: dict[str, Any]) -> dict[str, list[Row]]:
         iin_pseudo = None
         for ident in r.get("identifier") or ():
-            if ident.get("system") == codes.IIN_SYSTEM:
+            if ident.get("system") in self._iin_systems:
                 iin_pseudo = ident.get("value")
                 break
         birth = r.get("birthDate")

@@ -18,12 +18,20 @@ FOUND, NOT_FOUND, AMBIGUOUS, TARGET_REJECTED = 0, 1, 2, 3
 
 @dataclass(frozen=True)
 class Duplicate:
-    """A later copy of a resource id: ``merged`` when identical to the first copy, else a conflict."""
+    """A copy of a resource id that is not kept: ``merged`` when its content equals the kept version's or an
+    earlier copy's, else a superseded version (kept in the history).
+
+    Attributes:
+        seq, ord: where the copy is (unit, ordinal in the unit).
+        merged: an identical copy (counted), not another version.
+        kept_seq, kept_ord: where the kept (latest) version is.
+    """
 
     seq: int
     ord: int
     merged: bool
-    first_seq: int
+    kept_seq: int
+    kept_ord: int
 
 
 def _hex_keys(pids: np.ndarray) -> np.ndarray:
@@ -38,7 +46,8 @@ class DatasetIndex:
 
     def __init__(self) -> None:
         self._parts: dict[str, list[np.ndarray]] = {
-            k: [] for k in ("ids", "hashes", "seqs", "ords", "rejected", "ikeys", "ipids", "pkeys", "pbirth")
+            k: []
+            for k in ("ids", "hashes", "vers", "upd", "seqs", "ords", "rejected", "ikeys", "ipids", "pkeys", "pbirth")
         }
         self.ids = np.empty(0, np.uint64)
         self.rejected = np.empty(0, np.uint64)
@@ -53,6 +62,8 @@ class DatasetIndex:
         p = self._parts
         p["ids"].append(result.ids)
         p["hashes"].append(result.hashes)
+        p["vers"].append(result.versions)
+        p["upd"].append(result.updated)
         p["seqs"].append(np.full(len(result.ids), result.seq, np.int32))
         p["ords"].append(result.ords)
         p["rejected"].append(result.rejected_ids)
@@ -66,20 +77,31 @@ class DatasetIndex:
         return np.concatenate(parts) if parts else np.empty(0, dtype)
 
     def build(self) -> list[Duplicate]:
-        """Sort everything, find repeated ids (first copy wins), and return the later copies."""
+        """Sort everything, pick the kept version of each repeated id, and return the other copies.
+
+        The kept version is the latest: highest ``meta.versionId`` (a whole number), then latest
+        ``meta.lastUpdated``, then last in input order (files sorted by path, then line or entry). Every other
+        copy is merged when its content equals the kept one's or an earlier copy's, else superseded.
+        """
         ids, hashes = self._cat("ids", np.uint64), self._cat("hashes", np.uint64)
+        vers, upd = self._cat("vers", np.int64), self._cat("upd", np.int64)
         seqs, ords = self._cat("seqs", np.int32), self._cat("ords", np.int32)
-        order = np.lexsort((ords, seqs, ids))
+        order = np.lexsort((ords, seqs, upd, vers, ids))
         ids, hashes, seqs, ords = ids[order], hashes[order], seqs[order], ords[order]
-        first = np.ones(len(ids), np.bool_)
-        first[1:] = ids[1:] != ids[:-1]
-        first_pos = np.maximum.accumulate(np.where(first, np.arange(len(ids)), 0))
-        later = np.flatnonzero(~first)
-        duplicates = [
-            Duplicate(int(seqs[i]), int(ords[i]), bool(hashes[i] == hashes[first_pos[i]]), int(seqs[first_pos[i]]))
-            for i in later
-        ]
-        self.ids = ids[first]
+        last = np.ones(len(ids), np.bool_)
+        last[:-1] = ids[:-1] != ids[1:]
+        ends = np.flatnonzero(last)
+        starts = np.append(0, ends[:-1] + 1) if len(ends) else ends
+        duplicates: list[Duplicate] = []
+        for start, end in zip(starts[ends > starts].tolist(), ends[ends > starts].tolist(), strict=True):
+            # In input order, so that of identical copies the first is the one kept in the history.
+            copies = sorted(range(start, end), key=lambda i: (seqs[i], ords[i]))
+            seen = {int(hashes[end])}
+            for i in copies:
+                merged = int(hashes[i]) in seen
+                seen.add(int(hashes[i]))
+                duplicates.append(Duplicate(int(seqs[i]), int(ords[i]), merged, int(seqs[end]), int(ords[end])))
+        self.ids = ids[last]
         self.rejected = np.unique(self._cat("rejected", np.uint64))
 
         ikeys, ipids = self._cat("ikeys", np.uint64), self._cat("ipids", "S32")

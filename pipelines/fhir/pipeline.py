@@ -18,17 +18,20 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipelines.fhir import fastcheck
 from pipelines.fhir.deid import Pseudonyms
-from pipelines.fhir.finalize import SecondPass, SecondPassResult, write_ndjson
+from pipelines.fhir.finalize import ROW_GROUP, SecondPass, SecondPassResult, write_ndjson
 from pipelines.fhir.index import DatasetIndex
 from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.fhir.read import SourceFile, WorkUnit, work_units
-from pipelines.fhir.schema import RESOURCE_TABLES
-from pipelines.fhir.validate import SchemaValidator
+from pipelines.fhir.schema import HISTORY, INGEST_FINDINGS, RESOURCE_TABLES, TableSpec
+from pipelines.fhir.validate import DEFAULT_IIN_SYSTEMS, SchemaValidator
 from pipelines.fhir.worker import ChunkProcessor, ChunkResult, init_worker, run_unit
 
 log = logging.getLogger(__name__)
@@ -45,7 +48,6 @@ class FirstPassResult:
     read: Counter[str] = field(default_factory=Counter)
     quarantined: Counter[str] = field(default_factory=Counter)
     reasons: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    warnings: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     references: int = 0
     conditional_references: int = 0
     seconds: float = 0.0
@@ -62,6 +64,8 @@ class FhirIngest:
         chunk_size: resources per work unit.
         max_queue: work units in flight per worker.
         progress: show a progress bar (resources and resources/s).
+        iin_systems: identifier systems whose values are IINs (``ingest.iin_systems``).
+        strict: findings raised to errors (``ingest.strict``).
     """
 
     def __init__(
@@ -74,8 +78,12 @@ class FhirIngest:
         chunk_size: int,
         max_queue: int,
         progress: bool,
+        iin_systems: frozenset[str] = DEFAULT_IIN_SYSTEMS,
+        strict: frozenset[str] = frozenset(),
     ) -> None:
         self.files = files
+        self.iin_systems = iin_systems
+        self.strict = strict
         self.work_dir = work_dir
         self.key = key
         self.workers = max(1, workers)
@@ -98,7 +106,6 @@ class FhirIngest:
                 result.read.update(chunk.read)
                 result.quarantined.update(chunk.quarantined)
                 result.reasons.update(chunk.reasons)
-                result.warnings.update(chunk.warnings)
                 result.references += chunk.references
                 result.conditional_references += chunk.conditional_references
                 for rec in chunk.quarantine:
@@ -107,7 +114,7 @@ class FhirIngest:
                 bar.update(sum(chunk.read.values()))
 
             if self.workers == 1:
-                processor = ChunkProcessor(self.key, self.work_dir)
+                processor = ChunkProcessor(self.key, self.work_dir, self.iin_systems, self.strict)
                 with self._bar() as bar:
                     for unit in units:
                         handle(processor.process(unit), bar)
@@ -138,7 +145,7 @@ class FhirIngest:
         gc.collect()
         # The workers exit when this process dies (pipelines.parent_watch), and install the cached checks when
         # this process did (a spawned worker does not inherit them).
-        initargs = (self.key, self.work_dir, os.getpid(), fastcheck.is_installed())
+        initargs = (self.key, self.work_dir, os.getpid(), fastcheck.is_installed(), self.iin_systems, self.strict)
         with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=init_worker, initargs=initargs) as pool:
             pending: deque[Future[ChunkResult]] = deque()
             bar = None
@@ -164,11 +171,12 @@ class FhirIngest:
     def second_pass(
         self, tables_dir: Path, quarantine_path: Path, study_counts: dict[str, int] | None
     ) -> SecondPassResult:
-        """Check references, duplicates and dates across the dataset; write the tables and the rest of quarantine.
+        """Versions, references and dates across the dataset; write the tables, findings, history, quarantine.
 
         Args:
-            tables_dir: where the Parquet tables go.
-            quarantine_path: the first pass's quarantine file (second-pass records are appended).
+            tables_dir: where the Parquet tables go (with ``findings.parquet`` and ``history.parquet``).
+            quarantine_path: the first pass's quarantine file (second-pass records are appended);
+                ``findings.ndjson`` and ``history.ndjson`` are written beside it.
             study_counts: DICOM images per pseudonymous study uid, or None when no DICOM was ingested.
         """
         if self.first is None:
@@ -176,18 +184,56 @@ class FhirIngest:
         start = time.perf_counter()
         duplicates = self.index.build()
         seqs = list(range(self.first.units))
-        pseudonyms = Pseudonyms(Pseudonymizer(self.key))
-        second = SecondPass(self.index, duplicates, self.work_dir, seqs, pseudonyms)
+        pseudonyms = Pseudonyms(Pseudonymizer(self.key), iin_systems=self.iin_systems)
+        second = SecondPass(self.index, duplicates, self.work_dir, seqs, pseudonyms, self.strict)
         second.find_rejections()
         second.count_accepted()
         sources = {f.rel: f for f in self.files}
         write_ndjson(quarantine_path, second.quarantine_records(sources), append=True)
         tables_dir.mkdir(parents=True, exist_ok=True)
+        with _RecordsAndTable(quarantine_path.parent / "findings.ndjson", tables_dir, INGEST_FINDINGS) as out:
+            for record, rows in second.findings(sources):
+                out.add(record, rows)
+        with _RecordsAndTable(quarantine_path.parent / "history.ndjson", tables_dir, HISTORY) as out:
+            for record, row in second.history(sources):
+                out.add(record, [row])
         second.write_tables(tables_dir, study_counts)
         log.info(
-            "FHIR second pass: %.1f s, %d more rejected, %d duplicates merged",
+            "FHIR second pass: %.1f s, %d more rejected, %d duplicates merged, %d superseded versions, "
+            "%d resources kept with findings",
             time.perf_counter() - start,
             sum(second.result.quarantined.values()),
             sum(second.result.merged.values()),
+            sum(second.result.superseded.values()),
+            sum(second.result.with_findings.values()),
         )
         return second.result
+
+
+class _RecordsAndTable:
+    """An NDJSON file of records and the Parquet table of their de-identified rows, written together."""
+
+    def __init__(self, ndjson: Path, tables_dir: Path, spec: TableSpec) -> None:
+        self.fh = ndjson.open("wb")
+        self.writer = pq.ParquetWriter(tables_dir / f"{spec.name}.parquet", spec.schema, compression="zstd")
+        self.schema = spec.schema
+        self.rows: list[dict[str, Any]] = []
+
+    def __enter__(self) -> _RecordsAndTable:
+        return self
+
+    def add(self, record: bytes, rows: list[dict[str, Any]]) -> None:
+        self.fh.write(record + b"\n")
+        self.rows.extend(rows)
+        if len(self.rows) >= ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema), row_group_size=ROW_GROUP)
+        self.rows = []
+
+    def __exit__(self, *exc: object) -> None:
+        if self.rows:
+            self._flush()
+        self.writer.close()
+        self.fh.close()

@@ -115,16 +115,24 @@ def bundle_fullurl_map(entries: list[Any]) -> dict[str, str]:
         if not isinstance(full_url, str) or not isinstance(resource, dict):
             continue
         rtype = resource.get("resourceType")
-        rid = resource.get("id") or id_from_fullurl(full_url)
+        rid = resource.get("id") or id_from_fullurl(full_url, rtype)
         if isinstance(rtype, str) and isinstance(rid, str):
             out[full_url] = f"{rtype}/{rid}"
     return out
 
 
-def id_from_fullurl(full_url: object) -> str | None:
-    """The id a urn:uuid / urn:oid fullUrl gives a resource that has none (transaction POST entries)."""
-    if isinstance(full_url, str):
-        for prefix in ("urn:uuid:", "urn:oid:"):
-            if full_url.startswith(prefix):
-                return full_url[len(prefix) :]
+def id_from_fullurl(full_url: object, rtype: object = None) -> str | None:
+    """The id a Bundle entry's fullUrl gives a resource that has none (transaction POST entries, searchsets).
+
+    ``urn:uuid:<uuid>`` and ``urn:oid:<oid>`` give the uuid / oid; a RESTful URL ``<base>/<Type>/<id>`` (optionally
+    with ``/_history/<v>``) gives its id when ``Type`` is the resource's own type (``rtype``, when given).
+    """
+    if not isinstance(full_url, str):
+        return None
+    for prefix in ("urn:uuid:", "urn:oid:"):
+        if full_url.startswith(prefix):
+            return full_url[len(prefix) :] or None
+    m = _LITERAL_RE.match(full_url)
+    if m and (rtype is None or m.group(1) == rtype):
+        return m.group(2)
     return None

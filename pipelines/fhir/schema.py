@@ -399,6 +399,34 @@ FUND_FINDINGS = TableSpec(
     ),
 )
 
+INGEST_FINDINGS = TableSpec(
+    "findings",
+    pa.schema(
+        [
+            _f("resource_type", STR, "type of the kept resource the finding is about"),
+            _f("resource_id", STR, "pseudonym of its id (joins the <table>_id columns)"),
+            _f("defect", STR, "finding code (docs/raw-data.md): dangling_reference, unmapped_code ..."),
+            _f("severity", STR, "OperationOutcome severity: warning or information"),
+            _f("expression", STR, "the element at fault (FHIRPath-like, list indexes kept)"),
+            _f("diagnostics", STR, "plain words; never a value from the record"),
+        ]
+    ),
+)
+
+HISTORY = TableSpec(
+    "history",
+    pa.schema(
+        [
+            _f("resource_type", STR, "type of the superseded version"),
+            _f("resource_id", STR, "pseudonym of its id (the kept version has the same)"),
+            _f("version_id", STR, "its meta.versionId (null when absent)"),
+            _f("last_updated", TS, "its meta.lastUpdated (null when absent)"),
+            _f("source_id", STR, "pseudonym of the input file it was read from (quarantine/history.ndjson names it)"),
+            _f("kept_source_id", STR, "pseudonym of the input file of the version that was kept"),
+        ]
+    ),
+)
+
 # Internal columns of the first pass's temporary tables (never in a final table).
 ORD = "__ord"  # resource ordinal within its chunk
 EVENT = "__event"  # event date as YYYYMMDD (0: none), for age_at_event

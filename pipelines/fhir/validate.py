@@ -2,15 +2,20 @@
 
 Content checks (run only on schema-valid resources):
 
-- codes: at the paths listed in ``CODE_RULES`` every coding in a system Shipa governs must be well-formed (ICD-10
-  format, LOINC format, a tariff of ``codes.TARIFFS``, ATC format) and belong to the right kind of code (a LOINC
-  code is not a diagnosis). Foreign systems Shipa does not govern (SNOMED CT, RxNorm, CVX, local codes) are accepted.
-  A coding from an expected system is required only where Shipa reads it (``REQUIRED_SYSTEMS``: Observation and
-  DiagnosticReport need LOINC, Procedure a tariff or SNOMED CT code); a Condition coded only in SNOMED CT is kept
-  (its ``icd10_code`` column is then empty).
-- the IIN (identifiers with the IIN system only): check digit and agreement with birthDate and gender;
-- dates: birth after death, an encounter that ends before it starts. Checks that need another resource (an event
-  before the patient's birth, references) run in the second pass (``pipelines.fhir.finalize``).
+- codes (error ``invalid_code``): at the paths listed in ``CODE_RULES`` every coding in a system Shipa governs must
+  be well-formed (ICD-10 format, LOINC format, a tariff of ``codes.TARIFFS``, ATC format) and belong to the right
+  kind of code (a LOINC code is not a diagnosis). Foreign systems Shipa does not map (SNOMED CT, RxNorm, CVX, CPT,
+  local codes) are accepted. Where Shipa reads a code (``REQUIRED_SYSTEMS``: Observation and DiagnosticReport want
+  LOINC, Procedure a tariff or SNOMED CT code) a concept without one is kept with the finding ``unmapped_code``
+  (its code column is then empty); a Condition coded only in SNOMED CT is kept silently (``icd10_code`` empty).
+- the IIN (errors ``iin_checksum``, ``iin_mismatch``; identifiers of the configured IIN systems only): check digit
+  and agreement with birthDate and gender. A wrong IIN would join one person's records to another's, so these stay
+  errors;
+- dates: an encounter that ends before it starts breaks the R4 invariant ``per-1`` (error ``implausible_date``);
+  a birth after death is the finding ``implausible_date``. Checks that need another resource (an event before the
+  patient's birth, references) run in the second pass (``pipelines.fhir.finalize``);
+- fields the tables want but FHIR does not require (finding ``missing_table_field``): a Patient's birthDate, the
+  subject of an event resource.
 """
 
 from __future__ import annotations
@@ -29,10 +34,14 @@ from pipelines.fhir.defects import (
     IIN_CHECKSUM,
     IIN_MISMATCH,
     IMPLAUSIBLE_DATE,
+    INFORMATION,
     INVALID_CODE,
     INVALID_DATE,
     INVALID_RESOURCE,
     MISSING_REQUIRED_FIELD,
+    MISSING_TABLE_FIELD,
+    UNMAPPED_CODE,
+    WARNING,
     Issue,
 )
 
@@ -164,17 +173,40 @@ def _expression(rtype: str, loc: Any) -> str:
     return out
 
 
-def content_issues(resource: dict[str, Any]) -> list[Issue]:
-    """Checks of a schema-valid resource that the R4B models do not make (codes, IIN, dates within it)."""
+DEFAULT_IIN_SYSTEMS: frozenset[str] = frozenset({codes.IIN_SYSTEM})
+
+
+def content_issues(resource: dict[str, Any], iin_systems: frozenset[str] = DEFAULT_IIN_SYSTEMS) -> list[Issue]:
+    """Checks of a schema-valid resource that the R4B models do not make (codes, IIN, dates within it).
+
+    Args:
+        resource: a parsed resource that passed schema validation.
+        iin_systems: identifier systems whose values are IINs (``ingest.iin_systems``).
+    """
     rtype = resource["resourceType"]
     issues: list[Issue] = []
     for rule in CODE_RULES.get(rtype, ()):
         issues.extend(_code_issues(resource, rtype, rule))
     if rtype == "Patient":
-        issues.extend(patient_issues(resource))
+        issues.extend(patient_issues(resource, iin_systems))
     elif rtype == "Encounter":
         issues.extend(_period_issues(resource.get("period"), "Encounter.period"))
+    if rtype in SUBJECT_FIELDS and not isinstance(resource.get(SUBJECT_FIELDS[rtype]), dict):
+        expr = f"{rtype}.{SUBJECT_FIELDS[rtype]}"
+        issues.append(Issue(MISSING_TABLE_FIELD, expr, f"{expr} is absent: the row has no patient", INFORMATION))
     return issues
+
+
+# Event resources whose table rows need a patient, and the field that names it (FHIR makes some optional).
+SUBJECT_FIELDS: dict[str, str] = {
+    "Encounter": "subject",
+    "Observation": "subject",
+    "Condition": "subject",
+    "Procedure": "subject",
+    "ImagingStudy": "subject",
+    "DiagnosticReport": "subject",
+    "MedicationRequest": "subject",
+}
 
 
 def _walk(value: Any, path: tuple[str, ...], expr: str) -> Iterator[tuple[Any, str]]:
@@ -220,7 +252,12 @@ def _code_issues(resource: dict[str, Any], rtype: str, rule: CodeRule) -> Iterat
             if problem:
                 yield Issue(INVALID_CODE, f"{expr}.coding[{i}]", f"{expr}.coding[{i}]: {problem}")
         if rule.required and not systems.intersection(rule.required):
-            yield Issue(INVALID_CODE, f"{expr}.coding", f"{expr} has no coding from {' or '.join(rule.required)}")
+            yield Issue(
+                UNMAPPED_CODE,
+                f"{expr}.coding",
+                f"{expr} has no coding from {' or '.join(rule.required)}: kept, its code column is empty",
+                INFORMATION,
+            )
 
 
 def coding_problem(system: object, code: object, role: str) -> str | None:
@@ -243,15 +280,19 @@ def coding_problem(system: object, code: object, role: str) -> str | None:
     return None
 
 
-def patient_issues(patient: dict[str, Any]) -> list[Issue]:
-    """IIN check digit and agreement with birthDate/gender; birth after death."""
+def patient_issues(patient: dict[str, Any], iin_systems: frozenset[str] = DEFAULT_IIN_SYSTEMS) -> list[Issue]:
+    """IIN check digit and agreement with birthDate/gender (errors); birth after death, no birthDate (findings)."""
     issues: list[Issue] = []
+    if not isinstance(patient.get("birthDate"), str):
+        issues.append(
+            Issue(MISSING_TABLE_FIELD, "Patient.birthDate", "Patient.birthDate is absent: no age", INFORMATION)
+        )
     birth = dates.ymd_bounds(patient.get("birthDate"))
     birth_date = None
     if birth is not None and birth[0] == birth[1]:
         birth_date = dates.to_date(patient["birthDate"])
     for i, ident in enumerate(patient.get("identifier") or []):
-        if ident.get("system") != codes.IIN_SYSTEM:
+        if ident.get("system") not in iin_systems:
             continue
         expr = f"Patient.identifier[{i}].value"
         value = ident.get("value")
@@ -272,7 +313,12 @@ def patient_issues(patient: dict[str, Any]) -> list[Issue]:
     death = dates.ymd_bounds(patient.get("deceasedDateTime"))
     if birth is not None and death is not None and birth[0] > death[1]:
         issues.append(
-            Issue(IMPLAUSIBLE_DATE, "Patient.deceasedDateTime", "Patient.deceasedDateTime is before Patient.birthDate")
+            Issue(
+                IMPLAUSIBLE_DATE,
+                "Patient.deceasedDateTime",
+                "Patient.deceasedDateTime is before Patient.birthDate",
+                WARNING,
+            )
         )
     return issues
 
@@ -282,7 +328,8 @@ def _period_issues(period: Any, expr: str) -> list[Issue]:
         return []
     start, end = dates.to_utc(period.get("start")), dates.to_utc(period.get("end"))
     if start is not None and end is not None and end < start:
-        return [Issue(IMPLAUSIBLE_DATE, f"{expr}.end", f"{expr}.end is before {expr}.start")]
+        # The R4 invariant per-1 ("start SHALL have a lower value than end"): a conformance error.
+        return [Issue(IMPLAUSIBLE_DATE, f"{expr}.end", f"{expr}.end is before {expr}.start (per-1)")]
     return []
 
 

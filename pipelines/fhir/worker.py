@@ -1,9 +1,14 @@
 """First pass, run in worker processes: parse, validate, de-identify and flatten one work unit.
 
 For each unit the worker writes two temporary pickles in the work folder (``<seq>.meta.pkl``: what the second pass
-checks; ``<seq>.tables.pkl``: flattened rows as Arrow tables) and returns a small :class:`ChunkResult`: counts,
-quarantine records, and its part of the dataset-wide index (ids, identifiers, birth dates) as compact arrays.
-Nothing in the temporary files is a raw id: keys are derived from keyed pseudonyms.
+checks, and the findings of kept resources with their raw text; ``<seq>.tables.pkl``: flattened rows as Arrow
+tables) and returns a small :class:`ChunkResult`: counts, quarantine records, and its part of the dataset-wide index
+(ids, versions, identifiers, birth dates) as compact arrays. Index keys are derived from keyed pseudonyms.
+
+Identity: a resource's id is its ``id``; a Bundle entry without one takes it from its ``fullUrl``
+(:func:`pipelines.fhir.refs.id_from_fullurl`); a resource with neither gets ``content-<32 hex>``, the first 16 bytes
+of the BLAKE2b digest of its canonical JSON (sorted keys, no whitespace), so the same content always gets the same
+id (and an identical copy merges), with the finding ``content_id``.
 """
 
 from __future__ import annotations
@@ -25,14 +30,18 @@ import pyarrow as pa
 
 from pipelines import codes
 from pipelines.fhir import fastcheck, quarantine, refs
-from pipelines.fhir.dates import ymd_bounds
+from pipelines.fhir.dates import to_utc, ymd_bounds
 from pipelines.fhir.defects import (
+    CONTENT_ID,
     DANGLING_REFERENCE,
+    INFORMATION,
     INVALID_JSON,
     INVALID_RESOURCE,
-    MISSING_REQUIRED_FIELD,
+    WARNING,
     Issue,
+    is_error,
     primary_defect,
+    raise_strict,
     reason_expression,
 )
 from pipelines.fhir.deid import Pseudonyms, deidentify
@@ -41,7 +50,7 @@ from pipelines.fhir.keys import cond_key, id_key
 from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.fhir.read import DocumentPart, FailedPart, LinesPart, WorkUnit
 from pipelines.fhir.schema import ORD, RESOURCE_TABLES, TABLES, temp_schema
-from pipelines.fhir.validate import EVENT_DATE_FIELDS, SchemaValidator, content_issues, event_date
+from pipelines.fhir.validate import DEFAULT_IIN_SYSTEMS, EVENT_DATE_FIELDS, SchemaValidator, content_issues, event_date
 from pipelines.parent_watch import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -49,7 +58,7 @@ log = logging.getLogger(__name__)
 UNKNOWN_TYPE = "unknown"
 _SKIPPED_METHODS = frozenset({"DELETE", "GET", "HEAD"})
 _RESOURCE, _UNREADABLE = object(), object()  # kinds of pending records
-MAX_RAW_TEXT = 1 << 20  # unreadable input kept in quarantine is cut at 1 MiB (a whole broken file can be large)
+CONTENT_ID_PREFIX = "content-"
 
 
 @dataclass
@@ -60,10 +69,11 @@ class ChunkResult:
     read: Counter[str] = field(default_factory=Counter)
     quarantined: Counter[str] = field(default_factory=Counter)
     reasons: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    warnings: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     quarantine: list[bytes] = field(default_factory=list)
     ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
     hashes: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
+    versions: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    updated: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     ords: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
     rejected_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
     ident_keys: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
@@ -83,6 +93,9 @@ class _Prepared:
     key: int
     content_hash: int
     ref_keys: list[tuple[int, bool]]
+    findings: list[Issue]
+    version: int = -1
+    updated: int = -1
     identifier_keys: list[int] = field(default_factory=list)
     birth: int | None = None
     subject: tuple[int, bool, int] | None = None
@@ -96,6 +109,8 @@ class _Builder:
         self.result = ChunkResult(seq)
         self.ids: list[int] = []
         self.hashes: list[int] = []
+        self.versions: list[int] = []
+        self.updated: list[int] = []
         self.ords: list[int] = []
         self.rejected: list[int] = []
         self.ident_keys: list[int] = []
@@ -109,6 +124,7 @@ class _Builder:
         self.ord_location: list[int] = []
         self.ord_type: list[str] = []
         self.ord_key: list[int] = []
+        self.ord_pid: list[str] = []
         self.ref_ord: list[int] = []
         self.ref_key: list[int] = []
         self.ref_cond: list[bool] = []
@@ -116,6 +132,11 @@ class _Builder:
         self.date_subject: list[int] = []
         self.date_subject_cond: list[bool] = []
         self.date_event: list[int] = []
+        # findings of accepted resources: ordinal, issues, raw id and text as read (for the findings file)
+        self.find_ord: list[int] = []
+        self.find_issues: list[list[Issue]] = []
+        self.find_rid: list[str | None] = []
+        self.find_raw: list[bytes | str] = []
         self.rows: dict[str, list[dict[str, Any]]] = {}
         # records of the unit in input order, validated together before the rest of their processing
         self.pending: list[tuple[Any, ...]] = []
@@ -127,12 +148,23 @@ class ChunkProcessor:
     Args:
         key: the pseudonymisation key.
         work_dir: folder for the temporary per-unit files.
+        iin_systems: identifier systems whose values are IINs (``ingest.iin_systems``).
+        strict: findings raised to errors (``ingest.strict``).
     """
 
-    def __init__(self, key: str | bytes, work_dir: Path) -> None:
-        self.pseudonyms = Pseudonyms(Pseudonymizer(key))
+    def __init__(
+        self,
+        key: str | bytes,
+        work_dir: Path,
+        iin_systems: frozenset[str] = DEFAULT_IIN_SYSTEMS,
+        strict: frozenset[str] = frozenset(),
+    ) -> None:
+        self.pseudonyms = Pseudonyms(Pseudonymizer(key), iin_systems=iin_systems)
         self.validator = SchemaValidator()
-        self.flattener = Flattener(self.pseudonyms.identifier(codes.ORG_ID_SYSTEM, codes.FSMS_ORG_IDENTIFIER))
+        fund = self.pseudonyms.identifier(codes.ORG_ID_SYSTEM, codes.FSMS_ORG_IDENTIFIER)
+        self.flattener = Flattener(fund, iin_systems)
+        self.iin_systems = iin_systems
+        self.strict = strict
         self.work_dir = work_dir
 
     def process(self, unit: WorkUnit) -> ChunkResult:
@@ -205,6 +237,7 @@ class ChunkProcessor:
             return
         entries = doc["entry"]
         fullurls = refs.bundle_fullurl_map(entries)
+        texts = _EntryTexts(data)
         for index, entry in enumerate(entries):
             resource = entry.get("resource") if isinstance(entry, dict) else None
             if resource is None and isinstance(entry, dict):
@@ -216,8 +249,8 @@ class ChunkProcessor:
                 diagnostics = f"Bundle.entry[{index}] does not hold a FHIR resource"
                 b.pending.append((_UNREADABLE, part.source, "json", index, raw, diagnostics))
                 continue
-            rid = resource.get("id") or refs.id_from_fullurl(entry.get("fullUrl"))
-            b.pending.append((_RESOURCE, resource, None, part.source, "json", index, fullurls, rid))
+            rid = resource.get("id") or refs.id_from_fullurl(entry.get("fullUrl"), resource["resourceType"])
+            b.pending.append((_RESOURCE, resource, texts.at(index), part.source, "json", index, fullurls, rid))
 
     def _failed(self, b: _Builder, part: FailedPart) -> None:
         raw = part.raw_text.encode() if part.raw_text else None
@@ -234,7 +267,6 @@ class ChunkProcessor:
     ) -> None:
         rtype = (quarantine.type_in_text(raw) if raw else None) or UNKNOWN_TYPE
         issue = Issue(INVALID_JSON, "", diagnostics)
-        text = raw[:MAX_RAW_TEXT].decode("utf-8", errors="replace") if raw is not None else None
         b.result.read[rtype] += 1
         b.result.quarantined[rtype] += 1
         b.result.reasons[(INVALID_JSON, rtype, "")] += 1
@@ -245,7 +277,7 @@ class ChunkProcessor:
                 resource_type=None if rtype == UNKNOWN_TYPE else rtype,
                 resource_id=None,
                 issues=[issue],
-                raw_text=text,
+                raw=raw,
             )
         )
 
@@ -255,7 +287,7 @@ class ChunkProcessor:
         self,
         b: _Builder,
         obj: dict[str, Any],
-        raw: bytes | None,
+        raw: bytes | _EntryText,
         source: str,
         fmt: str,
         where: int,
@@ -264,7 +296,7 @@ class ChunkProcessor:
         *,
         schema_issues: list[Issue],
     ) -> None:
-        """Check one resource; ``raw`` is its text as read (None for a Bundle entry: serialised when needed)."""
+        """Check one resource; ``raw`` is its text as read (for a Bundle entry, cut from its document on demand)."""
         rtype = obj["resourceType"]
         b.result.read[rtype] += 1
         try:
@@ -273,13 +305,15 @@ class ChunkProcessor:
             log.warning("unexpected %s while processing a %s resource; it is quarantined", type(exc).__name__, rtype)
             diagnostics = f"{rtype} could not be processed ({type(exc).__name__})"
             issues, prepared = [Issue(INVALID_RESOURCE, rtype, diagnostics)], None
-        for issue in issues:
-            if issue.severity != "error":
-                b.result.warnings[(issue.defect, rtype, reason_expression(issue.expression))] += 1
         if prepared is not None:
+            if prepared.findings:
+                b.find_ord.append(len(b.ord_key))
+                b.find_issues.append(prepared.findings)
+                b.find_rid.append(rid if isinstance(rid, str) and rid else None)
+                b.find_raw.append(_text_of(raw, obj))
             self._commit(b, prepared, source, where)
             return
-        errors = [i for i in issues if i.severity == "error"]
+        errors = [i for i in issues if is_error(i)]
         b.result.quarantined[rtype] += 1
         main = next(i for i in errors if i.defect == primary_defect(errors))
         b.result.reasons[(main.defect, rtype, reason_expression(main.expression))] += 1
@@ -292,7 +326,7 @@ class ChunkProcessor:
                 resource_type=rtype,
                 resource_id=rid if isinstance(rid, str) else None,
                 issues=issues,
-                raw=raw if raw is not None else orjson.dumps(obj),
+                raw=_text_of(raw, obj),
             )
         )
 
@@ -307,26 +341,31 @@ class ChunkProcessor:
         """Check a schema-validated resource; when it passes, prepare all it adds to the unit (nothing added yet)."""
         issues = list(schema_issues)
         if not issues:
-            issues = content_issues(obj)
-        if not isinstance(rid, str) or not rid:
-            issues.append(
-                Issue(MISSING_REQUIRED_FIELD, f"{rtype}.id", f"{rtype}.id is required for ingest but missing")
-            )
-        if any(i.severity == "error" for i in issues):
+            issues = content_issues(obj, self.iin_systems)
+        if any(is_error(i) for i in issues):
             return issues, None
-        # Sorted-key JSON serves both the duplicate hash and the reference scan (one serialisation).
+        # Sorted-key JSON serves the duplicate hash, the content id and the reference scan (one serialisation).
         canonical = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+        if not isinstance(rid, str) or not rid:
+            rid = CONTENT_ID_PREFIX + hashlib.blake2b(canonical, digest_size=16).hexdigest()
+            diagnostics = f"{rtype} has no id (nor a Bundle fullUrl that gives one): it was given a content-derived id"
+            issues.append(Issue(CONTENT_ID, f"{rtype}.id", diagnostics, INFORMATION))
         ref_keys = self._references(obj, canonical, rtype, fullurls, issues)
-        if any(i.severity == "error" for i in issues):
+        issues = raise_strict(issues, self.strict)
+        if any(is_error(i) for i in issues):
             return issues, None
         pid = self.pseudonyms.resource(rtype, rid)
+        meta = obj.get("meta")
         prep = _Prepared(
             rtype=rtype,
             pid=pid,
             key=id_key(pid),
             content_hash=int.from_bytes(hashlib.blake2b(canonical, digest_size=8).digest(), "big"),
             ref_keys=ref_keys,
+            findings=issues,
         )
+        if isinstance(meta, dict):
+            prep.version, prep.updated = _version_order(meta)
         identifiers = obj.get("identifier")
         if isinstance(identifiers, dict):
             identifiers = [identifiers]
@@ -367,7 +406,7 @@ class ChunkProcessor:
             for ref in bad:
                 expr = paths.get(ref, rtype)
                 reason = refs.parse_reference(ref, fullurls).reason
-                issues.append(Issue(DANGLING_REFERENCE, expr, f"{expr} cannot resolve: {reason}"))
+                issues.append(Issue(DANGLING_REFERENCE, expr, f"{expr} cannot resolve: {reason}", WARNING))
         return out
 
     def _event_subject(self, obj: dict[str, Any], fullurls: dict[str, str] | None) -> tuple[int, bool, int] | None:
@@ -386,6 +425,8 @@ class ChunkProcessor:
         ordinal = len(b.ord_key)
         b.ids.append(prep.key)
         b.hashes.append(prep.content_hash)
+        b.versions.append(prep.version)
+        b.updated.append(prep.updated)
         b.ords.append(ordinal)
         src = b.source_index.get(source)
         if src is None:
@@ -395,6 +436,7 @@ class ChunkProcessor:
         b.ord_location.append(where)
         b.ord_type.append(prep.rtype)
         b.ord_key.append(prep.key)
+        b.ord_pid.append(prep.pid)
         if prep.ref_keys:
             keys, conds = zip(*prep.ref_keys, strict=True)
             b.ref_ord.extend([ordinal] * len(keys))
@@ -427,6 +469,7 @@ class ChunkProcessor:
             "ord_location": np.asarray(b.ord_location, np.int32),
             "ord_type": b.ord_type,
             "ord_key": np.asarray(b.ord_key, np.uint64),
+            "ord_pid": b.ord_pid,
             "ref_ord": np.asarray(b.ref_ord, np.int32),
             "ref_key": np.asarray(b.ref_key, np.uint64),
             "ref_cond": np.asarray(b.ref_cond, np.bool_),
@@ -434,6 +477,10 @@ class ChunkProcessor:
             "date_subject": np.asarray(b.date_subject, np.uint64),
             "date_subject_cond": np.asarray(b.date_subject_cond, np.bool_),
             "date_event": np.asarray(b.date_event, np.int32),
+            "find_ord": b.find_ord,
+            "find_issues": b.find_issues,
+            "find_rid": b.find_rid,
+            "find_raw": b.find_raw,
         }
         tables = {
             name: pa.Table.from_pylist(rows, schema=temp_schema(TABLES[name])) for name, rows in sorted(b.rows.items())
@@ -448,6 +495,8 @@ class ChunkProcessor:
         r = b.result
         r.ids = np.asarray(b.ids, np.uint64)
         r.hashes = np.asarray(b.hashes, np.uint64)
+        r.versions = np.asarray(b.versions, np.int64)
+        r.updated = np.asarray(b.updated, np.int64)
         r.ords = np.asarray(b.ords, np.int32)
         r.rejected_ids = np.asarray(b.rejected, np.uint64)
         r.ident_keys = np.asarray(b.ident_keys, np.uint64)
@@ -457,11 +506,62 @@ class ChunkProcessor:
         return r
 
 
+class _EntryTexts:
+    """The exact texts of a Bundle's entries, cut from the document only if one of them is needed."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._texts: dict[int, str] | None = None
+
+    def at(self, index: int) -> _EntryText:
+        return _EntryText(self, index)
+
+    def text(self, index: int) -> str | None:
+        if self._texts is None:
+            self._texts = quarantine.entry_resource_texts(self._data.decode("utf-8"))
+        return self._texts.get(index)
+
+
+@dataclass(frozen=True, slots=True)
+class _EntryText:
+    """A lazy handle on one Bundle entry's text."""
+
+    doc: _EntryTexts
+    index: int
+
+
+def _text_of(raw: bytes | _EntryText, obj: dict[str, Any]) -> bytes | str:
+    """A resource's text as read (a Bundle entry's cut from its document; serialised only if that fails)."""
+    if isinstance(raw, _EntryText):
+        return raw.doc.text(raw.index) or orjson.dumps(obj)
+    return raw
+
+
+def _version_order(meta: dict[str, Any]) -> tuple[int, int]:
+    """(``meta.versionId`` as a number, ``meta.lastUpdated`` in µs since 1970); -1 where absent or not comparable.
+
+    Which of two versions is the latest compares these in that order, then input order (docs/raw-data.md). A
+    versionId that is not a whole number cannot be ordered (FHIR makes it opaque), so it does not count.
+    """
+    vid = meta.get("versionId")
+    version = int(vid) if isinstance(vid, str) and vid.isdigit() and len(vid) < 18 else -1
+    when = to_utc(meta.get("lastUpdated"))
+    updated = int(when.timestamp() * 1_000_000) if when is not None else -1
+    return version, updated
+
+
 # Per-process state of a pool worker (set once by the pool initializer, read by run_unit).
 _PROCESSOR: list[ChunkProcessor] = []
 
 
-def init_worker(key: str | bytes, work_dir: Path, parent_pid: int, fast_checks: bool) -> None:
+def init_worker(
+    key: str | bytes,
+    work_dir: Path,
+    parent_pid: int,
+    fast_checks: bool,
+    iin_systems: frozenset[str] = DEFAULT_IIN_SYSTEMS,
+    strict: frozenset[str] = frozenset(),
+) -> None:
     """Pool initializer: exit with the parent, build this process's processor, freeze the objects imported so far.
 
     Args:
@@ -471,11 +571,13 @@ def init_worker(key: str | bytes, work_dir: Path, parent_pid: int, fast_checks: 
         fast_checks: whether the parent installed :mod:`pipelines.fhir.fastcheck`; a spawned worker (not Linux)
             starts without it and installs it here, a forked one inherits it. Only after the parent's install
             succeeded, so a version mismatch is warned about once, by the parent.
+        iin_systems: see :class:`ChunkProcessor`.
+        strict: see :class:`ChunkProcessor`.
     """
     die_with_parent(parent_pid)
     if fast_checks:
         fastcheck.install()
-    _PROCESSOR[:] = [ChunkProcessor(key, work_dir)]
+    _PROCESSOR[:] = [ChunkProcessor(key, work_dir, iin_systems, strict)]
     gc.freeze()
 
 

@@ -1,6 +1,7 @@
 """Stage ``ingest``: raw FHIR + DICOM -> validated, de-identified tables, images, quarantine and a report.
 
-Writes ``<output>/tables/*.parquet``, ``<output>/images/``, ``<output>/quarantine/`` and
+Writes ``<output>/tables/*.parquet`` (with ``findings`` and ``history``), ``<output>/images/``,
+``<output>/quarantine/`` (``fhir.ndjson``, ``findings.ndjson``, ``history.ndjson``, ``dicom.ndjson``) and
 ``<output>/ingest_report.json``. Everything is built in ``<output>/.ingest-tmp-<pid>/`` and renamed into place at
 the end (the report last, after the previous report was removed), so a killed run leaves no table that looks
 complete. Two ingests must not write to the same output folder at the same time.
@@ -140,6 +141,8 @@ def _ingest(
         chunk_size=params.chunk_size,
         max_queue=params.max_queue,
         progress=progress,
+        iin_systems=frozenset(params.iin_systems),
+        strict=frozenset(params.strict),
     )
     first = fhir.first_pass(quarantine_dir / "fhir.ndjson")
 
@@ -189,7 +192,8 @@ def _ingest(
 
     labels = input_dir / "labels" / "audit_findings.csv"
     if labels.is_file():
-        findings = fund_findings_table(labels, fhir.index, Pseudonyms(Pseudonymizer(key)))
+        pseudonyms = Pseudonyms(Pseudonymizer(key), iin_systems=frozenset(params.iin_systems))
+        findings = fund_findings_table(labels, fhir.index, pseudonyms)
         pq.write_table(findings, tables_dir / "audit_findings.parquet", compression="zstd")
         report["audit_findings"] = {
             "rows": findings.num_rows,

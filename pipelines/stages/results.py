@@ -26,8 +26,9 @@ def summary_lines(root: Path) -> list[str]:
     if ingest:
         r = ingest["fhir"]["resources"]
         lines.append(
-            f"ingest: {r['read']} resources read = {r['accepted']} accepted + {r['quarantined']} quarantined"
-            f" + {r['duplicates_merged']} duplicates merged; DICOM {ingest['dicom']['images']} images,"
+            f"ingest: {r['read']} resources read = {r['accepted']} accepted ({r.get('accepted_with_findings', 0)}"
+            f" with findings) + {r['quarantined']} quarantined + {r['duplicates_merged']} duplicates merged"
+            f" + {r.get('superseded', 0)} superseded; DICOM {ingest['dicom']['images']} images,"
             f" {ingest['dicom']['quarantined']} quarantined"
         )
     dx = _read(root / "models" / "diagnosis" / "metrics.json")

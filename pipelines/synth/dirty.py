@@ -83,8 +83,10 @@ class DirtyInjector:
                 if wrong_system:
                     coding["code"] = body["code"]["coding"][0]["code"]
             else:
+                # A wrong system that Shipa maps (ICD-10 holds diagnoses, not observations): a code-invalid error.
+                # A foreign system (SNOMED CT) would be valid FHIR, kept with the finding unmapped_code.
                 wrong_system = d.chance(0.3)
-                coding = {"system": codes.SNOMED if wrong_system else codes.LOINC, "code": d.pick(_BAD_LOINC)}
+                coding = {"system": codes.ICD10 if wrong_system else codes.LOINC, "code": d.pick(_BAD_LOINC)}
                 if wrong_system:
                     coding["code"] = body["code"]["coding"][0]["code"]
             body["code"] = {"coding": [coding]}

@@ -168,16 +168,18 @@ def write_ndjson(path: Path, items: list[dict[str, Any] | bytes], *, gz: bool = 
     return path
 
 
-def run_ingest(input_dir: Path, output_dir: Path, *, workers: int = 1, chunk_size: int = 4) -> dict[str, Any]:
-    """Run the ingest stage with a test key and no progress bar."""
+def run_ingest(
+    input_dir: Path, output_dir: Path, *, workers: int = 1, chunk_size: int = 4, **params: Any
+) -> dict[str, Any]:
+    """Run the ingest stage with a test key and no progress bar (``params``: more ``ingest`` fields)."""
     return ingest.run(
-        IngestParams(workers=workers, chunk_size=chunk_size), input_dir, output_dir, key=KEY, progress=False
+        IngestParams(workers=workers, chunk_size=chunk_size, **params), input_dir, output_dir, key=KEY, progress=False
     )
 
 
-def quarantine_records(output_dir: Path) -> list[dict[str, Any]]:
-    """The FHIR quarantine records an ingest wrote."""
-    path = output_dir / "quarantine" / "fhir.ndjson"
+def quarantine_records(output_dir: Path, name: str = "fhir") -> list[dict[str, Any]]:
+    """The records an ingest wrote to ``quarantine/<name>.ndjson`` (fhir, findings or history)."""
+    path = output_dir / "quarantine" / f"{name}.ndjson"
     return [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
 
 

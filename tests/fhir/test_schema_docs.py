@@ -9,14 +9,14 @@ from types import SimpleNamespace
 from pipelines.fhir.deid import Pseudonyms, deidentify
 from pipelines.fhir.flatten import Flattener
 from pipelines.fhir.pseudonym import Pseudonymizer
-from pipelines.fhir.schema import FUND_FINDINGS, RESOURCE_TABLES, TABLES, temp_schema
+from pipelines.fhir.schema import FUND_FINDINGS, HISTORY, INGEST_FINDINGS, RESOURCE_TABLES, TABLES, temp_schema
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "tables.md"
 
 
 def test_every_table_and_column_is_documented() -> None:
     text = DOC.read_text(encoding="utf-8")
-    for spec in [*TABLES.values(), FUND_FINDINGS]:
+    for spec in [*TABLES.values(), FUND_FINDINGS, INGEST_FINDINGS, HISTORY]:
         section = re.search(rf"### `{spec.name}`\n(.*?)(?=\n### |\Z)", text, re.S)
         assert section, spec.name
         for field in spec.schema:

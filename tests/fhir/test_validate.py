@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
+import pyarrow.parquet as pq
 import pytest
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 
@@ -65,22 +67,45 @@ def test_condition_codes(fx: SimpleNamespace, system: str, code: str, defect_exp
 
 
 @pytest.mark.parametrize(
-    ("system", "code", "defect_expected"),
+    ("system", "code", "expected"),
     [
-        (codes.LOINC, "8310-5", False),
-        (codes.LOINC, "83105", True),
-        (codes.LOINC, "8310-55", True),
-        (codes.SNOMED, "8310-5", True),  # no LOINC coding where Shipa reads one
+        (codes.LOINC, "8310-5", None),
+        (codes.LOINC, "83105", ("invalid_code", "error")),
+        (codes.LOINC, "8310-55", ("invalid_code", "error")),
+        # no LOINC coding where Shipa reads one: valid FHIR, kept with a finding
+        (codes.SNOMED, "8310-5", ("unmapped_code", "information")),
     ],
 )
-def test_observation_codes(fx: SimpleNamespace, system: str, code: str, defect_expected: bool) -> None:
+def test_observation_codes(fx: SimpleNamespace, system: str, code: str, expected: tuple[str, str] | None) -> None:
     obs = fx.observation("o1", "p1", "e1")
     obs["code"] = {"coding": [{"system": system, "code": code}]}
     issues = content_issues(obs)
-    assert bool(issues) == defect_expected
-    if defect_expected:
-        assert issues[0].defect == "invalid_code"
+    assert bool(issues) == (expected is not None)
+    if expected is not None:
+        assert (issues[0].defect, issues[0].severity) == expected
         assert issues[0].expression.startswith("Observation.code.coding")
+
+
+def test_a_procedure_coded_only_in_cpt_is_kept_with_a_finding(fx: SimpleNamespace, tmp_path: Path) -> None:
+    procedure = {
+        "resourceType": "Procedure",
+        "id": "cpt1",
+        "status": "completed",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "99213"}]},
+        "performedDateTime": "2023-03-01T10:00:00+05:00",
+    }
+    fx.write_ndjson(tmp_path / "in" / "fhir" / "all.ndjson", [*fx.clean_resources(), procedure])
+    report = fx.run_ingest(tmp_path / "in", tmp_path / "out")
+    assert report["fhir"]["resources"]["quarantined"] == 0
+    assert report["fhir"]["findings"] == {"unmapped_code": 1}
+    [finding] = fx.quarantine_records(tmp_path / "out", "findings")
+    assert finding["resource_id"] == "cpt1"
+    assert finding["outcome"]["issue"][0]["severity"] == "information"
+    assert finding["outcome"]["issue"][0]["expression"] == ["Procedure.code.coding"]
+    [row] = pq.read_table(tmp_path / "out" / "tables" / "procedures.parquet").to_pylist()
+    assert row["patient_id"] is not None and row["tariff_code"] is None
+    assert (row["code_system"], row["code"]) == ("http://www.ama-assn.org/go/cpt", "99213")  # kept as read
 
 
 def test_survey_observation_with_non_loinc_code_under_loinc_is_kept(fx: SimpleNamespace) -> None:

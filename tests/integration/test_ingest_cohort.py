@@ -16,8 +16,8 @@ import pytest
 from pipelines.codes import IIN_SYSTEM
 
 
-def _quarantine(interim: Path) -> list[dict]:
-    lines = (interim / "quarantine" / "fhir.ndjson").read_text(encoding="utf-8").splitlines()
+def _quarantine(interim: Path, name: str = "fhir") -> list[dict]:
+    lines = (interim / "quarantine" / f"{name}.ndjson").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines if line]
 
 
@@ -26,19 +26,26 @@ def _manifest(raw: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_every_manifest_defect_is_quarantined_and_nothing_clean(tiny_cohort: Path) -> None:
+# Injected defects that are data-quality findings (docs/raw-data.md): the resource is kept and the finding recorded.
+FINDINGS = {"dangling_reference", "implausible_date"}
+
+
+def test_every_manifest_defect_is_quarantined_or_found_and_nothing_clean(tiny_cohort: Path) -> None:
     raw, interim = tiny_cohort / "data" / "raw", tiny_cohort / "data" / "interim"
     manifest = _manifest(raw)
     records = _quarantine(interim)
+    findings = {rec["resource_id"]: rec for rec in _quarantine(interim, "findings")}
     report = json.loads((interim / "ingest_report.json").read_text())
 
     fhir_defects = [m for m in manifest if m["resource_type"] != "DICOM" and m["defect"] != "duplicate"]
-    assert fhir_defects, "the tiny cohort should carry FHIR defects"
+    errors = [m for m in fhir_defects if m["defect"] not in FINDINGS]
+    found = [m for m in fhir_defects if m["defect"] in FINDINGS]
+    assert errors and found, "the tiny cohort should carry FHIR defects of both kinds"
     quarantined = {}
     for rec in records:
         key = (rec["source"], rec["location"]["line"]) if rec["defect"] == "invalid_json" else rec["resource_id"]
         quarantined[key] = rec
-    for m in fhir_defects:
+    for m in errors:
         key = (m["file"], int(m["location"])) if m["defect"] == "invalid_json" else m["resource_id"]
         assert key in quarantined, f"{m['defect']} {m['resource_type']}/{m['resource_id']} was not quarantined"
         rec = quarantined[key]
@@ -47,15 +54,23 @@ def test_every_manifest_defect_is_quarantined_and_nothing_clean(tiny_cohort: Pat
         assert issue["diagnostics"], "the reason must be said in plain words"
         if m["field"] and m["defect"] in ("missing_required_field", "invalid_code", "invalid_date"):
             assert any(m["field"] in e for e in issue.get("expression", [])), (m, issue)
-    # Nothing else: no clean resource is quarantined.
-    assert len(records) == len(fhir_defects)
+    for m in found:
+        assert m["resource_id"] in findings, f"{m['defect']} {m['resource_type']}/{m['resource_id']} has no finding"
+        issues = findings[m["resource_id"]]["outcome"]["issue"]
+        ours = [i for i in issues if i["details"]["coding"][0]["code"] == m["defect"]]
+        assert ours and ours[0]["severity"] == "warning" and ours[0]["diagnostics"], (m, issues)
+    # Nothing else: no clean resource is quarantined, and no clean one has a finding.
+    assert len(records) == len(errors)
+    assert set(findings) == {m["resource_id"] for m in found}
 
     duplicates = sum(1 for m in manifest if m["defect"] == "duplicate")
     fhir = report["fhir"]
     assert fhir["resources"]["duplicates_merged"] == duplicates
-    assert fhir["resources"]["quarantined"] == len(fhir_defects)
+    assert fhir["resources"]["quarantined"] == len(errors)
+    assert fhir["resources"]["accepted_with_findings"] == len(found)
+    assert fhir["resources"]["superseded"] == 0
     for rtype, c in fhir["by_resource_type"].items():
-        assert c["read"] == c["accepted"] + c["quarantined"] + c["duplicates_merged"], rtype
+        assert c["read"] == c["accepted"] + c["quarantined"] + c["duplicates_merged"] + c["superseded"], rtype
     assert fhir["reconciles"] is True
 
     dicom_defects = {m["resource_id"]: m["defect"] for m in manifest if m["resource_type"] == "DICOM"}
