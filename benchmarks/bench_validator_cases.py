@@ -438,6 +438,16 @@ def main(argv: list[str] | None = None) -> int:
 
     listing = json.loads(args.cases_json.read_text(encoding="utf-8"))
     commit = args.commit or listing["commit"]
+    if args.git_dir:
+        found = subprocess.run(
+            ["git", "--git-dir", str(args.git_dir), "cat-file", "-e", f"{commit}^{{commit}}"],
+            capture_output=True,
+            check=False,
+        )
+        if found.returncode:
+            parser.error(f"--git-dir {args.git_dir}: not a git directory holding commit {commit}")
+    elif not args.cases.is_dir():
+        parser.error(f"--cases {args.cases}: folder not found")
     read = git_reader(args.git_dir, commit) if args.git_dir else tree_reader(args.cases)
     chosen = [c for c in listing["cases"] if not args.only or c["name"] in args.only]
     valid = [c for c in chosen if c["expected"] == "valid" and "duplicate_of" not in c]
