@@ -109,7 +109,8 @@ def features(
 ) -> None:
     """Build the model-ready dataset and its saved split under PROCESSED/MODEL from the ingest tables.
 
-    Reads `features.<model>` of the params file.
+    Reads `features.<model>` of the params file. A diagnosis split_file of source Patient.ids or IINs is
+    pseudonymised with SHIPA_PSEUDONYM_KEY, the key ingest used (the demo key when unset).
     """
 
     def go() -> dict[str, Any]:
@@ -118,7 +119,7 @@ def features(
         if model is ModelName.diagnosis:
             from pipelines.stages.features import diagnosis
 
-            return diagnosis.run(cfg.diagnosis, interim, out)
+            return diagnosis.run(cfg.diagnosis, interim, out, key=get_settings().pseudonym_key)
         from pipelines.stages.features import fraud
 
         return fraud.run(cfg.fraud, interim, out)

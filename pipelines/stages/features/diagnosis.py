@@ -2,6 +2,8 @@
 
 ``shipa features diagnosis`` writes ``dataset.parquet`` (one row per imaging study: label, image path, EHR values
 and flags, split), ``features.json`` (task, EHR columns, fitted scaler), ``splits.csv`` and ``summary.json``.
+A ``split_file`` naming patients by their source ``Patient.id`` or IIN (``split_ids``) is pseudonymised with the
+ingest key, which comes from the environment like ingest's (the demo key when unset).
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from typing import Any
 
 import polars as pl
 
-from pipelines.config import DiagnosisFeaturesParams
+from pipelines.config import DEMO_PSEUDONYM_KEY, DiagnosisFeaturesParams
 from pipelines.features import diagnosis as dx
-from pipelines.features.splits import grouped_split, read_split_file
+from pipelines.features.splits import grouped_split, split_from_file
 from pipelines.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -49,26 +51,31 @@ def _summary(df: pl.DataFrame) -> dict[str, Any]:
     return out
 
 
-def run(params: DiagnosisFeaturesParams, interim: Path, out_dir: Path) -> dict[str, Any]:
+def _split_of(params: DiagnosisFeaturesParams, df: pl.DataFrame, tables: Path, key: str | None) -> dict[str, str]:
+    """Patient id -> split: from ``split_file`` when given, else a grouped, stratified, seeded split."""
+    if params.split_file:
+        patients = pl.read_parquet(tables / "patients.parquet", columns=["patient_id", "patient_pseudo_id"])
+        key = DEMO_PSEUDONYM_KEY if key is None else key
+        return split_from_file(Path(params.split_file), params.split_ids, key=key, patients=patients)
+    return grouped_split(df["patient_id"], df["label"], val=params.val_share, test=params.test_share, seed=params.seed)
+
+
+def run(params: DiagnosisFeaturesParams, interim: Path, out_dir: Path, *, key: str | None = None) -> dict[str, Any]:
     """Build the diagnosis dataset from ingest output.
 
     Args:
         params: the ``features.diagnosis`` section.
         interim: ingest output folder (``tables/`` and ``images/``).
         out_dir: ``data/processed/diagnosis``.
+        key: the pseudonymisation key ingest used (SHIPA_PSEUDONYM_KEY), needed only for a ``split_file`` of
+            source ids or IINs; None means the demo key.
 
     Returns:
         The summary written to ``summary.json``.
     """
     task = task_of(params)
     df = dx.build_dataset(interim / "tables", interim / "images", task)
-    if params.split_file:
-        split_of = read_split_file(Path(params.split_file))
-    else:
-        split_of = grouped_split(
-            df["patient_id"], df["label"], val=params.val_share, test=params.test_share, seed=params.seed
-        )
-    df, scaler = dx.finalize(df, split_of, task)
+    df, scaler = dx.finalize(df, _split_of(params, df, interim / "tables", key), task)
     value_cols, flag_cols = dx.ehr_columns(task.raw_features)
     summary = _summary(df)
     with atomic_dir(out_dir) as tmp:
