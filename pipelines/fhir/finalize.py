@@ -240,8 +240,9 @@ class SecondPass:
         """Each kept resource's findings, in input order: (findings.ndjson record, rows of the findings table).
 
         First-pass findings come with their raw text in the unit's meta; a resource with second-pass findings is
-        read again (to explain which reference dangles, and to keep its text).
+        read again (to explain which reference dangles, and to keep its text), each file once in input order.
         """
+        rereader = quarantine.Rereader(sources)
         for seq in self.seqs:
             meta = self._meta(seq)
             drops = self.drops.get(seq) or {}
@@ -255,10 +256,13 @@ class SecondPass:
             }
             noted = {o: kinds for o, kinds in notes.items() if o not in drops}
             reread: dict[int, tuple[SourceFile, int, Any, bytes | str, dict[str, str] | None]] = {}
-            if noted:
-                wanted = {seq: {o: _Located(seq, o, meta["ord_type"][o], kinds) for o, kinds in noted.items()}}
-                for loc, src, where, obj, raw, fullurls in self._reread(wanted, sources, {seq: meta}):
-                    reread[loc.ordinal] = (src, where, obj, raw, fullurls)
+            by_source: dict[str, dict[int, int]] = {}
+            for ordinal in noted:
+                rel = meta["sources"][meta["ord_source"][ordinal]]
+                by_source.setdefault(rel, {})[int(meta["ord_location"][ordinal])] = ordinal
+            for rel in sorted(by_source, key=meta["sources"].index):
+                for where, obj, raw, fullurls in rereader.take(rel, set(by_source[rel])):
+                    reread[by_source[rel][where]] = (sources[rel], where, obj, raw, fullurls)
             for ordinal in sorted(set(first) | set(reread)):
                 rtype = meta["ord_type"][ordinal]
                 issues: list[Issue] = list(first[ordinal][0]) if ordinal in first else []
@@ -354,15 +358,12 @@ class SecondPass:
         return out
 
     def _reread(
-        self,
-        wanted: dict[int, dict[int, _Located]],
-        sources: dict[str, SourceFile],
-        metas: dict[int, dict[str, Any]] | None = None,
+        self, wanted: dict[int, dict[int, _Located]], sources: dict[str, SourceFile]
     ) -> Iterator[tuple[_Located, SourceFile, int, Any, bytes | str, dict[str, str] | None]]:
         """Read the located resources again from their files; yield them in input order."""
         by_source: dict[str, dict[int, _Located]] = {}
         for seq, located in wanted.items():
-            meta = (metas or {}).get(seq) or self._meta(seq)
+            meta = self._meta(seq)
             for ordinal, loc in located.items():
                 loc.pid = _pid_of(meta, ordinal)
                 rel = meta["sources"][meta["ord_source"][ordinal]]
@@ -426,8 +427,9 @@ class SecondPass:
                     continue
                 gone = key in self.removed or self.index.was_rejected(np.asarray([key], np.uint64))[0]
                 what = "was quarantined" if gone else "is not in the dataset"
+                article = "an" if parsed.type[:1] in "AEIOU" else "a"
                 issues.append(
-                    Issue(DANGLING_REFERENCE, expr, f"{expr} refers to a {parsed.type} that {what}", severity)
+                    Issue(DANGLING_REFERENCE, expr, f"{expr} refers to {article} {parsed.type} that {what}", severity)
                 )
             elif parsed.kind == refs.CONDITIONAL:
                 ck = cond_key(parsed.type, parsed.system, self.pseudonyms.identifier(parsed.system, parsed.value))

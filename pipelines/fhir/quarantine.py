@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from pipelines.fhir.defects import Issue, operation_outcome, primary_defect
-from pipelines.fhir.read import SourceFile, read_lines
+from pipelines.fhir.read import FailedPart, SourceFile, read_lines
 
 _TYPE_IN_TEXT = re.compile(rb'"resourceType"\s*:\s*"([A-Za-z]+)"')
 _WS = re.compile(r"[ \t\n\r]*")
@@ -184,9 +184,13 @@ def reread(source: SourceFile, locations: set[int]) -> Iterator[tuple[int, Any, 
     from pipelines.fhir.refs import bundle_fullurl_map
 
     if source.fmt == "ndjson":
+        left = len(locations)
         for item in read_lines(source):
-            if isinstance(item, tuple) and item[0] in locations:
+            if left and isinstance(item, tuple) and item[0] in locations:
+                left -= 1
                 yield item[0], orjson.loads(item[1]), item[1], None
+            if not left:
+                return
         return
     data = source.path.read_bytes()
     if source.gz:
@@ -205,3 +209,37 @@ def reread(source: SourceFile, locations: set[int]) -> Iterator[tuple[int, Any, 
     for index in sorted(locations):
         resource = entries[index]["resource"]
         yield index, resource, texts.get(index) or orjson.dumps(resource), fullurls
+
+
+class Rereader:
+    """Reads resources again in input order, each NDJSON file at most once from start to end.
+
+    For records made unit by unit (findings): a unit asks for locations after those of the units before it, so one
+    cursor per NDJSON file serves them all, and memory holds one unit's records, whatever the input size.
+
+    Args:
+        sources: the input files by relative path.
+    """
+
+    def __init__(self, sources: dict[str, SourceFile]) -> None:
+        self._sources = sources
+        self._cursors: dict[str, tuple[Iterator[tuple[int, bytes] | FailedPart], list[tuple[int, bytes]]]] = {}
+
+    def take(self, rel: str, locations: set[int]) -> Iterator[tuple[int, Any, bytes | str, dict[str, str] | None]]:
+        """The resources at ``locations`` of file ``rel`` (later than any asked for before), in file order."""
+        source = self._sources[rel]
+        if source.fmt != "ndjson":
+            yield from reread(source, locations)
+            return
+        if rel not in self._cursors:
+            self._cursors[rel] = (read_lines(source), [])
+        lines, held = self._cursors[rel]
+        for wanted in sorted(locations):
+            while not held or held[0][0] < wanted:
+                item = next(lines, None)
+                if item is None:
+                    return
+                if isinstance(item, tuple):
+                    held[:] = [item]
+            if held[0][0] == wanted:
+                yield wanted, orjson.loads(held[0][1]), held[0][1], None

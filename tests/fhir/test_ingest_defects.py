@@ -315,5 +315,5 @@ def test_a_composition_whose_entry_is_quarantined_is_kept_with_a_finding(fx: Sim
     [issue] = finding["outcome"]["issue"]
     assert issue["severity"] == "warning"
     assert issue["expression"] == ["Composition.section[0].entry[1]"]
-    assert issue["diagnostics"].endswith("refers to a Observation that was quarantined")
+    assert issue["diagnostics"].endswith("refers to an Observation that was quarantined")
     assert orjson.loads(finding["raw"]) == composition
