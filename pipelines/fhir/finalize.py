@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import pickle
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,17 +74,6 @@ class SecondPassResult:
     unresolved_conditional: int = 0
     nulled_references: int = 0
     iterations: int = 0
-
-
-@dataclass
-class _Located:
-    """A resource the second pass writes a record for: where it is and what it needs."""
-
-    seq: int
-    ordinal: int
-    rtype: str
-    kinds: set[str] = field(default_factory=set)
-    pid: str = ""
 
 
 def _load(path: Path) -> Any:
@@ -215,38 +204,37 @@ class SecondPass:
 
     def quarantine_records(self, sources: dict[str, SourceFile]) -> Iterator[bytes]:
         """Quarantine records of the second pass's rejections (``ingest.strict`` only), in input order."""
-        wanted = self._located(
-            lambda seq, meta: {
-                o: kinds - _NOT_QUARANTINED
-                for o, kinds in (self.drops.get(seq) or {}).items()
-                if kinds - _NOT_QUARANTINED
-            }
-        )
-        for loc, src, where, obj, raw, fullurls in self._reread(wanted, sources):
-            issues = self._explain(obj, loc.rtype, loc.kinds, fullurls, "error")
-            main = next(i for i in issues if i.defect == primary_defect(issues))
-            self.result.quarantined[loc.rtype] += 1
-            self.result.reasons[(main.defect, loc.rtype, reason_expression(main.expression))] += 1
-            yield quarantine.record(
-                source=src.rel,
-                where=quarantine.location(src.fmt, where),
-                resource_type=loc.rtype,
-                resource_id=_raw_id(obj),
-                issues=issues,
-                raw=raw,
-            )
+        rereader = quarantine.Rereader(sources)
+        for seq in self.seqs:
+            chosen = {o: k - _NOT_QUARANTINED for o, k in (self.drops.get(seq) or {}).items() if k - _NOT_QUARANTINED}
+            if not chosen:
+                continue
+            meta = self._meta(seq)
+            for ordinal, (src, where, obj, raw, fullurls) in self._reread_unit(rereader, meta, chosen).items():
+                rtype = meta["ord_type"][ordinal]
+                issues = self._explain(obj, rtype, chosen[ordinal], fullurls, "error")
+                main = next(i for i in issues if i.defect == primary_defect(issues))
+                self.result.quarantined[rtype] += 1
+                self.result.reasons[(main.defect, rtype, reason_expression(main.expression))] += 1
+                yield quarantine.record(
+                    source=src.rel,
+                    where=quarantine.location(src.fmt, where),
+                    resource_type=rtype,
+                    resource_id=_raw_id(obj),
+                    issues=issues,
+                    raw=raw,
+                )
 
     def findings(self, sources: dict[str, SourceFile]) -> Iterator[tuple[bytes, list[dict[str, Any]]]]:
         """Each kept resource's findings, in input order: (findings.ndjson record, rows of the findings table).
 
         First-pass findings come with their raw text in the unit's meta; a resource with second-pass findings is
-        read again (to explain which reference dangles, and to keep its text), each file once in input order.
+        read again (to explain which reference dangles, and to keep its text).
         """
         rereader = quarantine.Rereader(sources)
         for seq in self.seqs:
             meta = self._meta(seq)
             drops = self.drops.get(seq) or {}
-            notes = self.notes.get(seq) or {}
             first = {
                 o: (issues, rid, raw)
                 for o, issues, rid, raw in zip(
@@ -254,15 +242,8 @@ class SecondPass:
                 )
                 if o not in drops
             }
-            noted = {o: kinds for o, kinds in notes.items() if o not in drops}
-            reread: dict[int, tuple[SourceFile, int, Any, bytes | str, dict[str, str] | None]] = {}
-            by_source: dict[str, dict[int, int]] = {}
-            for ordinal in noted:
-                rel = meta["sources"][meta["ord_source"][ordinal]]
-                by_source.setdefault(rel, {})[int(meta["ord_location"][ordinal])] = ordinal
-            for rel in sorted(by_source, key=meta["sources"].index):
-                for where, obj, raw, fullurls in rereader.take(rel, set(by_source[rel])):
-                    reread[by_source[rel][where]] = (sources[rel], where, obj, raw, fullurls)
+            noted = {o: kinds for o, kinds in (self.notes.get(seq) or {}).items() if o not in drops}
+            reread = self._reread_unit(rereader, meta, noted)
             for ordinal in sorted(set(first) | set(reread)):
                 rtype = meta["ord_type"][ordinal]
                 issues: list[Issue] = list(first[ordinal][0]) if ordinal in first else []
@@ -276,7 +257,7 @@ class SecondPass:
                     _, rid, raw = first[ordinal]
                 if not issues:
                     continue
-                pid = _pid_of(meta, ordinal)
+                pid = meta["ord_pid"][ordinal]
                 self.result.with_findings[rtype] += 1
                 rows = []
                 for issue in issues:
@@ -305,9 +286,6 @@ class SecondPass:
     def history(self, sources: dict[str, SourceFile]) -> Iterator[tuple[bytes, dict[str, Any]]]:
         """Each superseded version, in input order: (history.ndjson record, row of the history table)."""
         kept = {(d.seq, d.ord): (d.kept_seq, d.kept_ord) for d in self.superseded}
-        wanted = self._located(
-            lambda seq, meta: {o: kinds for o, kinds in (self.drops.get(seq) or {}).items() if SUPERSEDED in kinds}
-        )
         kept_sources: dict[tuple[int, int], tuple[str, int]] = {}
         by_seq: dict[int, list[int]] = {}
         for seq, ordinal in kept.values():
@@ -316,66 +294,58 @@ class SecondPass:
             meta = self._meta(seq)
             for o in ords:
                 kept_sources[(seq, o)] = (meta["sources"][meta["ord_source"][o]], int(meta["ord_location"][o]))
-        for loc, src, where, obj, raw, _ in self._reread(wanted, sources):
-            kept_rel, kept_where = kept_sources[kept[(loc.seq, loc.ordinal)]]
-            meta_field = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
-            version = meta_field.get("versionId")
-            updated = meta_field.get("lastUpdated")
-            record = quarantine.record(
-                source=src.rel,
-                where=quarantine.location(src.fmt, where),
-                resource_type=loc.rtype,
-                resource_id=_raw_id(obj),
-                issues=[],
-                raw=raw,
-                rejected=False,
-                extra={
-                    "version_id": version if isinstance(version, str) else None,
-                    "last_updated": updated if isinstance(updated, str) else None,
-                    "kept": {"source": kept_rel, "location": quarantine.location(sources[kept_rel].fmt, kept_where)},
-                },
-            )
-            row = {
-                "resource_type": loc.rtype,
-                "resource_id": loc.pid,
-                "version_id": version if isinstance(version, str) else None,
-                "last_updated": to_utc(updated),
-                "source_id": self.pseudonyms.identifier("source-file", src.rel),
-                "kept_source_id": self.pseudonyms.identifier("source-file", kept_rel),
-            }
-            yield record, row
-
-    def _located(self, select: Any) -> dict[int, dict[int, _Located]]:
-        """``select(seq, meta) -> {ordinal: kinds}`` over every unit, as located resources."""
-        out: dict[int, dict[int, _Located]] = {}
+        rereader = quarantine.Rereader(sources)
         for seq in self.seqs:
-            if not self.drops.get(seq):
+            chosen = {o: k for o, k in (self.drops.get(seq) or {}).items() if SUPERSEDED in k}
+            if not chosen:
                 continue
             meta = self._meta(seq)
-            chosen = select(seq, meta)
-            if chosen:
-                out[seq] = {o: _Located(seq, o, meta["ord_type"][o], kinds) for o, kinds in chosen.items()}
-        return out
+            for ordinal, (src, where, obj, raw, _) in self._reread_unit(rereader, meta, chosen).items():
+                kept_rel, kept_where = kept_sources[kept[(seq, ordinal)]]
+                meta_field = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+                version = meta_field.get("versionId")
+                updated = meta_field.get("lastUpdated")
+                version = version if isinstance(version, str) else None
+                updated = updated if isinstance(updated, str) else None
+                kept_where_obj = quarantine.location(sources[kept_rel].fmt, kept_where)
+                record = quarantine.record(
+                    source=src.rel,
+                    where=quarantine.location(src.fmt, where),
+                    resource_type=meta["ord_type"][ordinal],
+                    resource_id=_raw_id(obj),
+                    issues=[],
+                    raw=raw,
+                    rejected=False,
+                    extra={
+                        "version_id": version,
+                        "last_updated": updated,
+                        "kept": {"source": kept_rel, "location": kept_where_obj},
+                    },
+                )
+                row = {
+                    "resource_type": meta["ord_type"][ordinal],
+                    "resource_id": meta["ord_pid"][ordinal],
+                    "version_id": version,
+                    "last_updated": to_utc(updated),
+                    "source_id": self.pseudonyms.identifier("source-file", src.rel),
+                    "kept_source_id": self.pseudonyms.identifier("source-file", kept_rel),
+                }
+                yield record, row
 
-    def _reread(
-        self, wanted: dict[int, dict[int, _Located]], sources: dict[str, SourceFile]
-    ) -> Iterator[tuple[_Located, SourceFile, int, Any, bytes | str, dict[str, str] | None]]:
-        """Read the located resources again from their files; yield them in input order."""
-        by_source: dict[str, dict[int, _Located]] = {}
-        for seq, located in wanted.items():
-            meta = self._meta(seq)
-            for ordinal, loc in located.items():
-                loc.pid = _pid_of(meta, ordinal)
-                rel = meta["sources"][meta["ord_source"][ordinal]]
-                by_source.setdefault(rel, {})[int(meta["ord_location"][ordinal])] = loc
-        out = []
-        for rel, by_location in by_source.items():
-            src = sources[rel]
-            for where, obj, raw, fullurls in quarantine.reread(src, set(by_location)):
-                loc = by_location[where]
-                out.append(((loc.seq, loc.ordinal), (loc, src, where, obj, raw, fullurls)))
-        for _, item in sorted(out, key=lambda x: x[0]):
-            yield item
+    @staticmethod
+    def _reread_unit(
+        rereader: quarantine.Rereader, meta: dict[str, Any], ordinals: Iterable[int]
+    ) -> dict[int, tuple[SourceFile, int, Any, bytes | str, dict[str, str] | None]]:
+        """Read a unit's chosen resources again (in input order): ordinal -> (source, location, parsed, raw, urls)."""
+        by_source: dict[str, dict[int, int]] = {}
+        for ordinal in ordinals:
+            rel = meta["sources"][meta["ord_source"][ordinal]]
+            by_source.setdefault(rel, {})[int(meta["ord_location"][ordinal])] = ordinal
+        out: dict[int, tuple[SourceFile, int, Any, bytes | str, dict[str, str] | None]] = {}
+        for rel in sorted(by_source, key=meta["sources"].index):
+            for where, obj, raw, fullurls in rereader.take(rel, set(by_source[rel])):
+                out[by_source[rel][where]] = (rereader.source(rel), where, obj, raw, fullurls)
+        return dict(sorted(out.items()))
 
     def _explain(
         self,
@@ -552,11 +522,6 @@ class _Writers:
 def _raw_id(obj: dict[str, Any]) -> str | None:
     rid = obj.get("id")
     return rid if isinstance(rid, str) else None
-
-
-def _pid_of(meta: dict[str, Any], ordinal: int) -> str:
-    """The pseudonymous id of a unit's resource."""
-    return str(meta["ord_pid"][ordinal])
 
 
 def write_ndjson(path: Path, records: Iterator[bytes], *, append: bool = False) -> int:

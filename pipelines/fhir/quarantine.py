@@ -225,6 +225,10 @@ class Rereader:
         self._sources = sources
         self._cursors: dict[str, tuple[Iterator[tuple[int, bytes] | FailedPart], list[tuple[int, bytes]]]] = {}
 
+    def source(self, rel: str) -> SourceFile:
+        """The input file of a relative path."""
+        return self._sources[rel]
+
     def take(self, rel: str, locations: set[int]) -> Iterator[tuple[int, Any, bytes | str, dict[str, str] | None]]:
         """The resources at ``locations`` of file ``rel`` (later than any asked for before), in file order."""
         source = self._sources[rel]
