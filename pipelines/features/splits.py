@@ -11,6 +11,7 @@ never the id itself, because a source id or an IIN is personal data.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +19,10 @@ import numpy as np
 import polars as pl
 
 from pipelines.errors import InputError
+from pipelines.fhir.deid import patient_pseudonyms
 from pipelines.fhir.pseudonym import Pseudonymizer
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 SplitIds = Literal["pseudonym", "source_id", "iin"]
@@ -137,9 +141,7 @@ def _patient_ids(table: pl.DataFrame, ids: SplitIds, key: str, patients: pl.Data
     if ids == "pseudonym":
         pseudonyms = table["id"]
     else:
-        pseudonymizer = _pseudonymizer(key)
-        kind = "iin" if ids == "iin" else "Patient"  # the kinds ingest uses (fhir/deid.py)
-        pseudonyms = pl.Series([pseudonymizer.id(kind, value) for value in table["id"]], dtype=pl.String)
+        pseudonyms = pl.Series(patient_pseudonyms(_pseudonymizer(key), table["id"].to_list(), ids), dtype=pl.String)
     keyed = table.select("row", "split").with_columns(pseudonyms.alias("pseudonym"))
     return keyed.join(lookup, on="pseudonym", how="left").drop("pseudonym").sort("row")
 
@@ -154,13 +156,12 @@ def split_from_file(path: Path, ids: SplitIds, *, key: str, patients: pl.DataFra
         patients: ingest's ``patients`` table (``patient_id``, ``patient_pseudo_id``).
 
     Returns:
-        Tables' ``patient_id`` -> split name. A file of pseudonyms may list patients that are not ingested (an
-        older cohort's split); a file of source ids or IINs may not, since a patient missing there is a
-        patient the hospital's split expects and the dataset would silently lack.
+        Tables' ``patient_id`` -> split name, for the rows that match an ingested patient.
 
     Raises:
         InputError: a malformed file (:func:`read_split_table`); no row matching an ingested patient (the key or
-            the split_ids kind is wrong, or ingest found no IIN); a source id or IIN of no ingested patient.
+            the split_ids kind is wrong, or ingest found no IIN). Rows of a source id or IIN that match no ingested
+            patient (quarantined at ingest) are left out with a warning that names their count and first row.
     """
     table = read_split_table(path, ids)
     if ids == "iin" and patients["patient_pseudo_id"].null_count() == patients.height:
@@ -179,9 +180,15 @@ def split_from_file(path: Path, ids: SplitIds, *, key: str, patients: pl.DataFra
         )
         raise InputError(f"none of the {n_rows} patients of {path} is in the ingested tables: {hint}")
     if unmatched.height and ids != "pseudonym":
-        raise InputError(
-            f"{path} row {unmatched['row'][0]}: no ingested patient has this {_WHAT[ids]} "
-            f"({unmatched.height} of {n_rows} rows match none; was the patient quarantined?)"
+        # A patient ingest quarantined (or an export without them) must not stop the hospital's split: the rest
+        # of it is honoured, and the count is said (by row, never by value).
+        log.warning(
+            "%s: %d of %d rows match no ingested patient (quarantined at ingest, or not in the export) and are "
+            "left out; the first is row %d",
+            path,
+            unmatched.height,
+            n_rows,
+            unmatched["row"][0],
         )
     found = matched.drop_nulls("patient_id")
     return dict(zip(found["patient_id"].to_list(), found["split"].to_list(), strict=True))

@@ -437,6 +437,19 @@ class Pseudonyms:
         return self._p.uid(uid)
 
 
+def patient_pseudonyms(pseudonymizer: Pseudonymizer, values: list[str], kind: str) -> list[str]:
+    """Pseudonyms of patients named in a hospital's own terms, exactly as ingest makes them.
+
+    Args:
+        pseudonymizer: keyed with the ingest key.
+        values: source ``Patient.id`` values (``kind="source_id"``: the tables' ``patient_id``) or IINs
+            (``kind="iin"``: ``patients.patient_pseudo_id``, shared with DICOM).
+        kind: ``source_id`` or ``iin``.
+    """
+    prefix = "iin" if kind == "iin" else "Patient"
+    return [pseudonymizer.id(prefix, value) for value in values]
+
+
 def identifier_kind(system: str | None, iin_systems: frozenset[str] = frozenset({codes.IIN_SYSTEM})) -> str:
     """The pseudonym kind of an identifier system: ``iin`` for an IIN system (shared with DICOM), else the system."""
     if system in iin_systems:

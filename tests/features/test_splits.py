@@ -6,6 +6,7 @@ The patients table is built here the way ingest fills it (``patient_id = Pseudon
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import polars as pl
@@ -105,22 +106,25 @@ def test_pseudonym_file_of_source_ids_points_at_split_ids(tmp_path: Path) -> Non
         split_from_file(f, "pseudonym", key=KEY, patients=_patients())
 
 
-def test_an_unknown_iin_is_reported_by_row_not_by_value(tmp_path: Path) -> None:
+def test_an_unknown_iin_is_left_out_and_reported_by_row_not_by_value(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     rows = [f"{iin},{split}" for iin, split in HOSPITAL.values()] + ["991231123456,test"]
     f = _csv(tmp_path / "s.csv", "patient_id,split", rows)
-    with pytest.raises(InputError) as err:
-        split_from_file(f, "iin", key=KEY, patients=_patients())
-    text = str(err.value)
-    assert text.startswith(f"{f} row 6: no ingested patient has this IIN (1 of 5 rows match none")
-    assert "991231123456" not in text
+    with caplog.at_level(logging.WARNING, logger="pipelines.features.splits"):
+        split = split_from_file(f, "iin", key=KEY, patients=_patients())
+    assert len(split) == len(HOSPITAL)
+    assert "1 of 5 rows match no ingested patient" in caplog.text and "first is row 6" in caplog.text
+    assert "991231123456" not in caplog.text
 
 
-def test_an_unknown_source_id_is_reported_by_row(tmp_path: Path) -> None:
+def test_an_unknown_source_id_is_left_out_and_reported_by_row(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     rows = ["pat-x,train", *[f"{pid},{s}" for pid, (_, s) in HOSPITAL.items()]]
     f = _csv(tmp_path / "s.csv", "patient_id,split", rows)
-    with pytest.raises(InputError, match=r"row 2: no ingested patient has this Patient\.id \(1 of 5") as err:
-        split_from_file(f, "source_id", key=KEY, patients=_patients())
-    assert "pat-x" not in str(err.value)
+    with caplog.at_level(logging.WARNING, logger="pipelines.features.splits"):
+        split = split_from_file(f, "source_id", key=KEY, patients=_patients())
+    assert len(split) == len(HOSPITAL)
+    assert "first is row 2" in caplog.text and "pat-x" not in caplog.text
 
 
 def test_bad_rows_of_an_iin_file_name_the_row_never_the_iin(tmp_path: Path) -> None:
