@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipelines import codes, iin
-from pipelines.fhir import dates
+from pipelines.fhir import dates, fastcheck
 from pipelines.fhir.defects import (
     IIN_CHECKSUM,
     IIN_MISMATCH,
@@ -128,6 +128,9 @@ class SchemaValidator:
         Any exception other than pydantic's ValidationError that the model raises on malformed input becomes one
         ``invalid_resource`` issue naming the exception type, so the resource is quarantined instead of the run
         stopping, with or without :mod:`pipelines.fhir.fastcheck` installed.
+
+        Args:
+            resource: parsed JSON (``orjson.loads``), as fastcheck's element cache requires.
         """
         rtype = resource["resourceType"]
         cls = self._classes.get(rtype)
@@ -137,7 +140,8 @@ class SchemaValidator:
             except (KeyError, ValueError, AttributeError, ImportError):
                 return [Issue(INVALID_RESOURCE, rtype, "not a FHIR R4 resource type")]
         try:
-            cls.model_validate(resource)
+            # The model is thrown away, so the elements it validated before may come from fastcheck's cache.
+            fastcheck.validate_parsed(cls, resource)
         except ValidationError as exc:
             return [_issue_from_error(rtype, err) for err in exc.errors()]
         except Exception as exc:  # the library's own failures reject the resource, not the run

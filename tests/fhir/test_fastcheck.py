@@ -11,6 +11,7 @@ exception becomes an ``invalid_resource`` issue on both sides).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -26,6 +27,7 @@ import orjson
 import pytest
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from fhir_core.types import FhirBase
+from pydantic import ValidationError
 
 from pipelines.config import SynthesizeParams
 from pipelines.fhir import fastcheck
@@ -50,8 +52,9 @@ from pydantic import ValidationError
 from pipelines.fhir.validate import SchemaValidator
 print(json.dumps(m.FHIRAbstractModel._validate_one_of_many.__module__))
 validator = SchemaValidator()
-for line in open(sys.argv[1], "rb"):
-    obj = json.loads(line)
+corpus = [json.loads(line) for line in open(sys.argv[1], "rb")]
+rows = []
+for obj in corpus:
     try:
         get_fhir_model_class(obj["resourceType"]).model_validate(obj)
         out = "ok"
@@ -59,8 +62,14 @@ for line in open(sys.argv[1], "rb"):
         out = "invalid " + repr(exc.errors(include_url=False))
     except Exception as exc:
         out = type(exc).__name__ + " " + str(exc)
-    issues = [[i.defect, i.expression, i.diagnostics] for i in validator.validate(obj)]
-    print(json.dumps([out, issues]))
+    rows.append([out, [[i.defect, i.expression, i.diagnostics] for i in validator.validate(obj)]])
+# Again in reverse order: with the element cache, every element now comes after the valid and invalid parents it
+# was seen in the first time, and half the cache is of the other half of the corpus.
+for row, obj in zip(reversed(rows), reversed(corpus)):
+    row.append([[i.defect, i.expression, i.diagnostics] for i in validator.validate(obj)])
+for row in rows:
+    print(json.dumps(row))
+print(json.dumps(len(fastcheck._ELEMENTS) if sys.argv[2] == "patched" else 0))
 """
 
 EXT = {"url": "http://example.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}
@@ -413,13 +422,14 @@ def _write_corpus(resources: list[dict[str, Any]], out: Path, seed: int) -> list
     return corpus
 
 
-def _outcomes(corpus: Path, side: str, cwd: Path) -> tuple[str, list[Any]]:
+def _outcomes(corpus: Path, side: str, cwd: Path) -> tuple[str, list[Any], int]:
+    """(module of the hooks, [model_validate outcome, issues, issues again] of each resource, elements cached)."""
     done = subprocess.run(
         [sys.executable, "-c", OUTCOMES, str(corpus), side], capture_output=True, text=True, cwd=cwd, timeout=300
     )
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
-    return json.loads(lines[0]), [json.loads(line) for line in lines[1:]]
+    return json.loads(lines[0]), [json.loads(line) for line in lines[1:-1]], json.loads(lines[-1])
 
 
 def test_patched_validation_equals_stock(tmp_path: Path) -> None:
@@ -429,14 +439,16 @@ def test_patched_validation_equals_stock(tmp_path: Path) -> None:
     corpus = _write_corpus(resources, corpus_path, seed=11)
     n = len(corpus)
 
-    stock_module, stock = _outcomes(corpus_path, "stock", tmp_path)
-    patched_module, patched = _outcomes(corpus_path, "patched", tmp_path)
-    # Each side really ran the hooks it claims to.
+    stock_module, stock, _ = _outcomes(corpus_path, "stock", tmp_path)
+    patched_module, patched, cached = _outcomes(corpus_path, "patched", tmp_path)
+    # Each side really ran the hooks it claims to, the patched one with the element cache.
     assert stock_module == "fhir_core.fhirabstractmodel"
     assert patched_module == "pipelines.fhir.fastcheck"
     assert len(stock) == len(patched) == n
+    assert cached > 500
+    assert all(issues == again for _, issues, again in stock)
 
-    outcomes = [o for o, _ in stock]
+    outcomes = [o for o, *_ in stock]
     invalid = sum(o != "ok" for o in outcomes)
     assert n // 3 < invalid < n - n // 10, f"{invalid} of {n} invalid: the corpus should be mostly, not all, broken"
     for text in ("None is not allowed as an element", "is required", "but got multiple", "Extra inputs"):
@@ -561,3 +573,98 @@ print(m.FHIRAbstractModel._validate_one_of_many.__module__, fastcheck.is_install
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["fhir_core.fhirabstractmodel", "False", "pipelines.fhir.fastcheck", "True"]
+
+
+OBSERVATION = {
+    "resourceType": "Observation",
+    "id": "o-cache",
+    "status": "final",
+    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
+    "subject": {"reference": "Patient/p1"},
+    "effectivePeriod": {"start": "2023-05-02T10:00:00Z", "end": "2023-05-02T10:05:00Z"},
+    "valueQuantity": {"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"},
+}
+
+
+def _issues(resource: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(i.defect, i.expression, i.diagnostics) for i in SchemaValidator().validate(resource)]
+
+
+def test_element_cache_keeps_valid_elements_and_never_changes_an_outcome(hooks_restored: None) -> None:
+    """Elements seen valid, then in invalid parents, then invalid themselves: the issues are those of a cold cache."""
+    assert fastcheck.install()
+    broken_parent = {k: v for k, v in copy.deepcopy(OBSERVATION).items() if k != "status"}  # same elements, invalid
+    broken_element = copy.deepcopy(OBSERVATION)
+    broken_element["code"]["coding"][0]["code"] = 8867  # the cached coding, one value changed: not a hit
+    reordered = {k: OBSERVATION[k] for k in reversed(OBSERVATION)}  # other key order: other text, same outcome
+    corpus = [OBSERVATION, broken_parent, broken_element, reordered, OBSERVATION, broken_parent, broken_element]
+    cold = []
+    for resource in corpus:
+        fastcheck.clear_element_cache()
+        cold.append(_issues(resource))
+    fastcheck.clear_element_cache()
+    warm = [_issues(resource) for resource in corpus]
+    assert warm == cold
+    assert cold[0] == cold[3] == [] and cold[1] and cold[2]
+    assert cold[1] == [("missing_required_field", "Observation.status", "Observation.status is required but missing")]
+    assert cold[2] == [
+        (
+            INVALID_RESOURCE,
+            "Observation.code.coding[0].code",
+            "Observation.code.coding[0].code: Input should be a valid string",
+        )
+    ]
+    # The valid elements were kept, the invalid one never was.
+    texts = {(cls.__name__, text) for cls, text in fastcheck._ELEMENTS}
+    assert ("Reference", b'{"reference":"Patient/p1"}') in texts
+    assert any(name == "Coding" and b'"code":"8867-4"' in text for name, text in texts)
+    assert not any(b'"code":8867' in text for _, text in texts)
+
+
+def test_element_cache_is_used_only_by_validate_parsed(hooks_restored: None) -> None:
+    """A plain model_validate neither fills nor reads it: the models a caller keeps never share element instances."""
+    from fhir.resources.R4B.observation import Observation
+
+    assert fastcheck.install()
+    fastcheck.clear_element_cache()
+    first = Observation.model_validate(OBSERVATION)
+    assert not fastcheck._ELEMENTS
+    fastcheck.validate_parsed(Observation, OBSERVATION)
+    assert not fastcheck._ELEMENTS  # an element is kept when it comes again
+    fastcheck.validate_parsed(Observation, OBSERVATION)
+    assert len(fastcheck._ELEMENTS) >= 5
+    second = Observation.model_validate(OBSERVATION)
+    assert second.subject is not first.subject
+    assert all(second.subject is not model for model in fastcheck._ELEMENTS.values())
+
+
+def test_element_cache_keys_only_json_text_that_names_one_value(hooks_restored: None) -> None:
+    """Elements whose text could stand for other values (NaN prints as null, a datetime as its string) are not
+    kept; and the cache starts over at its size limit."""
+    import datetime
+
+    from fhir.resources.R4B.observation import Observation
+
+    assert fastcheck.install()
+    fastcheck.clear_element_cache()
+    with_nan = {**OBSERVATION, "valueQuantity": {"value": float("nan"), "unit": "/min"}}
+    with_null = {**OBSERVATION, "valueQuantity": {"value": None, "unit": "/min"}}
+    for resource in (with_nan, with_null, with_nan):
+        with contextlib.suppress(ValidationError):  # whatever the library makes of it; what is kept matters here
+            fastcheck.validate_parsed(Observation, resource)
+    assert not any(b"null" in text for _, text in fastcheck._ELEMENTS)
+    period = {"start": datetime.datetime(2023, 5, 2, 10, tzinfo=datetime.UTC), "end": "2023-05-02T10:05:00Z"}
+    fastcheck.clear_element_cache()
+    fastcheck.validate_parsed(Observation, {**OBSERVATION, "effectivePeriod": period})
+    assert not any(cls.__name__ == "Period" for cls, _ in fastcheck._ELEMENTS)
+    assert _issues({**OBSERVATION, "effectivePeriod": period}) == []
+
+
+def test_element_cache_starts_over_at_its_limit(hooks_restored: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert fastcheck.install()
+    fastcheck.clear_element_cache()
+    monkeypatch.setattr(fastcheck, "ELEMENT_CACHE_SIZE", 3)
+    for i in range(20):
+        assert _issues({**OBSERVATION, "subject": {"reference": f"Patient/p{i}"}}) == []
+        assert len(fastcheck._ELEMENTS) <= 3
+    assert fastcheck._ELEMENTS
