@@ -430,28 +430,34 @@ class SecondPass:
         self.result.table_rows = writers.close()
 
     def _finish_table(self, spec: TableSpec, table: pa.Table, study_counts: dict[str, int] | None) -> pa.Table:
+        # Arrow column operations: only the resolved conditional targets are made in Python, row by row.
         for column in spec.ref_columns:
             ck = pc.fill_null(table[column + CK_SUFFIX], 0).to_numpy(zero_copy_only=False)
-            values = table[column].to_pylist()
-            changed = False
-            pending = np.flatnonzero(ck != 0)
+            conditional = ck != 0
+            values = table[column]
+            new = None
+            pending = np.flatnonzero(conditional)
             if len(pending):
                 pids, status = self.index.resolve(ck[pending])
-                for i, pid, st in zip(pending, pids, status, strict=True):
-                    values[i] = pid.decode() if st == FOUND else None
-                    self.result.unresolved_conditional += int(st != FOUND)
-                changed = True
+                found = status == FOUND
+                self.result.unresolved_conditional += int(len(found) - np.count_nonzero(found))
+                targets = pa.array(
+                    [pid.decode() if ok else None for pid, ok in zip(pids, found, strict=True)], pa.string()
+                )
+                new = pc.replace_with_mask(values.combine_chunks(), pa.array(conditional), targets)
             # A literal reference to a resource that is not kept (absent, or quarantined) is a finding; its column
             # is null, so no join can find a row that does not exist.
-            literal = [i for i, v in enumerate(values) if v is not None and ck[i] == 0]
-            if literal:
-                alive = self.index.has(pid_keys(np.asarray([values[i] for i in literal], "S32")))
-                for i in np.asarray(literal)[~alive]:
-                    values[i] = None
-                    self.result.nulled_references += 1
-                    changed = True
-            if changed:
-                table = table.set_column(table.schema.get_field_index(column), column, pa.array(values, pa.string()))
+            literal = np.flatnonzero(values.is_valid().to_numpy(zero_copy_only=False) & ~conditional)
+            if len(literal):
+                alive = self.index.has(pid_keys(np.asarray(values.take(literal).to_pylist(), "S32")))
+                if not alive.all():
+                    dead = np.zeros(len(ck), bool)
+                    dead[literal[~alive]] = True
+                    self.result.nulled_references += int(len(alive) - np.count_nonzero(alive))
+                    base = new if new is not None else values.combine_chunks()
+                    new = pc.if_else(pa.array(dead), pa.scalar(None, pa.string()), base)
+            if new is not None:
+                table = table.set_column(table.schema.get_field_index(column), column, new)
         columns: dict[str, pa.Array | pa.ChunkedArray] = {}
         if spec.event_age:
             columns["age_at_event"] = self._ages(table)
@@ -463,7 +469,8 @@ class SecondPass:
                     self.result.study_links.setdefault(uid, sid)
             if study_counts is not None:
                 columns["image_count"] = pa.array([study_counts.get(u, 0) if u else 0 for u in uids], pa.int32())
-        arrays = [columns.get(f.name, table[f.name] if f.name in table.column_names else None) for f in spec.schema]
+        names = set(table.column_names)
+        arrays = [columns.get(f.name, table[f.name] if f.name in names else None) for f in spec.schema]
         arrays = [
             a if a is not None else pa.nulls(table.num_rows, f.type) for a, f in zip(arrays, spec.schema, strict=True)
         ]
