@@ -36,8 +36,7 @@ from pipelines.fhir.worker import ChunkProcessor, ChunkResult, init_worker, run_
 
 log = logging.getLogger(__name__)
 
-# Models imported before the first pass and before the workers fork, with the models of their elements (each costs
-# tens of ms to import; other types load on first use).
+# Models imported before the workers fork (each costs tens of ms to import; other types load on first use).
 PRELOADED_TYPES = (*RESOURCE_TABLES, "Bundle", "Location", "Immunization", "DocumentReference", "Provenance")
 
 
@@ -100,7 +99,6 @@ class FhirIngest:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         result = FirstPassResult()
         units = work_units(self.files, self.chunk_size)
-        _warm_up()
         with quarantine_path.open("wb") as qfile:
 
             def handle(chunk: ChunkResult, bar: tqdm) -> None:
@@ -143,6 +141,7 @@ class FhirIngest:
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         limit = self.workers * self.max_queue
+        _warm_up()  # imported once here, shared by every forked worker
         gc.collect()
         # The workers exit when this process dies (pipelines.parent_watch), and install the cached checks when
         # this process did (a spawned worker does not inherit them).
@@ -212,10 +211,12 @@ class FhirIngest:
 
 
 def _warm_up() -> None:
-    """The one-time imports of the first pass, done before it (and before forking workers, which then share them).
+    """The one-time imports of the workers, done before forking them so that they share them.
 
-    The R4B models of the usual resource types and of the elements they hold (else each worker imports them on
-    first use), and pandas, which pyarrow imports on its first conversion of Python objects (0.2 s).
+    The R4B models of the usual resource types, and pandas, which pyarrow imports on its first conversion of Python
+    objects (0.2 s a process). Not the models of the elements those types hold: fhir_core imports each on its first
+    validation, which costs less than importing them all (an eager walk of every field's type took 0.2-0.4 s more
+    than the lazy imports of a Synthea sample's first 4,600 resources).
     """
     SchemaValidator().preload(PRELOADED_TYPES)
     pa.array([0], pa.int64())

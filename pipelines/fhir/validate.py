@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import re
-import typing
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -118,31 +117,10 @@ class SchemaValidator:
         self._classes: dict[str, Any] = {}
 
     def preload(self, rtypes: Iterable[str]) -> None:
-        """Import the models of these types, and of every element type they hold, now.
-
-        Before forking workers, so that they share them; fhir_core imports an element's model on its first
-        validation otherwise, in every worker.
-        """
-        from fhir_core.types import FhirBase
-
-        seen: set[type] = set()
-        todo = []
+        """Import the models of these types now (before forking workers, so that they share them)."""
         for rtype in rtypes:
             if rtype not in self._classes:
                 self._classes[rtype] = self._get(rtype)
-            todo.append(self._classes[rtype])
-        while todo:
-            cls = todo.pop()
-            if cls in seen:
-                continue
-            seen.add(cls)
-            for info in cls.model_fields.values():
-                annotations = [info.annotation]
-                while annotations:  # Optional[List[CodingType]] ...: every FHIR type in it
-                    annotation = annotations.pop()
-                    annotations.extend(typing.get_args(annotation))
-                    if isinstance(annotation, type) and issubclass(annotation, FhirBase):
-                        todo.append(annotation.get_model_klass())  # cached by fhir_core (lru_cache)
 
     def validate(self, resource: dict[str, Any]) -> list[Issue]:
         """Validate a parsed resource against its R4B model; return the problems found (empty when valid).
