@@ -23,10 +23,11 @@ N-process ratio, the CPU-time ratios and the memory growth.
 Input (``--source``): by default real Synthea R4 output, copied until about each size: the shared sample in
 ``../shared/data/synthea-r4`` (where present) and the committed ``tests/data/synthea-public`` (see its README), each
 set's hospital and practitioner Bundles once and its patient Bundles copied with fresh ids that stay consistent
-inside each copy, while ids the shared Bundles hold are kept (see ``make_synthea_input``). Shipa quarantines only what
-the real data itself makes: on 100,000 resources, the 8 Organizations and Practitioners that the public set's patient
-Bundles carry and its shared Bundles carry again with different content (``duplicate_id``; issue 14 wants them kept as
-versions). ``--source cohort``: the built-in synthetic cohort (bulk NDJSON, no images).
+inside each copy, while ids the shared Bundles hold are kept (see ``make_synthea_input``). Shipa quarantines nothing
+of it: the 8 Organizations and Practitioners that the public set's patient Bundles carry and its shared Bundles carry
+again with different content are kept as versions (the latest in the tables, the others in ``history``). The copies
+repeat the sample's codings, periods and references, which fastcheck's element cache reuses, so Shipa's margin on an
+export of distinct patients is smaller. ``--source cohort``: the built-in synthetic cohort (bulk NDJSON, no images).
 
     python benchmarks/bench_ingest.py                  # 100,000 resources, then 200,000 for memory (~4 min, 2 cores)
     python benchmarks/bench_ingest.py --sizes 30000 --rss-sizes        # one quick size, no memory check (~1 min)
