@@ -5,7 +5,8 @@ Inputs, plain or gzipped: bulk NDJSON (``*.ndjson``, ``*.jsonl``, one resource a
 folder is ``<input>/fhir`` when it exists, else ``<input>`` itself (minus ``dicom/``, ``labels/``, ``manifest/``).
 
 NDJSON is read line by line here and sent to workers as raw bytes (parsing happens there). A JSON document is sent
-whole (still compressed) because a Bundle's entries must be read together to resolve its ``urn:uuid`` references.
+as its path, and the worker reads it whole (a Bundle's entries must be read together to resolve its ``urn:uuid``
+references): the coordinating process neither reads nor pickles it, which keeps it off the workers' cores.
 A gzip stream that ends early gives every complete line before the break, then one ``FailedPart`` for the rest.
 """
 
@@ -46,10 +47,10 @@ class LinesPart:
 
 @dataclass(frozen=True, slots=True)
 class DocumentPart:
-    """One JSON document (a Bundle or a single resource), as read from disk (gzip not yet undone)."""
+    """One JSON document (a Bundle or a single resource), read by the worker (gzip undone there)."""
 
     source: str
-    data: bytes
+    path: Path
     gz: bool
 
 
@@ -175,13 +176,13 @@ def work_units(files: list[SourceFile], chunk_size: int) -> Iterator[WorkUnit]:
     for source in files:
         if source.fmt == "json":
             try:
-                data = source.path.read_bytes()
+                size = source.path.stat().st_size
             except OSError as exc:
                 unit.parts.append(FailedPart(source.rel, None, None, f"file could not be read: {exc.strerror}"))
                 unit.size += 1
             else:
-                unit.parts.append(DocumentPart(source.rel, data, source.gz))
-                unit.size += max(1, len(data) // (_BYTES_PER_RESOURCE * (4 if source.gz else 1)))
+                unit.parts.append(DocumentPart(source.rel, source.path, source.gz))
+                unit.size += max(1, size // (_BYTES_PER_RESOURCE * (4 if source.gz else 1)))
         else:
             numbers: list[int] = []
             lines: list[bytes] = []

@@ -215,7 +215,12 @@ class ChunkProcessor:
             b.pending.append((_RESOURCE, obj, line, part.source, "ndjson", number, None, obj.get("id")))
 
     def _document(self, b: _Builder, part: DocumentPart) -> None:
-        data = part.data
+        try:
+            data = part.path.read_bytes()
+        except OSError as exc:
+            diagnostics = f"file could not be read: {exc.strerror or type(exc).__name__}"
+            b.pending.append((_UNREADABLE, part.source, "json", None, None, diagnostics))
+            return
         if part.gz:
             try:
                 data = gzip.decompress(data)
