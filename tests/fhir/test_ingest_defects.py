@@ -317,3 +317,38 @@ def test_a_composition_whose_entry_is_quarantined_is_kept_with_a_finding(fx: Sim
     assert issue["expression"] == ["Composition.section[0].entry[1]"]
     assert issue["diagnostics"].endswith("refers to an Observation that was quarantined")
     assert orjson.loads(finding["raw"]) == composition
+
+
+def test_the_latest_version_is_kept_by_version_id_then_last_updated_then_input_order(
+    fx: SimpleNamespace, tmp_path: Path
+) -> None:
+    def version(rid: str, value: float, **meta: str) -> dict[str, Any]:
+        obs = fx.observation(rid, "p1", "e1")
+        obs["valueQuantity"]["value"] = value
+        return {**obs, "meta": meta} if meta else obs
+
+    lines = [
+        *fx.clean_resources(),
+        version("v", 2.0, versionId="2"),  # kept: the highest versionId, although read first
+        version("v", 1.0, versionId="1"),
+        version("v", 1.5, versionId="1", lastUpdated="2030-01-01T00:00:00Z"),  # versionId counts before lastUpdated
+        version("u", 2.0, lastUpdated="2024-01-02T00:00:00+05:00"),  # 2024-01-01 19:00 UTC
+        version("u", 1.0, lastUpdated="2024-01-01T23:00:00Z"),  # kept: later in UTC, though earlier as written
+        version("w", 1.0, versionId="W1"),  # an opaque versionId does not count: input order decides
+        version("w", 2.0, versionId="W0"),  # kept: last in the input
+    ]
+    fx.write_ndjson(tmp_path / "in" / "fhir" / "all.ndjson", lines)
+    report = fx.run_ingest(tmp_path / "in", tmp_path / "out")
+    assert report["fhir"]["by_resource_type"]["Observation"]["superseded"] == 4
+    assert report["fhir"]["reconciles"] is True
+    history = fx.quarantine_records(tmp_path / "out", "history")
+    assert sorted((h["resource_id"], orjson.loads(h["raw"])["valueQuantity"]["value"]) for h in history) == [
+        ("u", 2.0),
+        ("v", 1.0),
+        ("v", 1.5),
+        ("w", 1.0),
+    ]
+    by_id = {h["resource_id"]: h for h in history}
+    assert by_id["w"]["version_id"] == "W1" and by_id["u"]["last_updated"] == "2024-01-02T00:00:00+05:00"
+    kept = {o["value"] for o in pq.read_table(tmp_path / "out" / "tables" / "observations.parquet").to_pylist()}
+    assert {2.0, 1.0}.issubset(kept) and 1.5 not in kept
