@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from pipelines.config import DEFAULT_PARAMS, DEMO_PSEUDONYM_KEY, ConfigError
 from pipelines.fhir.pseudonym import Pseudonymizer
+from pipelines.fhir.validate import DEFAULT_IIN_SYSTEMS
 from pipelines.service.app import create_app
 from pipelines.service.errors import ServiceConfigError
 from pipelines.service.routes.audit_report import ReportRenderer
@@ -79,6 +80,20 @@ def params_defaults(params_path: Path = DEFAULT_PARAMS) -> dict[str, Any]:
     return {"ingest_image_size": ingest.image_size, "fraud_options": options}
 
 
+def iin_systems_of(params_path: Path = DEFAULT_PARAMS) -> frozenset[str]:
+    """Ingest's ``iin_systems`` from ``params.yaml`` (Shipa's own IIN system when the file is absent): a request's
+    Patient IIN under any of them is pseudonymised as ingest and the DICOM side do."""
+    from pipelines.config import IngestParams, load_section
+
+    if not Path(params_path).exists():
+        return DEFAULT_IIN_SYSTEMS
+    try:
+        return frozenset(load_section(IngestParams, "ingest", params_path).iin_systems)
+    except ConfigError as exc:
+        log.warning("params file not used for the IIN systems: %s", exc)
+        return DEFAULT_IIN_SYSTEMS
+
+
 def build_app(
     settings: ServiceSettings,
     *,
@@ -124,6 +139,7 @@ def build_app(
         )
     app = create_app(settings, provider, report_renderer=report_renderer)
     app.state.pseudonymizer = pseudonymizer
+    app.state.iin_systems = iin_systems_of(params_path)
     app.state.fraud_scoring = FraudScoring.from_settings(settings)
     app.include_router(diagnosis.router)
     app.include_router(fraud.router)

@@ -24,6 +24,7 @@ import numpy as np
 from pipelines.fhir import dates
 from pipelines.fhir.deid import Pseudonyms
 from pipelines.fhir.pseudonym import Pseudonymizer
+from pipelines.fhir.validate import DEFAULT_IIN_SYSTEMS
 from pipelines.imaging.deid import age_at_study
 from pipelines.imaging.dicom import normalize_pixels, parse_da, read_dicom, resample
 from pipelines.imaging.errors import DicomError
@@ -167,6 +168,7 @@ def build_case(
     bundle: bytes | None,
     *,
     pseudonymizer: Pseudonymizer,
+    iin_systems: frozenset[str] = DEFAULT_IIN_SYSTEMS,
     observations: dict[str, str],
     lookback_hours: float,
     ingest_image_size: int | None,
@@ -178,6 +180,8 @@ def build_case(
         dicom: the uploaded DICOM file.
         bundle: the uploaded FHIR Bundle (JSON bytes) or None.
         pseudonymizer: the service's keyed pseudonymizer (the ingest key).
+        iin_systems: identifier systems whose values are IINs (ingest's ``iin_systems``): a Bundle Patient's IIN
+            under any of them is the DICOM PatientID's person.
         observations: the model's EHR features (name -> LOINC).
         lookback_hours: the model's lookback.
         ingest_image_size: the ingest image side (None for an EHR-only model).
@@ -205,8 +209,8 @@ def build_case(
         return DiagnosisCase(image, raw, PatientRef(iin_pseudonym), study_uid, dicom_time)
 
     submitted = submitted_resources(parse_json(bundle, "the bundle part"), allowed=("Bundle",))
-    check_resources(submitted)
-    flat = deidentify_and_flatten(submitted, Pseudonyms(pseudonymizer))
+    check_resources(submitted, iin_systems=iin_systems)
+    flat = deidentify_and_flatten(submitted, Pseudonyms(pseudonymizer, iin_systems=iin_systems))
     patients = flat.rows.get("patients", [])
     patient = _the_patient(patients, iin_pseudonym)
     if patient is None:

@@ -26,7 +26,7 @@ from pipelines.fhir.deid import Pseudonyms, deidentify
 from pipelines.fhir.flatten import Flattener, Row
 from pipelines.fhir.keys import cond_key
 from pipelines.fhir.schema import CK_SUFFIX, EVENT, TABLES
-from pipelines.fhir.validate import EVENT_DATE_FIELDS, SchemaValidator, content_issues, event_date
+from pipelines.fhir.validate import DEFAULT_IIN_SYSTEMS, EVENT_DATE_FIELDS, SchemaValidator, content_issues, event_date
 from pipelines.service.errors import FhirHTTPError
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,11 @@ def _before_birth(resource: dict[str, Any], births: Mapping[str, int], fullurls:
     return Issue(IMPLAUSIBLE_DATE, spec[0], f"{spec[0]} is before the patient's birth date")
 
 
-def check_resources(submitted: Submitted, validator: SchemaValidator | None = None) -> None:
+def check_resources(
+    submitted: Submitted,
+    validator: SchemaValidator | None = None,
+    iin_systems: frozenset[str] = DEFAULT_IIN_SYSTEMS,
+) -> None:
     """Run ingest's checks on every submitted resource (schema, content, events before the patient's birth).
 
     Raises:
@@ -165,7 +169,7 @@ def check_resources(submitted: Submitted, validator: SchemaValidator | None = No
         rtype = resource["resourceType"]
         issues = validator.validate(resource)
         if not issues:
-            issues = content_issues(resource)
+            issues = content_issues(resource, iin_systems)
             implausible = _before_birth(resource, births, submitted.fullurls)
             if implausible is not None:
                 issues.append(implausible)
@@ -200,7 +204,7 @@ class Flattened:
 
 def deidentify_and_flatten(submitted: Submitted, pseudonyms: Pseudonyms) -> Flattened:
     """De-identify and flatten the submitted resources, resolving conditional references among them."""
-    flattener = Flattener(pseudonyms.identifier(codes.ORG_ID_SYSTEM, codes.FSMS_ORG_IDENTIFIER))
+    flattener = Flattener(pseudonyms.identifier(codes.ORG_ID_SYSTEM, codes.FSMS_ORG_IDENTIFIER), pseudonyms.iin_systems)
     targets: dict[int, str] = {}
     tables: dict[str, list[Row]] = {}
     ids: list[str] = []

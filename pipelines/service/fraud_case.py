@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.fhir.deid import Pseudonyms
 from pipelines.fhir.pseudonym import Pseudonymizer
+from pipelines.fhir.validate import DEFAULT_IIN_SYSTEMS
 from pipelines.service.errors import FhirHTTPError
 from pipelines.service.fhir_in import check_resources, deidentify_and_flatten, submitted_resources
 from pipelines.service.fhir_out import PatientRef
@@ -49,7 +50,12 @@ class ClaimRecords:
 
 
 def build_claim_records(
-    body: Any, *, pseudonymizer: Pseudonymizer, options: FraudFeatureOptions, max_claims: int
+    body: Any,
+    *,
+    pseudonymizer: Pseudonymizer,
+    options: FraudFeatureOptions,
+    max_claims: int,
+    iin_systems: frozenset[str] = DEFAULT_IIN_SYSTEMS,
 ) -> ClaimRecords:
     """Claim feature records of a Claim or a Bundle of Claims with their referenced resources.
 
@@ -71,8 +77,8 @@ def build_claim_records(
             f"at most {max_claims} claims per request; send the rest separately",
             ["Bundle.entry"],
         )
-    check_resources(submitted)
-    flat = deidentify_and_flatten(submitted, Pseudonyms(pseudonymizer))
+    check_resources(submitted, iin_systems=iin_systems)
+    flat = deidentify_and_flatten(submitted, Pseudonyms(pseudonymizer, iin_systems=iin_systems))
     # One record per submitted claim, in request order (a claim the features drop, e.g. without a created date,
     # has no record).
     order = list(dict.fromkeys(flat.pseudonyms[i] for i, _ in claims))

@@ -22,6 +22,7 @@ import numpy as np
 from fastapi import Depends, Request
 
 from pipelines.fhir.pseudonym import Pseudonymizer
+from pipelines.fhir.validate import DEFAULT_IIN_SYSTEMS
 from pipelines.service.errors import FhirHTTPError
 from pipelines.service.fhir_out import ModelRef
 
@@ -508,5 +509,12 @@ async def current_pseudonymizer(request: Request) -> Pseudonymizer:
     return pseudonymizer
 
 
+def current_iin_systems(request: Request) -> frozenset[str]:
+    """The identifier systems whose values are IINs (ingest's ``iin_systems``, read at start-up)."""
+    systems = getattr(request.app.state, "iin_systems", None)
+    return systems if isinstance(systems, frozenset) else DEFAULT_IIN_SYSTEMS
+
+
 ModelsDep = Annotated[ModelSet, Depends(current_models)]
+IinSystemsDep = Annotated[frozenset[str], Depends(current_iin_systems)]
 PseudonymizerDep = Annotated[Pseudonymizer, Depends(current_pseudonymizer)]

@@ -6,6 +6,7 @@ import base64
 import io
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from pipelines import codes
 from pipelines.fhir.deid import Pseudonyms
 from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.service import cdshooks, fhir_out
+from pipelines.service.assemble import iin_systems_of
 from pipelines.service.errors import FhirHTTPError
 from pipelines.service.fhir_in import check_resources, deidentify_and_flatten, submitted_resources
 from pipelines.service.gradcam import SaliencyExplainer, overlay_png
@@ -296,3 +298,31 @@ def test_an_event_before_the_patients_birth_is_refused_like_ingest() -> None:
         check_resources(submitted_resources(bundle))
     assert caught.value.expression == ["Bundle.entry[1].resource.effective[x]"]
     assert caught.value.diagnostics.startswith("implausible_date")
+
+
+def test_a_hospitals_own_iin_system_is_pseudonymised_as_ingest_does(tmp_path: Path) -> None:
+    own = "http://hl7.org/fhir/sid/kz-iin"
+    params = tmp_path / "params.yaml"
+    params.write_text(f"ingest:\n  iin_systems: [{own}]\n", encoding="utf-8")
+    systems = iin_systems_of(params)
+    assert systems == frozenset({own})
+    assert iin_systems_of(tmp_path / "absent.yaml") == frozenset({codes.IIN_SYSTEM})
+    patient = {**_patient(), "identifier": [{"system": own, "value": IIN}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"fullUrl": "urn:uuid:p1", "resource": patient}],
+    }
+    pseudonymizer = Pseudonymizer(KEY)
+    for iin_systems, expected in ((systems, pseudonymizer.id("iin", IIN)), (frozenset({codes.IIN_SYSTEM}), None)):
+        submitted = submitted_resources(bundle)
+        check_resources(submitted, iin_systems=iin_systems)
+        flat = deidentify_and_flatten(submitted, Pseudonyms(pseudonymizer, iin_systems=iin_systems))
+        (row,) = flat.rows["patients"]
+        assert row["patient_pseudo_id"] == expected  # the DICOM PatientID's pseudonym, only when the system is listed
+    bad = {**patient, "identifier": [{"system": own, "value": IIN[:-1] + "9"}]}
+    with pytest.raises(FhirHTTPError, match="iin_checksum"):
+        check_resources(
+            submitted_resources({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": bad}]}),
+            iin_systems=systems,
+        )

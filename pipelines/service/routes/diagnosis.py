@@ -20,7 +20,7 @@ from pipelines.service.deps import ClinicianPrincipal, RequestAudit, RequestAudi
 from pipelines.service.diagnosis_case import DiagnosisCase, build_case
 from pipelines.service.errors import FhirHTTPError
 from pipelines.service.i18n import Language, negotiate_language
-from pipelines.service.mlflow_source import DiagnosisModel, ModelsDep, PseudonymizerDep
+from pipelines.service.mlflow_source import DiagnosisModel, IinSystemsDep, ModelsDep, PseudonymizerDep
 from pipelines.service.schemas import ERROR_RESPONSES, OperationOutcomeOut
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ def diagnose(
     audit: RequestAuditDep,
     models: ModelsDep,
     pseudonymizer: PseudonymizerDep,
+    iin_systems: IinSystemsDep,
     scoring: Annotated[DiagnosisScoring, Depends(diagnosis_scoring)],
     file: Annotated[UploadFile, File(description="the radiograph as a DICOM file")],
     bundle: Annotated[
@@ -130,6 +131,7 @@ def diagnose(
             dicom,
             bundle_bytes,
             pseudonymizer=pseudonymizer,
+            iin_systems=iin_systems,
             observations=model.observations,
             lookback_hours=model.lookback_hours,
             ingest_image_size=model.ingest_image_size if model.uses_image else None,

@@ -32,6 +32,7 @@ from pipelines.service.mlflow_source import (
     ClaimScores,
     FraudModel,
     ModelSet,
+    current_iin_systems,
     current_models,
     current_pseudonymizer,
 )
@@ -99,9 +100,15 @@ async def _audit(
     )
 
 
-def _records(body: bytes, pseudonymizer: Pseudonymizer, model: FraudModel, max_claims: int) -> ClaimRecords:
+def _records(
+    body: bytes, pseudonymizer: Pseudonymizer, model: FraudModel, max_claims: int, iin_systems: frozenset[str]
+) -> ClaimRecords:
     return build_claim_records(
-        parse_json(body, "the request body"), pseudonymizer=pseudonymizer, options=model.options, max_claims=max_claims
+        parse_json(body, "the request body"),
+        pseudonymizer=pseudonymizer,
+        options=model.options,
+        max_claims=max_claims,
+        iin_systems=iin_systems,
     )
 
 
@@ -147,6 +154,7 @@ class FraudRequest:
     audit: RequestAudit
     model: FraudModel
     pseudonymizer: Pseudonymizer
+    iin_systems: frozenset[str]
     settings: ServiceSettings
     scoring: FraudScoring
 
@@ -162,6 +170,7 @@ async def fraud_request(request: Request, credentials: BearerCredentials) -> Fra
         audit=audit,
         model=_model(models),
         pseudonymizer=await current_pseudonymizer(request),
+        iin_systems=current_iin_systems(request),
         settings=state.settings,
         scoring=await fraud_scoring(request),
     )
@@ -192,7 +201,13 @@ async def score(
     try:
         with scoring.incoming():  # the batcher may wait briefly for this request's claims
             records = await scoring.run(
-                _records, body, context.pseudonymizer, model, context.settings.max_claims_per_request, inline=inline
+                _records,
+                body,
+                context.pseudonymizer,
+                model,
+                context.settings.max_claims_per_request,
+                context.iin_systems,
+                inline=inline,
             )
     except FhirHTTPError as exc:
         output = {"error": exc.code, "status": exc.status_code}
