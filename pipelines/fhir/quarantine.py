@@ -57,6 +57,7 @@ def record(
     raw: bytes | str | None,
     rejected: bool = True,
     extra: dict[str, Any] | None = None,
+    max_raw: int | None = None,
 ) -> bytes:
     """One record as a JSON line (without the newline).
 
@@ -69,6 +70,8 @@ def record(
         raw: the input exactly as read (None when nothing could be read).
         rejected: a quarantine record (with ``defect``); False for findings and history records.
         extra: more keys (history records).
+        max_raw: cut ``raw`` to this many bytes (and mark it): only for unreadable input, which can be a whole
+            broken file; a resource is always kept whole.
     """
     issues = list(issues)
     out: dict[str, Any] = {
@@ -83,18 +86,20 @@ def record(
         out["outcome"] = operation_outcome(issues)
     if extra:
         out.update(extra)
-    out.update(raw_fields(raw))
+    out.update(raw_fields(raw, max_raw))
     return orjson.dumps(out)
 
 
-def raw_fields(raw: bytes | str | None) -> dict[str, Any]:
-    """``{"raw": text}`` for UTF-8 input, else ``{"raw_base64": ...}``; cut (and marked) beyond :data:`MAX_RAW`."""
+def raw_fields(raw: bytes | str | None, max_raw: int | None = None) -> dict[str, Any]:
+    """``{"raw": text}`` for UTF-8 input, else ``{"raw_base64": ...}``; cut (and marked) beyond ``max_raw`` bytes."""
     if raw is None:
         return {"raw": None}
+    if isinstance(raw, str) and max_raw is None:
+        return {"raw": raw}
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
     out: dict[str, Any] = {}
-    if len(data) > MAX_RAW:
-        data = data[:MAX_RAW]
+    if max_raw is not None and len(data) > max_raw:
+        data = data[:max_raw]
         out["raw_truncated"] = True
     try:
         out["raw"] = data.decode("utf-8")

@@ -283,6 +283,7 @@ class ChunkProcessor:
                 resource_id=None,
                 issues=[issue],
                 raw=raw,
+                max_raw=quarantine.MAX_RAW,
             )
         )
 

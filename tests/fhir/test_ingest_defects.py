@@ -352,3 +352,15 @@ def test_the_latest_version_is_kept_by_version_id_then_last_updated_then_input_o
     assert by_id["w"]["version_id"] == "W1" and by_id["u"]["last_updated"] == "2024-01-02T00:00:00+05:00"
     kept = {o["value"] for o in pq.read_table(tmp_path / "out" / "tables" / "observations.parquet").to_pylist()}
     assert {2.0, 1.0}.issubset(kept) and 1.5 not in kept
+
+
+def test_a_quarantined_resource_is_kept_whole_however_large(fx: SimpleNamespace, tmp_path: Path) -> None:
+    big = fx.observation("o-big", "p1", "e1")
+    del big["status"]  # quarantined
+    big["note"] = [{"text": "x" * (3 << 20)}]  # 3 MiB: more than unreadable input is kept (quarantine.MAX_RAW)
+    line = orjson.dumps(big)
+    (tmp_path / "in" / "fhir").mkdir(parents=True)
+    (tmp_path / "in" / "fhir" / "all.ndjson").write_bytes(line + b"\n")
+    fx.run_ingest(tmp_path / "in", tmp_path / "out")
+    [record] = fx.quarantine_records(tmp_path / "out")
+    assert record["raw"] == line.decode() and "raw_truncated" not in record
