@@ -61,3 +61,15 @@ def test_cli_help_lists_every_stage() -> None:
     assert result.exit_code == 0
     for stage in ("synthesize", "ingest"):
         assert stage in result.output
+
+
+def test_strict_lists_findings_of_the_defect_vocabulary() -> None:
+    # config may not import pipelines.fhir (layers), so its Literal is checked against the vocabulary here.
+    from typing import get_args
+
+    from pipelines.config import StrictFinding
+    from pipelines.fhir import defects
+
+    codes = {v for k, v in vars(defects).items() if k.isupper() and isinstance(v, str)}
+    assert set(get_args(StrictFinding)) <= codes
+    assert {defects.DANGLING_REFERENCE, defects.IMPLAUSIBLE_DATE, defects.UNMAPPED_CODE} <= set(get_args(StrictFinding))

@@ -113,16 +113,6 @@ def read_split_table(path: Path, ids: SplitIds = "pseudonym") -> pl.DataFrame:
     return table
 
 
-def read_split_file(path: Path) -> dict[str, str]:
-    """Read a CSV of ``patient_id,split`` holding the tables' patient pseudonyms.
-
-    Raises:
-        InputError: see :func:`read_split_table`.
-    """
-    table = read_split_table(path)
-    return dict(zip(table["id"].to_list(), table["split"].to_list(), strict=True))
-
-
 def _pseudonymizer(key: str) -> Pseudonymizer:
     try:
         return Pseudonymizer(key)

@@ -32,11 +32,6 @@ SUPERSEDED_VERSION = "superseded_version"
 
 WARNING, INFORMATION = "warning", "information"
 
-# Findings ``ingest.strict`` may raise to errors (the Literal in pipelines/config.py lists the same codes).
-STRICTABLE: frozenset[str] = frozenset(
-    {DANGLING_REFERENCE, IMPLAUSIBLE_DATE, UNMAPPED_CODE, MISSING_TABLE_FIELD, CONTENT_ID}
-)
-
 _INDEX = re.compile(r"\[\d+\]")
 
 # When a resource has several problems, its quarantine record names the first of these that applies.
@@ -117,11 +112,6 @@ def raise_strict(issues: list[Issue], strict: frozenset[str]) -> list[Issue]:
         Issue(i.defect, i.expression, i.diagnostics, "error") if i.defect in strict and i.severity != "error" else i
         for i in issues
     ]
-
-
-def finding_issues(issues: list[Issue]) -> list[Issue]:
-    """The findings among issues (warnings and information)."""
-    return [i for i in issues if i.severity != "error"]
 
 
 def operation_outcome(issues: Iterable[Issue]) -> dict[str, Any]:

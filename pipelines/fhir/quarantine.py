@@ -180,23 +180,16 @@ def type_in_text(raw: bytes) -> str | None:
     return m.group(1).decode() if m else None
 
 
-def reread(source: SourceFile, locations: set[int]) -> Iterator[tuple[int, Any, bytes | str, dict[str, str] | None]]:
-    """Read the resources at the given locations of a file again (for records made in the second pass).
+def _reread_document(
+    source: SourceFile, locations: set[int]
+) -> Iterator[tuple[int, Any, bytes | str, dict[str, str] | None]]:
+    """Read the resources at the given locations (entry indexes, or -1 for the whole file) of a JSON document again.
 
     Yields:
         (location, parsed resource, its text exactly as read, the Bundle's fullUrl map or None).
     """
     from pipelines.fhir.refs import bundle_fullurl_map
 
-    if source.fmt == "ndjson":
-        left = len(locations)
-        for item in read_lines(source):
-            if left and isinstance(item, tuple) and item[0] in locations:
-                left -= 1
-                yield item[0], orjson.loads(item[1]), item[1], None
-            if not left:
-                return
-        return
     data = source.path.read_bytes()
     if source.gz:
         try:
@@ -238,7 +231,7 @@ class Rereader:
         """The resources at ``locations`` of file ``rel`` (later than any asked for before), in file order."""
         source = self._sources[rel]
         if source.fmt != "ndjson":
-            yield from reread(source, locations)
+            yield from _reread_document(source, locations)
             return
         if rel not in self._cursors:
             self._cursors[rel] = (read_lines(source), [])

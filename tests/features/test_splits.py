@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from pipelines.errors import InputError
-from pipelines.features.splits import SplitIds, read_split_file, split_from_file
+from pipelines.features.splits import SplitIds, read_split_table, split_from_file
 from pipelines.fhir.pseudonym import Pseudonymizer
 
 KEY = "split-test-key-0123456789"
@@ -50,7 +50,8 @@ def test_pseudonym_ids_are_taken_as_they_are(tmp_path: Path) -> None:
     rows = [f"{pid},{split}" for pid, split in _expected().items()] + ["0" * 32 + ",train"]  # an older cohort's
     f = _csv(tmp_path / "s.csv", "patient_id,split", rows)
     assert split_from_file(f, "pseudonym", key="unused-for-pseudonyms", patients=_patients()) == _expected()
-    assert read_split_file(f)["0" * 32] == "train"
+    table = read_split_table(f)
+    assert dict(zip(table["id"].to_list(), table["split"].to_list(), strict=True))["0" * 32] == "train"
 
 
 def test_source_ids_are_pseudonymised_with_the_ingest_key(tmp_path: Path) -> None:
