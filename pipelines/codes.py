@@ -18,6 +18,8 @@ DICOM_DCM = "http://dicom.nema.org/resources/ontology/DCM"
 ENCOUNTER_CLASS = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
 IIN_SYSTEM = "https://shipa.kz/fhir/sid/iin"
+# The IIN systems when none are configured (ingest.iin_systems lists a hospital's own).
+DEFAULT_IIN_SYSTEMS: frozenset[str] = frozenset({IIN_SYSTEM})
 ORG_ID_SYSTEM = "https://shipa.kz/fhir/sid/org"  # the Fund's provider registry number
 PRACTITIONER_ID_SYSTEM = "https://shipa.kz/fhir/sid/practitioner"
 CLAIM_ID_SYSTEM = "https://shipa.kz/fhir/sid/claim"

@@ -381,7 +381,7 @@ class Pseudonyms:
         self,
         pseudonymizer: Pseudonymizer,
         max_cache: int = 10_000,
-        iin_systems: frozenset[str] = frozenset({codes.IIN_SYSTEM}),
+        iin_systems: frozenset[str] = codes.DEFAULT_IIN_SYSTEMS,
     ) -> None:
         self._p = pseudonymizer
         self.iin_systems = iin_systems
@@ -450,7 +450,7 @@ def patient_pseudonyms(pseudonymizer: Pseudonymizer, values: list[str], kind: st
     return [pseudonymizer.id(prefix, value) for value in values]
 
 
-def identifier_kind(system: str | None, iin_systems: frozenset[str] = frozenset({codes.IIN_SYSTEM})) -> str:
+def identifier_kind(system: str | None, iin_systems: frozenset[str] = codes.DEFAULT_IIN_SYSTEMS) -> str:
     """The pseudonym kind of an identifier system: ``iin`` for an IIN system (shared with DICOM), else the system."""
     if system in iin_systems:
         return "iin"

@@ -114,9 +114,7 @@ class Flattener:
             ``patient_pseudo_id``.
     """
 
-    def __init__(
-        self, fund_identifier: str | None, iin_systems: frozenset[str] = frozenset({codes.IIN_SYSTEM})
-    ) -> None:
+    def __init__(self, fund_identifier: str | None, iin_systems: frozenset[str] = codes.DEFAULT_IIN_SYSTEMS) -> None:
         self._fund = fund_identifier
         self._iin_systems = iin_systems
         self._by_type: dict[str, Callable[[dict[str, Any]], dict[str, list[Row]]]] = {

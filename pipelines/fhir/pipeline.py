@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from pipelines.codes import DEFAULT_IIN_SYSTEMS
 from pipelines.fhir import fastcheck
 from pipelines.fhir.deid import Pseudonyms
 from pipelines.fhir.finalize import ROW_GROUP, SecondPass, SecondPassResult, write_ndjson
@@ -31,7 +32,7 @@ from pipelines.fhir.index import DatasetIndex
 from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.fhir.read import SourceFile, WorkUnit, work_units
 from pipelines.fhir.schema import HISTORY, INGEST_FINDINGS, RESOURCE_TABLES, TableSpec
-from pipelines.fhir.validate import DEFAULT_IIN_SYSTEMS, SchemaValidator
+from pipelines.fhir.validate import SchemaValidator
 from pipelines.fhir.worker import ChunkProcessor, ChunkResult, init_worker, run_unit
 
 log = logging.getLogger(__name__)

@@ -177,10 +177,7 @@ def _expression(rtype: str, loc: Any) -> str:
     return out
 
 
-DEFAULT_IIN_SYSTEMS: frozenset[str] = frozenset({codes.IIN_SYSTEM})
-
-
-def content_issues(resource: dict[str, Any], iin_systems: frozenset[str] = DEFAULT_IIN_SYSTEMS) -> list[Issue]:
+def content_issues(resource: dict[str, Any], iin_systems: frozenset[str] = codes.DEFAULT_IIN_SYSTEMS) -> list[Issue]:
     """Checks of a schema-valid resource that the R4B models do not make (codes, IIN, dates within it).
 
     Args:
@@ -284,7 +281,7 @@ def coding_problem(system: object, code: object, role: str) -> str | None:
     return None
 
 
-def patient_issues(patient: dict[str, Any], iin_systems: frozenset[str] = DEFAULT_IIN_SYSTEMS) -> list[Issue]:
+def patient_issues(patient: dict[str, Any], iin_systems: frozenset[str] = codes.DEFAULT_IIN_SYSTEMS) -> list[Issue]:
     """IIN check digit and agreement with birthDate/gender (errors); birth after death, no birthDate (findings)."""
     issues: list[Issue] = []
     if not isinstance(patient.get("birthDate"), str):

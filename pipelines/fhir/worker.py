@@ -29,6 +29,7 @@ import orjson
 import pyarrow as pa
 
 from pipelines import codes
+from pipelines.codes import DEFAULT_IIN_SYSTEMS
 from pipelines.fhir import fastcheck, quarantine, refs
 from pipelines.fhir.dates import to_utc, ymd_bounds
 from pipelines.fhir.defects import (
@@ -50,7 +51,7 @@ from pipelines.fhir.keys import cond_key, id_key
 from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.fhir.read import DocumentPart, FailedPart, LinesPart, WorkUnit
 from pipelines.fhir.schema import ORD, RESOURCE_TABLES, TABLES, temp_schema
-from pipelines.fhir.validate import DEFAULT_IIN_SYSTEMS, EVENT_DATE_FIELDS, SchemaValidator, content_issues, event_date
+from pipelines.fhir.validate import EVENT_DATE_FIELDS, SchemaValidator, content_issues, event_date
 from pipelines.parent_watch import die_with_parent
 
 log = logging.getLogger(__name__)

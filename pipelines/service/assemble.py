@@ -13,9 +13,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from pipelines.codes import DEFAULT_IIN_SYSTEMS
 from pipelines.config import DEFAULT_PARAMS, DEMO_PSEUDONYM_KEY, ConfigError
 from pipelines.fhir.pseudonym import Pseudonymizer
-from pipelines.fhir.validate import DEFAULT_IIN_SYSTEMS
 from pipelines.service.app import create_app
 from pipelines.service.errors import ServiceConfigError
 from pipelines.service.routes.audit_report import ReportRenderer

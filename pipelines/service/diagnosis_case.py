@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.codes import DEFAULT_IIN_SYSTEMS
 from pipelines.fhir import dates
 from pipelines.fhir.deid import Pseudonyms
 from pipelines.fhir.pseudonym import Pseudonymizer
-from pipelines.fhir.validate import DEFAULT_IIN_SYSTEMS
 from pipelines.imaging.deid import age_at_study
 from pipelines.imaging.dicom import normalize_pixels, parse_da, read_dicom, resample
 from pipelines.imaging.errors import DicomError

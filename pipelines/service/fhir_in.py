@@ -20,13 +20,14 @@ from typing import Any
 import orjson
 
 from pipelines import codes
+from pipelines.codes import DEFAULT_IIN_SYSTEMS
 from pipelines.fhir import dates, refs
 from pipelines.fhir.defects import IMPLAUSIBLE_DATE, Issue
 from pipelines.fhir.deid import Pseudonyms, deidentify
 from pipelines.fhir.flatten import Flattener, Row
 from pipelines.fhir.keys import cond_key
 from pipelines.fhir.schema import CK_SUFFIX, EVENT, TABLES
-from pipelines.fhir.validate import DEFAULT_IIN_SYSTEMS, EVENT_DATE_FIELDS, SchemaValidator, content_issues, event_date
+from pipelines.fhir.validate import EVENT_DATE_FIELDS, SchemaValidator, content_issues, event_date
 from pipelines.service.errors import FhirHTTPError
 
 log = logging.getLogger(__name__)

@@ -21,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pipelines.codes import DEFAULT_IIN_SYSTEMS
 from pipelines.fhir.deid import Pseudonyms
 from pipelines.fhir.pseudonym import Pseudonymizer
-from pipelines.fhir.validate import DEFAULT_IIN_SYSTEMS
 from pipelines.service.errors import FhirHTTPError
 from pipelines.service.fhir_in import check_resources, deidentify_and_flatten, submitted_resources
 from pipelines.service.fhir_out import PatientRef

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import numpy as np
 from fastapi import Depends, Request
 
+from pipelines.codes import DEFAULT_IIN_SYSTEMS
 from pipelines.fhir.pseudonym import Pseudonymizer
-from pipelines.fhir.validate import DEFAULT_IIN_SYSTEMS
 from pipelines.service.errors import FhirHTTPError
 from pipelines.service.fhir_out import ModelRef
 
