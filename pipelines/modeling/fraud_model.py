@@ -27,6 +27,7 @@ reads.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import math
@@ -223,6 +224,7 @@ class FraudModel:
     device: str = "cpu"
     kind: str = KIND
     _flat: FlatForest | None = field(default=None, init=False, repr=False, compare=False)
+    _net64: FraudNet | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def flat_forest(self) -> FlatForest:
@@ -230,6 +232,21 @@ class FraudModel:
         if self._flat is None:
             self._flat = FlatForest(self.iforest)
         return self._flat
+
+    @property
+    def scoring_net(self) -> FraudNet:
+        """The network that scores: on CPU a float64 copy (built once), else the trained one.
+
+        A float32 matrix product can round differently with the number of rows in the batch (the BLAS picks its
+        kernel by shape), so a claim scored alone by the service and the same claim in the day's batch could
+        differ in the 7th digit. In float64 the difference is below 1e-12, which lets the service promise the
+        worklist's score to 1e-9; the network is small, so the cost is negligible.
+        """
+        if self.device != "cpu":
+            return self.net
+        if self._net64 is None:
+            self._net64 = copy.deepcopy(self.net).double().eval()
+        return self._net64
 
     @property
     def feature_names(self) -> list[str]:
@@ -240,7 +257,7 @@ class FraudModel:
         """The network logit and the standardised anomaly score of each record."""
         dense = self.encoder.dense(df)
         codes = self.encoder.codes(df)
-        mlp = _predict_logits(self.net, codes, dense, self.device)
+        mlp = _predict_logits(self.scoring_net, codes, dense, self.device)
         raw = -self.flat_forest.score_samples(dense) if df.height else np.zeros(0)
         return mlp, (raw - self.anomaly_mean) / self.anomaly_std
 
@@ -300,8 +317,8 @@ def _predict_logits(
     with torch.inference_mode():
         for start in range(0, codes.shape[0], batch):
             c = torch.from_numpy(codes[start : start + batch]).to(device)
-            d = torch.from_numpy(dense[start : start + batch]).to(device)
-            out.append(net(c, d).float().cpu().numpy())
+            d = torch.from_numpy(dense[start : start + batch]).to(device, dtype=net.free_in.weight.dtype)
+            out.append(net(c, d).double().cpu().numpy())
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 
