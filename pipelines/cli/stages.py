@@ -106,11 +106,21 @@ def features(
     interim: InterimOpt = Path("data/interim"),
     processed: ProcessedOpt = Path("data/processed"),
     params: ParamsOpt = None,
+    decisions: Annotated[
+        Path | None,
+        typer.Option(
+            "--decisions",
+            help="fraud: investigators' decisions (`shipa fraud decide`), labels that override the audit findings "
+            "[default: data/decisions/fraud_decisions.csv if present]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Build the model-ready dataset and its saved split under PROCESSED/MODEL from the ingest tables.
 
     Reads `features.<model>` of the params file. A diagnosis split_file of source Patient.ids or IINs is
-    pseudonymised with SHIPA_PSEUDONYM_KEY, the key ingest used (the demo key when unset).
+    pseudonymised with SHIPA_PSEUDONYM_KEY, the key ingest used (the demo key when unset). Fraud labels come from
+    the Fund's audit findings, overridden claim by claim by the investigators' latest decisions.
     """
 
     def go() -> dict[str, Any]:
@@ -119,10 +129,14 @@ def features(
         if model is ModelName.diagnosis:
             from pipelines.stages.features import diagnosis
 
+            if decisions is not None:
+                from pipelines.errors import InputError
+
+                raise InputError("--decisions applies to `shipa features fraud` only")
             return diagnosis.run(cfg.diagnosis, interim, out, key=get_settings().pseudonym_key)
         from pipelines.stages.features import fraud
 
-        return fraud.run(cfg.fraud, interim, out)
+        return fraud.run(cfg.fraud, interim, out, decisions=decisions)
 
     print_summary(guard(go))
 

@@ -3,6 +3,9 @@
 "Fund audit findings" (``fund_findings`` in code) are the insurer's labels; they are neither the prediction log
 (``pipelines.predictionlog``) nor the auditors' reports (``pipelines.audit``). The table and file keep their
 names (``audit_findings``): they are the documented raw-data format.
+
+Investigators' decisions (``shipa fraud decide``, read by ``pipelines.fraud.decisions``) override the findings for
+the claims they name: :func:`override_labels`.
 """
 
 from __future__ import annotations
@@ -51,3 +54,28 @@ def finding_patterns(claim_ids: pl.Series, findings: pl.DataFrame) -> pl.Series:
     return pl.DataFrame({"claim_id": claim_ids}).join(first, on="claim_id", how="left", maintain_order="left")[
         "pattern"
     ]
+
+
+def override_labels(claim_ids: pl.Series, labels: pl.Series, decided: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
+    """The labels with each decided claim's label replaced by its decision's, and which rows were replaced.
+
+    Args:
+        claim_ids: claim pseudonyms (the feature frame's ``claim_id``).
+        labels: their labels from the audit findings (:func:`label_claims`), in the same order.
+        decided: one row per decided claim: ``claim_id`` and ``label`` (1 confirmed, 0 cleared).
+
+    Returns:
+        ``label`` (Int8) and ``from_decision`` (Boolean: the label came from an investigator's decision).
+    """
+    frame = pl.DataFrame({"claim_id": claim_ids, LABEL: labels.cast(pl.Int8)})
+    joined = frame.join(
+        decided.unique("claim_id", keep="last", maintain_order=True).select(
+            "claim_id", pl.col(LABEL).cast(pl.Int8).alias("decided")
+        ),
+        on="claim_id",
+        how="left",
+        maintain_order="left",
+    )
+    from_decision = joined["decided"].is_not_null().alias("from_decision")
+    label = joined.select(pl.coalesce("decided", LABEL).alias(LABEL))[LABEL]
+    return label, from_decision
