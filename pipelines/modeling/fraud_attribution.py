@@ -6,6 +6,13 @@ training median the model saved, else the median of the records given) and the d
 the group's attribution. It explains the whole score (network and anomaly parts together), treats a group as
 one unit (a duplicate is one piece of evidence, not six correlated features), and works for the baselines too.
 Log-odds rather than probabilities keep a saturated score from hiding the evidence.
+
+A group becomes a reason only when it is a finding on both counts: it raises the claim's log-odds (attribution
+above ``min_weight``, 0 by default) and the claim's own record passes the group's documented threshold
+(:data:`pipelines.fraud.reason_texts.FINDINGS`; the sentence shown is the variant whose threshold passed). A group
+that raises the score with an ordinary value (a day of 0.5 times the usual volume) says nothing an investigator
+can check, and a striking value that does not raise the score is not why the claim was flagged. See
+``docs/fraud-reasons.md``.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import numpy.typing as npt
 import polars as pl
 
 from pipelines.features.fraud import FEATURE_GROUPS
-from pipelines.fraud.reason_texts import Reason, make_reason
+from pipelines.fraud.reason_texts import REFERENCE_COLUMNS, Reason, finding, make_reason
 from pipelines.modeling.fraud_baselines import GbmBaseline, median_reference
 from pipelines.modeling.fraud_encoding import OcclusionBatch, TabularEncoder
 
@@ -93,6 +100,9 @@ def explain(
 ) -> list[list[Reason]]:
     """The top reasons of each claim, strongest first, with sentences in Kazakh, Russian and English.
 
+    A group is a reason when it adds more than ``min_weight`` log-odds and the claim passes its threshold
+    (:func:`pipelines.fraud.reason_texts.finding`); the strongest ``top_n`` of those are kept.
+
     Args:
         model: a fraud model or baseline.
         features_df: claim feature records (with the context columns the texts quote).
@@ -101,12 +111,19 @@ def explain(
         groups: group name -> feature columns.
 
     Returns:
-        One list per claim (in row order), of at most ``top_n`` reasons; empty when nothing raises the score.
+        One list per claim (in row order), of at most ``top_n`` reasons; empty when no group is a finding.
     """
     attr, names = group_attributions(model, features_df, groups)
     rows: list[dict[str, Any]] = features_df.to_dicts()
+    # The typical values thresholds compare with (the claim total's): the model's training medians, as occlusion.
+    reference = _reference(model, features_df, [c for c in REFERENCE_COLUMNS if c in features_df.columns])
     out: list[list[Reason]] = []
     for i, row in enumerate(rows):
-        order = np.argsort(-attr[i], kind="stable")[:top_n]
-        out.append([make_reason(names[j], attr[i, j], row) for j in order if attr[i, j] > min_weight])
+        reasons: list[Reason] = []
+        for j in np.argsort(-attr[i], kind="stable"):
+            if len(reasons) == top_n or attr[i, j] <= min_weight:
+                break
+            if finding(names[j], row, reference) is not None:
+                reasons.append(make_reason(names[j], attr[i, j], row, reference))
+        out.append(reasons)
     return out

@@ -316,12 +316,22 @@ def test_reason_texts_fill_numbers_per_language() -> None:
         "abnormal_findings": 0,
     }
     r = make_reason("upcoding", 2.5, record)
-    assert r.code == "SERVICE_ABOVE_DIAGNOSIS" and r.pattern == "upcoding"
-    assert "3.2 times" in r.en and "14,500" in r.en and "A03" in r.en
-    assert "3,2 раза" in r.ru and "14 500" in r.ru
-    assert "3,2 есе" in r.kk and "14 500" in r.kk
+    assert r.code == "SERVICE_ABOVE_DIAGNOSIS" and r.pattern == "upcoding" and r.variant == "amount"
+    assert r.en == (
+        "Billed 3.2 times the regional median for the same diagnosis: 14,500 vs 4,500 KZT "
+        "(diagnosis J06.9, main service A03); 0 abnormal findings documented."
+    )
+    assert r.ru == (
+        "Счёт в 3,2 раза выше регионального медианного по тому же диагнозу: 14\u00a0500 против 4\u00a0500 тг "
+        "(диагноз J06.9, основная услуга A03); в документации 0 отклонений от нормы."
+    )
+    assert r.kk == (
+        "Шот сол диагноз бойынша өңірлік медианадан 3,2 есе жоғары: 14\u00a0500 / 4\u00a0500 теңге "
+        "(диагноз J06.9, негізгі қызмет A03); 0 ауытқу құжатталған."
+    )
     dead = make_reason("services_after_death", 1.0, {"days_after_death": 14.0})
     assert dead.en == "Service dated 14 days after the recorded death."
+    assert dead.ru == "Дата услуги — через 14 дней после зарегистрированной смерти пациента."
     assert set(REASON_PATTERN) == set(REASON_CODES.values())
 
 
