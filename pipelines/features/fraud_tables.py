@@ -31,8 +31,8 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "claim_items": ("claim_id", "tariff_code", "quantity", "unit_price", "net", "serviced_date"),
     "encounters": ("encounter_id", "patient_id", "organization_id", "class_code", "period_start"),
-    "observations": ("encounter_id", "patient_id", "loinc_code", "value", "effective"),
-    "procedures": ("encounter_id", "patient_id", "tariff_code", "performed_start"),
+    "observations": ("observation_id", "encounter_id", "patient_id", "loinc_code", "value", "effective"),
+    "procedures": ("procedure_id", "encounter_id", "patient_id", "tariff_code", "performed_start"),
     "conditions": ("encounter_id", "icd10_code", "onset", "recorded_date", "condition_id"),
     "patients": ("patient_id", "deceased_date", "region"),
     "organizations": ("organization_id", "kind", "region"),
@@ -51,8 +51,8 @@ class FraudTables:
             (timestamp), service_start, service_end (dates), total, primary_diagnosis, referral_id.
         claim_items: claim_id, tariff_code, quantity, unit_price, net, serviced_date.
         encounters: encounter_id, patient_id, organization_id, class_code, date.
-        observations: encounter_id, patient_id, loinc_code, value, date.
-        procedures: encounter_id, patient_id, tariff_code, date.
+        observations: observation_id, encounter_id, patient_id, loinc_code, value, date.
+        procedures: procedure_id, encounter_id, patient_id, tariff_code, date.
         conditions: encounter_id, icd10_code, date, condition_id.
         patients: patient_id, deceased_date, region.
         organizations: organization_id, kind, region.

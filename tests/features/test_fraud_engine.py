@@ -1,17 +1,20 @@
-"""The fraud features of one scoring request, computed in plain Python, equal those of the polars feature code.
+"""One implementation of the claim fraud features, batch and online: :class:`FraudHistory`.
 
-Requests are built from the tiny cohort's raw FHIR the way clients send them: bare Claims; a Claim with its
-patient, encounter, observations, procedures, conditions, provider, staff and referral; Bundles with all the
-claims and records of one patient (or of several: a collusion ring, the patients of one provider, whose records
-fire the peer, volume and network features); claims of every fraud pattern of the cohort's truth; and edited
-copies that reach the null and fallback paths (a Practitioner as provider, conditional references, missing
-service dates and amounts, items without a tariff code, inactive staff, inflated prices, duplicates at the edge
-of the window, a package billed with its components, records dated after the claim). Each one passes the
-service's steps (``submitted_resources``, ``check_resources``, ``deidentify_and_flatten``) and
-:func:`request_claim_features` must equal ``claim_features(normalise(table_frames(rows)))`` (floats to 1e-9,
-same columns, order and dtypes) under several option sets (time zones, windows, thresholds). The sample must
-move every feature away from its neutral value somewhere, so that an equivalence on neutral values only cannot
-pass.
+The tiny cohort's ingest tables are the Fund's history. Its claims are sent back the way clients send them (a
+bare Claim, a Claim with its context, a patient's Bundle...), through the service's steps
+(``submitted_resources``, ``check_resources``, ``deidentify_and_flatten`` under the cohort's pseudonym key), and
+scored against the history:
+
+- a claim the history holds, sent alone, gets exactly its batch record (every claim of the cohort, under several
+  option sets), and so does every claim of a request that only repeats history records;
+- new claims get what the batch gives them over history ∪ request; a request's records replace the history's
+  records with the same id for that request only; the history never changes;
+- without history a request is its own history, and the polars normalisation of the ingest tables and the plain
+  Python one of a request's rows give the same records (requests of every kind, edited copies that reach the null
+  and fallback paths, several option sets: time zones, windows, thresholds). The sample must move every feature
+  away from its neutral value somewhere, so that an equivalence on neutral values only cannot pass.
+
+Floats are compared to 1e-12 relative, everything else exactly.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import copy
 import datetime as dt
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,18 +34,19 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from pipelines import codes
-from pipelines.features.fraud import NUMERIC_FEATURES, PROVIDER_FEATURES, FraudFeatureOptions, claim_features
-from pipelines.features.fraud_request import SCHEMA, request_claim_features
+from pipelines.config import DEMO_PSEUDONYM_KEY
+from pipelines.features.fraud import NUMERIC_FEATURES, PROVIDER_FEATURES, SCHEMA, FraudFeatureOptions
+from pipelines.features.fraud_engine import FraudHistory
 from pipelines.features.fraud_tables import normalise
 from pipelines.fhir.deid import Pseudonyms
 from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.service.errors import FhirHTTPError
 from pipelines.service.fhir_in import check_resources, deidentify_and_flatten, submitted_resources, table_frames
-from pipelines.service.fraud_case import build_claim_records
 from pipelines.synth.writers import read_resources
 
+# The cohort's ingest pseudonymised with the demo key: the same key makes a request's ids the history's ids.
+KEY = DEMO_PSEUDONYM_KEY
 Resource = dict[str, Any]
-KEY = "shipa-test-key-0123456789abcdef"
 OPTIONS = {
     "default": FraudFeatureOptions(),
     # Small thresholds, other windows and a time zone that moves dates (created 00:00 UTC is the day before).
@@ -387,7 +392,82 @@ def _requests(cohort: Cohort) -> Iterator[tuple[str, Resource]]:
     yield from _edited(cohort, rng)
 
 
-# --- the comparison ---------------------------------------------------------------------------------------------
+# --- helpers ----------------------------------------------------------------------------------------------------
+
+Rows = dict[str, list[dict[str, Any]]]
+# Columns that come from the history's monthly statistics or staff counts (see fraud_engine's docstring): a request
+# that edits history records gets them from the history as it is, the other columns from history ∪ request.
+FROM_HISTORY = (
+    "peer_amount_median",
+    "amount_ratio_dx",
+    "service_level_excess",
+    "price_ratio_max",
+    "price_peer_code",
+    "quantity_ratio_max",
+    "qty_peer_code",
+    "volume_vs_baseline",
+    "staff",
+    "services_per_staff",
+    "pair_shared_patients",
+    "pair_shared_ratio",
+    "community_size",
+    "provider_multi_provider_share",
+    "provider_referral_scc",
+    "referral_loop_link",
+)
+# The id of a table's rows: a request's row replaces the history's row with the same id.
+ROW_IDS = {
+    "encounters": ("encounter_id",),
+    "observations": ("observation_id", "component_index"),
+    "procedures": ("procedure_id",),
+    "conditions": ("condition_id",),
+    "patients": ("patient_id",),
+    "organizations": ("organization_id",),
+    "practitioner_roles": ("practitioner_role_id",),
+    "service_requests": ("service_request_id",),
+}
+
+
+def _assert_equal(got: pl.DataFrame, want: pl.DataFrame, what: str) -> None:
+    assert got.schema == want.schema, what
+    assert set(want.columns) <= set(SCHEMA), what
+    try:
+        assert_frame_equal(got, want, check_exact=False, rel_tol=1e-12, abs_tol=0.0)
+    except AssertionError as exc:
+        raise AssertionError(f"{what}: {exc}") from None
+
+
+def _in_order(frame: pl.DataFrame, order: Sequence[str]) -> pl.DataFrame:
+    """The rows of ``frame`` for the claim ids ``order``, in that order."""
+    pos = pl.DataFrame(
+        {"claim_id": list(order), "_pos": range(len(order))}, schema={"claim_id": pl.String, "_pos": pl.Int64}
+    )
+    return frame.join(pos, on="claim_id").sort("_pos").drop("_pos")
+
+
+def _rows(body: Resource) -> Rows | None:
+    """A request body through the service's steps (None when the service rejects it)."""
+    submitted = submitted_resources(body, allowed=("Claim",))
+    try:
+        check_resources(submitted)
+    except FhirHTTPError:
+        return None
+    return deidentify_and_flatten(submitted, Pseudonyms(Pseudonymizer(KEY))).rows  # type: ignore[return-value]
+
+
+def _overlay(history: Rows, request: Mapping[str, Sequence[dict[str, Any]]]) -> Rows:
+    """History ∪ request as ingest rows: a request row replaces the history rows with its id (a claim with its
+    items)."""
+    out = {name: list(rows) for name, rows in history.items()}
+    claim_ids = {r["claim_id"] for r in request.get("claims", ())}
+    for name in ("claims", "claim_items"):
+        out[name] = [r for r in out.get(name, []) if r["claim_id"] not in claim_ids]
+    for name, cols in ROW_IDS.items():
+        ids = {tuple(r.get(c) for c in cols) for r in request.get(name, ())}
+        out[name] = [r for r in out.get(name, []) if tuple(r.get(c) for c in cols) not in ids]
+    for name, rows in request.items():
+        out.setdefault(name, []).extend(rows)
+    return out
 
 
 def _non_neutral(frame: pl.DataFrame, opt: FraudFeatureOptions) -> Counter[str]:
@@ -402,31 +482,218 @@ def _non_neutral(frame: pl.DataFrame, opt: FraudFeatureOptions) -> Counter[str]:
     return counts
 
 
-def test_request_features_equal_the_polars_features(cohort: Cohort) -> None:
-    pseudonyms = Pseudonyms(Pseudonymizer(KEY))
+def _assert_every_feature_fired(fired: Counter[str], quiet: Sequence[str] = ()) -> None:
+    """Every feature moved away from its neutral value in some record, except perhaps ``quiet`` ones."""
+    silent = [col for col in (*NUMERIC_FEATURES, *PROVIDER_FEATURES, *CONTEXT_PRESENT) if fired[col] == 0]
+    assert set(silent) <= set(quiet), f"features never away from neutral in the sample: {silent}"
+    assert fired["dup_prior_provider_same"] > 0
+
+
+@pytest.fixture(scope="module")
+def tables(tiny_cohort: Path) -> Path:
+    return tiny_cohort / "data" / "interim" / "tables"
+
+
+@pytest.fixture(scope="module")
+def history_rows(tables: Path) -> Rows:
+    """The cohort's ingest tables as rows (what ``deidentify_and_flatten`` gives for the same records)."""
+    return {p.stem: pl.read_parquet(p).to_dicts() for p in sorted(tables.glob("*.parquet"))}
+
+
+@pytest.fixture(scope="module")
+def history(tables: Path) -> FraudHistory:
+    return FraudHistory.load(tables, FraudFeatureOptions())
+
+
+@pytest.fixture(scope="module")
+def batch(history: FraudHistory) -> pl.DataFrame:
+    return history.features()
+
+
+@pytest.fixture(scope="module")
+def bare_claims(cohort: Cohort) -> list[tuple[str, Rows]]:
+    """Every cohort claim the service accepts, as the rows of a request holding only that Claim."""
+    pseudonymizer = Pseudonymizer(KEY)
+    out = []
+    for claim in cohort.claims:
+        rows = _rows(claim)
+        if rows is not None:
+            out.append((pseudonymizer.id("Claim", claim["id"]), rows))
+    return out
+
+
+# --- batch and online -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_a_claim_sent_alone_gets_its_batch_record(name: str, tables: Path, bare_claims: list[tuple[str, Rows]]) -> None:
+    opt = OPTIONS[name]
+    history = FraudHistory.load(tables, opt)
+    batch = history.features()
+    assert len(history) == batch.height
+    assert len(bare_claims) >= 0.95 * batch.height  # the claims without injected defects: nearly all
+    ids = [claim_id for claim_id, _ in bare_claims]
+    # One request per claim, as the service sends them (each claim's rows are only its claims and items rows).
+    assert all(set(rows) <= {"claims", "claim_items"} for _, rows in bare_claims)
+    got = pl.concat([history.request_features(rows, order=[claim_id]) for claim_id, rows in bare_claims])
+    assert got["claim_id"].to_list() == ids
+    want = _in_order(batch, ids)
+    _assert_equal(got, want, f"options {name}")
+    # The tiny cohort has no referral loop and bills list prices (the edited requests of the test without history
+    # reach those features); everything else fires.
+    quiet = ["price_ratio_max", "referral_passthrough", "referral_loop_link", "patient_referral_cycle"]
+    _assert_every_feature_fired(_non_neutral(want, opt), [*quiet, "provider_referral_scc"])
+    assert len(want) >= 850
+
+
+def test_requests_of_history_records_get_the_batch_records(
+    cohort: Cohort, history: FraudHistory, batch: pl.DataFrame, history_rows: Rows
+) -> None:
+    """Bundles that repeat history records (a claim's context, a patient's records, a provider's patients) get the
+    batch records; edited ones get what history ∪ request gives, the monthly statistics from the history."""
     compared: Counter[str] = Counter()
-    rejected: list[str] = []
-    fired: Counter[str] = Counter()
-    claims_seen = 0
     for what, body in _requests(cohort):
-        submitted = submitted_resources(body, allowed=("Claim",))
-        try:
-            check_resources(submitted)
-        except FhirHTTPError:
+        rows = _rows(body)
+        if rows is None:
+            continue
+        got = history.request_features(rows)
+        order = got["claim_id"].to_list()
+        assert order == sorted(order, key=lambda c: (got.filter(pl.col("claim_id") == c)["asof"][0], c))
+        if "edited" in what or "inflated" in what:
+            union = FraudHistory.from_rows(_overlay(history_rows, rows), history.options).features()
+            want = _in_order(union, order)
+            _assert_equal(got.drop(FROM_HISTORY), want.drop(FROM_HISTORY), what)
+            compared["edited"] += 1
+        else:
+            assert got.schema == pl.Schema(SCHEMA)
+            _assert_equal(got, _in_order(batch, order), what)
+            compared[what.split(" (")[0]] += 1
+    assert compared["edited"] >= 7, compared
+    for kind in ("bare claim", "claim with context", "one patient's bundle", "collusion ring bundle"):
+        assert compared[kind] > 0, compared
+
+
+@pytest.mark.parametrize("when", ["after the history", "inside the history"])
+def test_new_claims_get_what_the_batch_gives_them_over_history_and_request(
+    when: str, cohort: Cohort, history: FraudHistory, batch: pl.DataFrame, history_rows: Rows
+) -> None:
+    """Copies of history claims under new ids: the same services and dates billed again, created on one day after
+    the history's last (the service's case: one request, the copies count for each other) or a day after their
+    originals (one request each). A new claim gets the record the batch gives it over history ∪ request, since
+    nothing dated after a claim counts for it and the monthly statistics of its month hold only earlier months."""
+    rng = random.Random(5)
+    last = max(batch["asof"])
+    picked = rng.sample(cohort.claims, 40)
+    copies = []
+    for n, claim in enumerate(picked):
+        created = dt.date.fromisoformat(claim["created"][:10])
+        later = (last - created).days + 20 if when == "after the history" else 1
+        copies.append(_claim_copy(claim, f"n{n:03d}", later=later))
+    requests = [_bundle(copies)] if when == "after the history" else copies
+    records = []
+    for body in requests:
+        rows = _rows(body)
+        assert rows is not None
+        got = history.request_features(rows)
+        union = FraudHistory.from_rows(_overlay(history_rows, rows), history.options).features()
+        _assert_equal(got, _in_order(union, got["claim_id"].to_list()), when)
+        # Scoring them twice gives the same records: the first scoring added nothing to the history.
+        _assert_equal(history.request_features(rows), got, f"{when}, again")
+        records.append(got)
+    got = pl.concat(records)
+    assert got.height == len(copies)
+    # They were scored against the history: the original is an earlier claim with the same services and encounter.
+    assert (got["dup_prior_same_service"] >= 1).all()
+    assert (got["dup_prior_same_encounter"] >= 1).sum() >= 30
+    assert got["peer_amount_median"].is_not_null().sum() >= 30
+
+
+def test_a_bundle_replaces_the_history_encounter(cohort: Cohort, history: FraudHistory, batch: pl.DataFrame) -> None:
+    """A Claim sent with its encounter (changed) and the encounter's observations (unchanged): the request's
+    encounter is the one that counts, and the observations are not counted twice."""
+    pseudonymizer = Pseudonymizer(KEY)
+    claim = next(
+        c
+        for c in cohort.claims
+        if (enc := _encounter_of(c)) in cohort.encounters
+        and sum(r["resourceType"] == "Observation" for r in cohort.by_encounter.get(enc, [])) >= 2
+        and cohort.encounters[enc].get("class", {}).get("code") == "AMB"
+    )
+    claim_id = pseudonymizer.id("Claim", claim["id"])
+    before = batch.filter(pl.col("claim_id") == claim_id).row(0, named=True)
+    assert before["has_encounter"] == 1.0 and before["encounter_observations"] >= 2 and before["setting"] == "AMB"
+    encounter = copy.deepcopy(cohort.encounters[_encounter_of(claim) or ""])
+    observations = [r for r in cohort.by_encounter[_encounter_of(claim) or ""] if r["resourceType"] == "Observation"]
+
+    encounter["class"] = {**encounter["class"], "code": "EMER"}
+    rows = _rows(_bundle([claim, encounter, *observations]))
+    assert rows is not None
+    after = history.request_features(rows).row(0, named=True)
+    assert after["setting"] == "EMER"
+    assert after["encounter_observations"] == before["encounter_observations"]
+    assert after["records_near_service"] == before["records_near_service"]
+
+    # The encounter dated after the claim was created: no longer a trace of it.
+    late = (dt.date.fromisoformat(claim["created"][:10]) + dt.timedelta(days=3)).isoformat()
+    encounter["period"] = {"start": late, "end": late}
+    rows = _rows(_bundle([claim, encounter]))
+    assert rows is not None
+    after = history.request_features(rows).row(0, named=True)
+    assert (after["has_encounter"], after["setting"], after["encounter_date_gap"]) == (0.0, "none", 0.0)
+    assert after["records_near_service"] == before["records_near_service"] - 1
+    # The history still has its own encounter.
+    again = history.request_features(_rows(claim) or {}).row(0, named=True)
+    assert again == before
+
+
+def test_scoring_leaves_the_history_unchanged(cohort: Cohort, tables: Path) -> None:
+    history = FraudHistory.load(tables, FraudFeatureOptions())
+    before, size = history.features(), len(history)
+    for _, body in list(_requests(cohort))[:40]:
+        rows = _rows(body)
+        if rows is not None:
+            history.request_features(rows)
+    copy_rows = _rows(_claim_copy(cohort.claims[0], "z001", days=400))
+    assert copy_rows is not None
+    first = history.request_features(copy_rows)
+    assert first["dup_prior_same_service"][0] == 0.0  # the original is more than a week away
+    _assert_equal(history.request_features(copy_rows), first, "a new claim scored twice")
+    assert len(history) == size
+    _assert_equal(history.features(), before, "the history after scoring")
+
+
+def test_threads_share_one_history(tables: Path, bare_claims: list[tuple[str, Rows]]) -> None:
+    """Requests from many threads on a fresh history (its monthly statistics built on demand) get what one thread
+    gets."""
+    sample = bare_claims[::3]
+    history = FraudHistory.load(tables)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = pl.concat(pool.map(lambda item: history.request_features(item[1]), sample))
+    _assert_equal(got, _in_order(history.features(), [claim_id for claim_id, _ in sample]), "threads")
+
+
+# --- without history -------------------------------------------------------------------------------------------
+
+
+def test_a_request_without_history_is_its_own_history(cohort: Cohort) -> None:
+    """``FraudHistory.empty(o).request_features(rows)`` equals the batch over the request's rows normalised by
+    polars (:func:`fraud_tables.normalise`), under every option set."""
+    compared: Counter[str] = Counter()
+    fired: Counter[str] = Counter()
+    rejected, claims_seen = [], 0
+    for what, body in _requests(cohort):
+        rows = _rows(body)
+        if rows is None:
             rejected.append(what)
             continue
-        rows = deidentify_and_flatten(submitted, pseudonyms).rows
         big = "bundle" in what or "patients" in what or "edited" in what
         for name, opt in OPTIONS.items():
             if name == "almaty" and not big:
                 continue
-            want = claim_features(normalise(table_frames(rows), opt.timezone), opt)
-            got = request_claim_features(rows, opt)
-            assert got.schema == want.schema
-            try:
-                assert_frame_equal(got, want, check_exact=False, rel_tol=1e-9, abs_tol=1e-9)
-            except AssertionError as exc:
-                raise AssertionError(f"{what}, options {name}: {exc}") from None
+            want = FraudHistory.from_tables(normalise(table_frames(rows), opt.timezone), opt).features()
+            got = FraudHistory.empty(opt).request_features(rows)
+            _assert_equal(got, want, f"{what}, options {name}")
+            _assert_equal(FraudHistory.from_rows(rows, opt).features(), want, f"{what}, options {name}, from_rows")
             compared[what.split(" (")[0]] += 1
             claims_seen += want.height
             fired.update(_non_neutral(want, opt))
@@ -443,28 +710,20 @@ def test_request_features_equal_the_polars_features(cohort: Cohort) -> None:
         assert compared[kind] > 0, kind
     assert sum(v for k, v in compared.items() if k.startswith("edited")) >= 8, compared
     assert claims_seen >= 1000
-    # Every feature and context column moved away from its neutral value in some records.
-    silent = [col for col in (*NUMERIC_FEATURES, *PROVIDER_FEATURES, *CONTEXT_PRESENT) if fired[col] == 0]
-    assert not silent, f"features never away from neutral in the sample: {silent}"
-    assert fired["dup_prior_provider_same"] > 0
+    _assert_every_feature_fired(fired)
 
 
-def test_the_records_follow_the_request_order(cohort: Cohort) -> None:
-    """``build_claim_records`` answers one record per submitted claim in request order, as the polars path did."""
+def test_order_picks_claims_and_an_empty_history_has_none(cohort: Cohort) -> None:
     patient = max(cohort.claims_of, key=lambda p: len(cohort.claims_of[p]))
-    resources = cohort.patient_records(patient)
-    resources = resources[::-1]  # claims out of created order
-    body = _bundle(resources)
-    pseudonymizer = Pseudonymizer(KEY)
-    records = build_claim_records(body, pseudonymizer=pseudonymizer, options=FraudFeatureOptions(), max_claims=100)
-    submitted_claims = [r["id"] for r in resources if r["resourceType"] == "Claim"]
-    assert records.records["claim_id"].to_list() == [pseudonymizer.id("Claim", c) for c in submitted_claims]
-    assert records.records.schema == pl.Schema(SCHEMA)
-    rows = deidentify_and_flatten(submitted_resources(body), Pseudonyms(pseudonymizer)).rows
-    want = claim_features(normalise(table_frames(rows)), FraudFeatureOptions())
-    order = records.records["claim_id"].to_list()
-    want = want.join(pl.DataFrame({"claim_id": order, "_pos": range(len(order))}), on="claim_id").sort("_pos")
-    assert_frame_equal(records.records, want.drop("_pos"), check_exact=False, rel_tol=1e-9, abs_tol=1e-9)
-    # ``order`` keeps only known claims, in the given order.
-    subset = request_claim_features(rows, order=[order[2], "not-a-claim", order[0]])
+    rows = _rows(_bundle(cohort.patient_records(patient)[::-1]))
+    assert rows is not None
+    history = FraudHistory.empty(FraudFeatureOptions(duplicate_days=3))
+    assert len(history) == 0 and history.options.duplicate_days == 3
+    assert history.features().schema == pl.Schema(SCHEMA) and history.features().height == 0
+    everything = history.request_features(rows)
+    order = everything["claim_id"].to_list()
+    assert len(order) >= 3 and everything["asof"].is_sorted()
+    subset = history.request_features(rows, order=[order[2], "not-a-claim", order[0]])
     assert subset["claim_id"].to_list() == [order[2], order[0]]
+    _assert_equal(subset, _in_order(everything, [order[2], order[0]]), "subset")
+    assert len(FraudHistory.from_rows(rows)) == len(order)
