@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -126,3 +127,34 @@ def reliability_bins(y_true: npt.ArrayLike, probs: npt.ArrayLike, n_bins: int = 
         )
         for b in np.flatnonzero(counts)
     ]
+
+
+def reliability_curve(y_true: npt.ArrayLike, probs: npt.ArrayLike, n_bins: int = 10) -> dict[str, Any]:
+    """A reliability curve as plain data: ECE, overall rates and every non-empty equal-width bin.
+
+    Returns:
+        ``{"n", "n_positive", "mean_predicted", "observed_rate", "n_bins", "ece", "bins"}``; ``bins`` is a list of
+        ``{"lower", "upper", "mean_predicted", "observed", "count"}`` (the :class:`ReliabilityBin` fields).
+
+    Raises:
+        ValueError: empty or mismatched arrays, labels other than 0/1 or probabilities outside [0, 1].
+    """
+    y, p = _labels_and_probs(y_true, probs)
+    return {
+        "n": int(y.shape[0]),
+        "n_positive": int(y.sum()),
+        "mean_predicted": float(p.mean()),
+        "observed_rate": float(y.mean()),
+        "n_bins": n_bins,
+        "ece": expected_calibration_error(y, p, n_bins),
+        "bins": [
+            {
+                "lower": float(b.lower),
+                "upper": float(b.upper),
+                "mean_predicted": b.mean_predicted,
+                "observed": b.observed,
+                "count": b.count,
+            }
+            for b in reliability_bins(y, p, n_bins)
+        ],
+    }

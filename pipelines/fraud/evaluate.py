@@ -3,6 +3,10 @@
 Built on :mod:`pipelines.evaluation`: the same bootstrap resamples (same seed) give the confidence intervals
 of the overall metrics and of the recall at k of each pattern and of the fraud no audit had labelled, so the
 model and both baselines can be reported side by side (:func:`comparison_table`).
+
+The investigators' list is not the model alone: :func:`evaluate_final_list` scores the final ranking (rule hits
+first, then the model's probability), and :func:`calibration_by_truth` reports how well the probability means
+what it says, against the audit findings it was calibrated on and against the cohort's full truth.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import polars as pl
 
 from pipelines.evaluation import weighted
 from pipelines.evaluation.bootstrap import bootstrap_metrics
+from pipelines.evaluation.calibration import reliability_curve
 from pipelines.evaluation.metrics_report import evaluate_binary
 
 HEADLINE = ("auprc", "auroc", "precision_at_{k}", "recall_at_{k}", "money_at_{k}")
@@ -133,4 +138,92 @@ def beats(
         for m in metrics:
             a, b = mine.get(m, {}).get("value"), theirs.get(m, {}).get("value")
             out[base][m] = a is not None and b is not None and a > b
+    return out
+
+
+# Metrics of the probability itself: meaningless for the final list's rank score, which is not a probability.
+_PROBABILITY_METRICS = ("brier", "ece", "calibration_slope", "calibration_intercept")
+
+
+def final_rank_score(probabilities: npt.ArrayLike, rule_hit: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """The rank score of the final list: rule hits first, then the model's probability.
+
+    ``(hit + p) / 2``: every rule hit (in [0.5, 1]) ranks above every other claim (in [0, 0.5)), and within
+    each part the order is the probability's. It orders claims; it is not a probability, and the worklist
+    shows the model's probability unchanged.
+
+    Raises:
+        ValueError: arrays of different lengths or probabilities outside [0, 1].
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    h = np.asarray(rule_hit).astype(bool)
+    if p.shape != h.shape:
+        raise ValueError("probabilities and rule hits must have one value per claim")
+    if p.size and (np.nanmin(p) < 0 or np.nanmax(p) > 1 or np.isnan(p).any()):
+        raise ValueError("probabilities must be within [0, 1]")
+    return (h.astype(np.float64) + p) / 2.0
+
+
+def evaluate_final_list(
+    y: npt.ArrayLike,
+    probabilities: npt.ArrayLike,
+    rule_hit: npt.ArrayLike,
+    amounts: npt.ArrayLike,
+    patterns: Sequence[str | None],
+    labelled: npt.ArrayLike,
+    *,
+    k: int,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """The final ranked list (rule hits first, then the model's probability) against the truth, with CIs.
+
+    The same report as :func:`evaluate_fraud` of :func:`final_rank_score`, without the metrics of a probability
+    (Brier, ECE, calibration slope and intercept), plus ``ranking`` (in words), ``rule_hits`` (claims any rule
+    hits) and ``rule_hits_positive`` (of them, fraudulent by ``y``).
+    """
+    h = np.asarray(rule_hit).astype(bool)
+    yy = np.asarray(y).astype(np.int64)
+    report = evaluate_fraud(
+        yy, final_rank_score(probabilities, h), amounts, patterns, labelled,
+        k=k, n_boot=n_boot, seed=seed, level=level,
+    )  # fmt: skip
+    report["metrics"] = {m: v for m, v in report["metrics"].items() if m not in _PROBABILITY_METRICS}
+    report["ranking"] = "rule hits first, then the model's probability"
+    report["rule_hits"] = int(h.sum())
+    report["rule_hits_positive"] = int(yy[h].sum())
+    return report
+
+
+def calibration_by_truth(
+    probabilities: npt.ArrayLike,
+    truths: Mapping[str, npt.ArrayLike],
+    *,
+    n_bins: int = 10,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, dict[str, Any]]:
+    """Reliability curve and ECE (with a bootstrap CI) of the probabilities against each truth.
+
+    Args:
+        probabilities: the model's calibrated probability per claim.
+        truths: name (e.g. ``findings``, ``truth``) -> 0/1 per claim.
+        n_bins: equal-width bins of [0, 1].
+        n_boot: bootstrap resamples of the ECE's interval (0: point estimate only).
+        seed: bootstrap seed.
+        level: CI coverage.
+
+    Returns:
+        name -> :func:`pipelines.evaluation.calibration.reliability_curve` plus ``ece_ci`` (``{"value", "low",
+        "high", ...}``).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    ece = {"ece": functools.partial(weighted.ece, n_bins=n_bins)}
+    for name, y in truths.items():
+        curve = reliability_curve(y, probabilities, n_bins)
+        est = bootstrap_metrics(y, probabilities, ece, n_boot=n_boot, seed=seed, level=level)
+        curve["ece_ci"] = est["ece"].as_dict()
+        out[name] = curve
     return out

@@ -93,3 +93,26 @@ def test_reliability_bins() -> None:
     assert bins[2].observed == pytest.approx(0.5)
     with pytest.raises(ValueError, match="n_bins"):
         reliability_bins(y, p, n_bins=0)
+
+
+def test_reliability_curve_is_plain_data_with_the_ece() -> None:
+    from pipelines.evaluation.calibration import reliability_curve
+
+    y = [0, 0, 1, 1, 1]
+    p = [0.1, 0.1, 0.1, 0.9, 0.9]
+    curve = reliability_curve(y, p, n_bins=2)
+    assert (curve["n"], curve["n_positive"], curve["n_bins"]) == (5, 3, 2)
+    assert curve["mean_predicted"] == pytest.approx(0.42)
+    assert curve["observed_rate"] == pytest.approx(0.6)
+    assert curve["bins"] == [
+        {
+            "lower": 0.0,
+            "upper": 0.5,
+            "mean_predicted": pytest.approx(0.1),
+            "observed": pytest.approx(1 / 3),
+            "count": 3,
+        },
+        {"lower": 0.5, "upper": 1.0, "mean_predicted": pytest.approx(0.9), "observed": 1.0, "count": 2},
+    ]
+    # 3/5 x |0.1 - 1/3| + 2/5 x |0.9 - 1|
+    assert curve["ece"] == pytest.approx(0.6 * (1 / 3 - 0.1) + 0.4 * 0.1)

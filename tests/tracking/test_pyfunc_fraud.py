@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -13,15 +14,21 @@ from mlflow.exceptions import MlflowException
 
 from pipelines.errors import InputError
 from pipelines.fraud.reason_texts import REASON_CODES
+from pipelines.fraud.rules import evaluate_rules
+from pipelines.fraud.worklist import RiskBands
 from pipelines.modeling.fraud_attribution import explain
 from pipelines.modeling.fraud_model import save_fraud_model, score
 from pipelines.tracking.client import tracking_uri_scope
 from pipelines.tracking.pyfunc_fraud import (
+    ARTIFACT_BANDS,
     FraudPyfunc,
     input_example,
     load_scorer,
+    read_risk_bands,
     score_claims,
+    score_records,
     signature,
+    write_risk_bands,
 )
 from pipelines.tracking.runs import stage_run
 
@@ -42,7 +49,9 @@ def test_scores_and_reasons_are_the_librarys(fraud_model: dict[str, Any]) -> Non
     model = load_scorer(fraud_model["dir"])
     records: pl.DataFrame = fraud_model["records"]
     out = score_claims(model, records.to_pandas())
-    assert list(out.columns) == ["probability", "reason_codes", "reasons"]
+    assert list(out.columns) == ["probability", "band", "rule_hits", "reason_codes", "reasons"]
+    assert out["band"].tolist() == RiskBands().bands(out["probability"])
+    assert out["rule_hits"].tolist() == [[h.code for h in claim] for claim in evaluate_rules(records)]
     # Another code path (pandas in, MLflow wrapper) over a float32 network: equal within float32 rounding.
     np.testing.assert_allclose(out["probability"], score(model, records), rtol=1e-5, atol=1e-6)
     expected = explain(model, records, top_n=3)
@@ -56,7 +65,29 @@ def test_scores_and_reasons_are_the_librarys(fraud_model: dict[str, Any]) -> Non
         score_claims(model, records.drop("dup_min_days").to_pandas())
 
 
-def test_logged_pyfunc_round_trip(fraud_model: dict[str, Any], tracking_uri: str) -> None:
+def test_rule_hits_sit_beside_an_unchanged_probability(fraud_model: dict[str, Any]) -> None:
+    model = load_scorer(fraud_model["dir"])
+    records: pl.DataFrame = fraud_model["records"].head(3)
+    dead = records.with_columns(pl.lit(12.0).alias("days_after_death"), pl.lit(1.0).alias("after_death"))
+    scored = score_records(model, dead)
+    assert [[h.code for h in claim] for claim in scored.rule_hits] == [["SERVICE_AFTER_DEATH"]] * 3
+    assert scored.rule_hits[0][0].en.startswith("Service dated 12 days after the recorded death")
+    np.testing.assert_array_equal(scored.probabilities, score(model, dead))  # the model's own, no rule folded in
+    plain = score_records(model, records.with_columns(pl.lit(0.0).alias("days_after_death")))
+    assert all("SERVICE_AFTER_DEATH" not in [h.code for h in claim] for claim in plain.rule_hits)
+
+
+def test_risk_bands_artifact(tmp_path: Path) -> None:
+    path = write_risk_bands(RiskBands(moderate=0.2, high=0.7), tmp_path / "bands.json")
+    assert json.loads(path.read_text()) == {"moderate": 0.2, "high": 0.7}
+    assert read_risk_bands(path) == RiskBands(moderate=0.2, high=0.7)
+    assert read_risk_bands(None) == RiskBands(moderate=0.1, high=0.5)  # a version logged without bands
+    (tmp_path / "bad.json").write_text('{"moderate": 0.9, "high": 0.5}')
+    with pytest.raises(InputError, match="not valid risk bands"):
+        read_risk_bands(tmp_path / "bad.json")
+
+
+def test_logged_pyfunc_round_trip(fraud_model: dict[str, Any], tracking_uri: str, tmp_path: Path) -> None:
     model = load_scorer(fraud_model["dir"])
     schema = fraud_model["schema"]
     example = input_example(model, schema)
@@ -68,14 +99,23 @@ def test_logged_pyfunc_round_trip(fraud_model: dict[str, Any], tracking_uri: str
     with stage_run(
         "register@fraud", tracking_uri=tracking_uri, experiment="shipa", params={}, tags={}, pipeline_run_id=None
     ) as run:
+        bands = write_risk_bands(RiskBands(moderate=0.001, high=0.002), tmp_path / "risk_bands.json")
         ref = run.log_pyfunc_model(
-            FraudPyfunc(), artifacts={"model": fraud_model["dir"]}, input_example=example, signature=sig
+            FraudPyfunc(),
+            artifacts={"model": fraud_model["dir"], ARTIFACT_BANDS: bands},
+            input_example=example,
+            signature=sig,
         )
     with tracking_uri_scope(tracking_uri):
         loaded = mlflow.pyfunc.load_model(ref.model_uri)
     records = fraud_model["records"].drop(*FRAUD_NON_INPUTS).to_pandas()
     out = loaded.predict(records)
     np.testing.assert_allclose(out["probability"], score(model, fraud_model["records"]), rtol=1e-5, atol=1e-6)
+    assert out["band"].tolist() == RiskBands(moderate=0.001, high=0.002).bands(out["probability"])  # logged bands
+    assert out["rule_hits"].map(list).tolist() == [
+        [h.code for h in claim] for claim in evaluate_rules(fraud_model["records"])
+    ]
+    assert [c.name for c in sig.outputs.inputs] == ["probability", "band", "rule_hits", "reason_codes", "reasons"]
     assert max(loaded.predict(records, params={"top_n": 1})["reason_codes"].map(len)) == 1
     bare = loaded.predict(records[model.feature_names])  # without the context columns: same scores
     np.testing.assert_allclose(bare["probability"], out["probability"], atol=1e-9)

@@ -10,6 +10,8 @@ import polars as pl
 
 from pipelines.config import FraudRegisterParams
 from pipelines.errors import InputError
+from pipelines.fraud.rules import RULE_CODES
+from pipelines.fraud.worklist import RiskBands
 from pipelines.stages.register import Candidate, estimate, read_json, register_candidate
 from pipelines.tracking import pyfunc_fraud as wrapper
 from pipelines.tracking.card_text import fraud_card_text
@@ -50,11 +52,16 @@ def run(
     schema = {k: v for k, v in pl.read_parquet_schema(dataset).items() if k not in FRAUD_NON_INPUTS}
     k = metrics.get("k")
 
+    # One set of cut-offs: the bands the pyfunc's ``band`` output uses (artifact) are the ones the metadata
+    # records for the service and the model card, both from ``register.fraud.risk_bands``.
+    bands = RiskBands(moderate=params.risk_bands.moderate, high=params.risk_bands.high)
+
     def build(scratch: Path) -> Candidate:
+        bands_file = wrapper.write_risk_bands(bands, scratch / "risk_bands.json")
         return Candidate(
             name=FRAUD_MODEL_NAME,
             python_model=wrapper.FraudPyfunc(),
-            artifacts={wrapper.ARTIFACT_MODEL: str(model_dir)},
+            artifacts={wrapper.ARTIFACT_MODEL: str(model_dir), wrapper.ARTIFACT_BANDS: str(bands_file)},
             input_example=wrapper.input_example(scorer, schema),
             signature=wrapper.signature(schema, scorer.feature_names),
             requirements=wrapper.REQUIREMENTS,
@@ -62,7 +69,8 @@ def run(
                 "kind": getattr(scorer, "kind", "?"),
                 "k": k,
                 "truth": metrics.get("truth"),
-                "risk_bands": params.risk_bands.model_dump(),
+                "risk_bands": bands.as_dict(),
+                "rules": list(RULE_CODES),
                 **({"feature_options": dict(feature_options)} if feature_options is not None else {}),
             },
             metrics=metrics,

@@ -1,0 +1,323 @@
+"""Rule hits: deterministic evidence in a claim's feature record that puts it on the investigators' list.
+
+A rule hit is a fact a person can check in the records, not a score: the model's probability is shown beside it,
+never changed by it. Each rule reads columns of the claim feature records (``data/processed/fraud/dataset.parquet``,
+see :data:`pipelines.features.fraud.FEATURE_GROUPS`):
+
+- ``SERVICE_AFTER_DEATH``: ``days_after_death > 0``, the last service is dated after a death recorded by the
+  claim's date.
+- ``PACKAGE_UNBUNDLED``: ``package_unbundled > 0``, every component of a package tariff billed separately (the
+  package itself not billed) to one patient by one provider on one day.
+- ``ENCOUNTER_MISMATCH``: ``encounter_other_provider > 0`` or ``encounter_date_gap > 0``, the claim bills an
+  encounter documented by another provider, or dated on another day than the billed service.
+
+A missing value never hits. Only rules that were certain on the built-in cohort are kept (every hit a fraudulent
+claim, on the training, validation and test months alike; ``shipa evaluate fraud`` reports each rule's precision
+against the cohort's truth and the audit findings, see docs/fraud-worklist.md). The obvious definitions of an exact
+duplicate are not among them: "an earlier claim of the same patient with the same services on the same service
+day" is mostly a patient's repeat visit, and "the same encounter billed before with the same services" finds every
+double-billed encounter but not which copy is the duplicate (the copy billed first is the injected one in about
+four pairs of ten). A duplicate bills its original's encounter, so the copy whose encounter is another provider's or
+another day's is the one ``ENCOUNTER_MISMATCH`` finds, whichever was billed first.
+
+Sentences quote the claim's numbers in Kazakh, Russian and English, with the plural forms of CLDR (Russian
+one/few/many/other, English one/other; Kazakh nouns after a numeral do not inflect).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+SEPARATOR = " | "
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One deterministic rule.
+
+    Attributes:
+        code: the rule code shown in worklists and by the service.
+        pattern: the fraud pattern it is evidence of.
+        columns: the feature columns it reads.
+        condition: the condition in words (documentation; :attr:`hits` is the definition).
+        hits: polars expression, true where the rule hits (nulls count as no hit).
+    """
+
+    code: str
+    pattern: str
+    columns: tuple[str, ...]
+    condition: str
+    hits: pl.Expr
+
+
+@dataclass(frozen=True)
+class RuleHit:
+    """A rule that hit one claim, with its sentence in each language.
+
+    Attributes:
+        code: the rule code.
+        pattern: the fraud pattern it is evidence of.
+        kk: the sentence in Kazakh.
+        ru: the sentence in Russian.
+        en: the sentence in English.
+    """
+
+    code: str
+    pattern: str
+    kk: str
+    ru: str
+    en: str
+
+    def as_dict(self) -> dict[str, str]:
+        """JSON-ready fields."""
+        return {"code": self.code, "pattern": self.pattern, "kk": self.kk, "ru": self.ru, "en": self.en}
+
+
+def _positive(column: str) -> pl.Expr:
+    return pl.col(column).cast(pl.Float64).fill_null(0.0).fill_nan(0.0) > 0
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "SERVICE_AFTER_DEATH",
+        "services_after_death",
+        ("days_after_death",),
+        "days_after_death > 0: the last service is dated after a death recorded by the claim's date",
+        _positive("days_after_death"),
+    ),
+    Rule(
+        "PACKAGE_UNBUNDLED",
+        "unbundling",
+        ("package_unbundled",),
+        "package_unbundled > 0: every component of a package tariff billed separately to one patient by one "
+        "provider on one day, the package itself not billed",
+        _positive("package_unbundled"),
+    ),
+    Rule(
+        "ENCOUNTER_MISMATCH",
+        "duplicate_claim",
+        ("encounter_other_provider", "encounter_date_gap"),
+        "encounter_other_provider > 0 or encounter_date_gap > 0: the claim bills an encounter documented by "
+        "another provider, or dated on another day than the billed service",
+        _positive("encounter_other_provider") | _positive("encounter_date_gap"),
+    ),
+)
+RULE_CODES: tuple[str, ...] = tuple(r.code for r in RULES)
+
+
+# --- plural forms (CLDR) and numbers ---------------------------------------------------------------------------
+
+
+def _integer(n: float) -> bool:
+    return float(n).is_integer()
+
+
+def plural_ru(n: float) -> str:
+    """CLDR plural category of ``n`` in Russian: ``one``, ``few``, ``many`` or ``other`` (fractions)."""
+    if not _integer(n):
+        return "other"
+    i = abs(int(n))
+    if i % 10 == 1 and i % 100 != 11:
+        return "one"
+    if 2 <= i % 10 <= 4 and not 12 <= i % 100 <= 14:
+        return "few"
+    return "many"
+
+
+def plural_en(n: float) -> str:
+    """CLDR plural category of ``n`` in English: ``one`` (exactly 1, no fraction shown) or ``other``."""
+    return "one" if _integer(n) and abs(int(n)) == 1 else "other"
+
+
+_DAY_RU = {"one": "день", "few": "дня", "many": "дней", "other": "дня"}
+_DAY_EN = {"one": "day", "other": "days"}
+
+
+def _number(n: float, lang: str) -> str:
+    """``n`` with at most one decimal, grouped: 14,500 / 14 500 (ru, kk; no-break space) / 1.5 / 1,5."""
+    if not math.isfinite(n):
+        raise ValueError(f"not a finite number: {n}")
+    decimals = 0 if _integer(round(n, 1)) else 1
+    text = f"{n:,.{decimals}f}"
+    if lang == "en":
+        return text
+    return text.replace(",", "\u00a0").replace(".", ",")
+
+
+def days_phrase(n: float, lang: str) -> str:
+    """``n`` days in ``lang``: "1 day", "2 days"; "1 день", "2 дня", "5 дней", "1,5 дня"; "5 күн"."""
+    shown = round(float(n), 1)  # the plural agrees with the number as printed
+    num = _number(shown, lang)
+    if lang == "ru":
+        return f"{num} {_DAY_RU[plural_ru(shown)]}"
+    if lang == "kk":
+        return f"{num} күн"
+    return f"{num} {_DAY_EN[plural_en(shown)]}"
+
+
+def _value(row: Mapping[str, Any], name: str) -> float:
+    v = row.get(name)
+    if v is None:
+        return 0.0
+    f = float(v)
+    return f if math.isfinite(f) else 0.0
+
+
+def _date(row: Mapping[str, Any], name: str) -> str | None:
+    v = row.get(name)
+    if isinstance(v, dt.datetime):
+        return v.date().isoformat()
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    return None
+
+
+# --- sentences ----------------------------------------------------------------------------------------------------
+
+
+def _after_death(row: Mapping[str, Any]) -> dict[str, str]:
+    n = _value(row, "days_after_death")
+    died = _date(row, "deceased_date")
+    if died is None:
+        return {
+            "kk": f"Қызмет тіркелген қайтыс болу күнінен {days_phrase(n, 'kk')} кейін көрсетілген.",
+            "ru": f"Услуга записана через {days_phrase(n, 'ru')} после зарегистрированной смерти.",
+            "en": f"Service dated {days_phrase(n, 'en')} after the recorded death.",
+        }
+    return {
+        "kk": f"Қызмет тіркелген қайтыс болу күнінен ({died}) {days_phrase(n, 'kk')} кейін көрсетілген.",
+        "ru": f"Услуга записана через {days_phrase(n, 'ru')} после зарегистрированной смерти ({died}).",
+        "en": f"Service dated {days_phrase(n, 'en')} after the recorded death ({died}).",
+    }
+
+
+def _unbundled(row: Mapping[str, Any]) -> dict[str, str]:
+    package = row.get("unbundled_package")
+    excess = _value(row, "unbundling_excess_kzt")
+    if package:
+        kk_p, ru_p, en_p = f"{package} пакетінің", f"пакета {package}", f"package {package}"
+    else:
+        kk_p, ru_p, en_p = "Пакеттің", "пакета", "a package"
+    if excess > 0:
+        return {
+            "kk": f"{kk_p} барлық құрамдас бөліктері бөлек есепке қойылған: пакет бағасынан "
+            f"{_number(excess, 'kk')} теңге артық.",
+            "ru": f"Все компоненты {ru_p} выставлены по отдельности: на {_number(excess, 'ru')} тенге дороже пакета.",
+            "en": f"Every component of {en_p} billed separately: {_number(excess, 'en')} KZT above the package price.",
+        }
+    return {
+        "kk": f"{kk_p} барлық құрамдас бөліктері пакеттің орнына бөлек есепке қойылған.",
+        "ru": f"Все компоненты {ru_p} выставлены по отдельности вместо пакета.",
+        "en": f"Every component of {en_p} billed separately instead of the package.",
+    }
+
+
+def _encounter(row: Mapping[str, Any]) -> dict[str, str]:
+    other = _value(row, "encounter_other_provider") > 0
+    gap = _value(row, "encounter_date_gap")
+    earlier = _value(row, "dup_prior_same_encounter") > 0
+    if other and gap > 0:
+        kk = f"Басқа мекеменің, қызмет күнінен {days_phrase(gap, 'kk')} алшақ қабылдауы үшін шот қойылған"
+        ru = f"Счёт выставлен за приём другой организации, отстоящий от услуги на {days_phrase(gap, 'ru')}"
+        en = f"Bills an encounter of another provider, {days_phrase(gap, 'en')} from the billed service"
+    elif other:
+        kk = "Басқа мекеменің қабылдауы үшін шот қойылған"
+        ru = "Счёт выставлен за приём другой организации"
+        en = "Bills an encounter of another provider"
+    else:
+        kk = f"Қызмет күнінен {days_phrase(gap, 'kk')} алшақ қабылдау үшін шот қойылған"
+        ru = f"Счёт выставлен за приём, отстоящий от услуги на {days_phrase(gap, 'ru')}"
+        en = f"Bills an encounter {days_phrase(gap, 'en')} from the billed service"
+    if earlier:
+        kk += "; бұл қабылдау бұрынғы шотта бар"
+        ru += "; этот приём уже был в более раннем счёте"
+        en += "; an earlier claim already billed this encounter"
+    return {"kk": kk + ".", "ru": ru + ".", "en": en + "."}
+
+
+_TEXTS: dict[str, Callable[[Mapping[str, Any]], dict[str, str]]] = {
+    "SERVICE_AFTER_DEATH": _after_death,
+    "PACKAGE_UNBUNDLED": _unbundled,
+    "ENCOUNTER_MISMATCH": _encounter,
+}
+
+
+def rule_hit(rule: Rule, row: Mapping[str, Any]) -> RuleHit:
+    """The hit of ``rule`` on one claim record (a dict of its columns), with its sentences."""
+    texts = _TEXTS[rule.code](row)
+    return RuleHit(rule.code, rule.pattern, texts["kk"], texts["ru"], texts["en"])
+
+
+def hit_matrix(features_df: pl.DataFrame, rules: Sequence[Rule] = RULES) -> pl.DataFrame:
+    """One boolean column per rule code, true where the rule hits a record (row order kept).
+
+    A rule whose columns are absent from the records hits nothing.
+    """
+    present = set(features_df.columns)
+    return features_df.select(
+        [(r.hits if set(r.columns) <= present else pl.lit(False)).fill_null(False).alias(r.code) for r in rules]
+    )
+
+
+def any_hit(features_df: pl.DataFrame, rules: Sequence[Rule] = RULES) -> pl.Series:
+    """Whether any rule hits each record (boolean, row order kept)."""
+    if not rules:
+        return pl.Series("rule_hit", [False] * features_df.height, dtype=pl.Boolean)
+    m = hit_matrix(features_df, rules)
+    return m.select(pl.any_horizontal(pl.all()).alias("rule_hit")).to_series()
+
+
+def evaluate_rules(features_df: pl.DataFrame, rules: Sequence[Rule] = RULES) -> list[list[RuleHit]]:
+    """The rule hits of each record, in :data:`RULES` order, with sentences (empty list: no hit)."""
+    m = hit_matrix(features_df, rules)
+    out: list[list[RuleHit]] = [[] for _ in range(features_df.height)]
+    hit_rows = m.with_row_index("_i").filter(pl.any_horizontal(pl.exclude("_i")))["_i"].to_list() if rules else []
+    if not hit_rows:
+        return out
+    records = features_df[hit_rows].to_dicts()
+    flags = m[hit_rows].to_dicts()
+    for i, row, flag in zip(hit_rows, records, flags, strict=True):
+        out[i] = [rule_hit(r, row) for r in rules if flag[r.code]]
+    return out
+
+
+def rule_precision(
+    features_df: pl.DataFrame, truth: str, rules: Sequence[Rule] = RULES, by: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Hits and precision of each rule against a 0/1 truth column, overall or per value of ``by`` (e.g. split).
+
+    Returns:
+        rule code -> (group ->) ``{"hits", "positive", "precision"}`` (precision None without hits).
+    """
+    m = hit_matrix(features_df, rules)
+    y = features_df[truth].cast(pl.Int64).fill_null(0)
+    frame = m.with_columns(y.alias("_y"))
+    if by is not None:
+        frame = frame.with_columns(features_df[by].cast(pl.String).alias("_by"))
+
+    def stats(f: pl.DataFrame, code: str) -> dict[str, Any]:
+        hits = f.filter(pl.col(code))
+        n, pos = hits.height, int(hits["_y"].sum())
+        return {"hits": n, "positive": pos, "precision": pos / n if n else None}
+
+    out: dict[str, dict[str, Any]] = {}
+    for r in rules:
+        if by is None:
+            out[r.code] = stats(frame, r.code)
+        else:
+            out[r.code] = {
+                str(g): stats(frame.filter(pl.col("_by") == g), r.code)
+                for g in sorted(frame["_by"].drop_nulls().unique().to_list())
+            }
+    return out
+
+
+def join_codes(hits: Sequence[RuleHit]) -> str:
+    """The codes of one claim's hits joined with :data:`SEPARATOR` (empty string: none)."""
+    return SEPARATOR.join(h.code for h in hits)
