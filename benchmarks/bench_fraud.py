@@ -4,21 +4,26 @@ Each size runs in its own subprocess on the same generated claims (``make_tables
 of claims with items, encounters, observations, deaths and referrals, built directly as the normalised tables
 so that generation does not dominate). In that subprocess:
 
-- ``features``: :func:`pipelines.features.fraud.claim_features` (all feature groups), claims/s;
-- ``subset polars`` vs ``subset pandas``: the same nine features (clinical trace, death, near-duplicates,
-  daily volume, unbundling, peer-median amount ratio) computed by Shipa's polars blocks and by a plain pandas
-  groupby implementation, timed in the same run; the ratio is pandas time / polars time. The pandas side gets
-  its tables already converted (``to_pandas()`` and the date columns, outside its timing), as a pandas shop
-  would hold them. The two outputs must agree (``numpy.allclose``): the benchmark exits non-zero, naming the
-  columns that differ, when they do not;
+- ``features``: :meth:`pipelines.features.fraud_engine.FraudHistory.features` (all feature groups) including
+  building the history from the tables (:meth:`FraudHistory.from_tables`), claims/s;
+- ``engine`` vs ``pandas``: nine of those features (clinical trace, death, near-duplicates, daily volume,
+  unbundling, peer-median amount ratio) computed by a plain pandas groupby implementation, timed in the same run
+  against the engine's time for all of its features (it computes every feature of a claim in one pass and has no
+  way to compute nine alone, so the ratio, pandas seconds / engine seconds, is the pandas side's best case). The
+  pandas side gets its tables already converted (``to_pandas()`` and the date columns, outside its timing), as a
+  pandas shop would hold them. The nine columns must agree (``numpy.allclose``): the benchmark exits non-zero,
+  naming the columns that differ, when they do not;
+- ``request``: :meth:`FraudHistory.request_features` of one bare claim (its claims and items rows) against the
+  history, as the service scores one Claim: median and p99 milliseconds over 2,000 claims after a warm-up; each
+  record must equal the claim's batch record;
 - ``score``: the trained fraud model's :func:`pipelines.modeling.fraud_model.score` on every claim, claims/s;
 - ``explain``: reasons for 1,000 claims, claims/s;
 - peak RSS of the subprocess.
 
 Threads are pinned per subprocess: ``POLARS_MAX_THREADS`` (set before polars is imported), ``OMP_NUM_THREADS``
-and the BLAS thread counts all get the same budget, and torch ``set_num_threads``. pandas uses one thread
-whatever the budget. ``--threads 1,N`` (default: 1 and the number of cores) gives the per-core ratio (both sides
-one thread) and the ratio at N threads (polars may use N; pandas cannot use more than one).
+and the BLAS thread counts all get the same budget, and torch ``set_num_threads``. The feature engine (plain
+Python) and pandas use one thread whatever the budget; scoring uses the budget. ``--threads 1,N`` (default: 1 and
+the number of cores) gives the per-core ratio and the ratio at N threads.
 
     python benchmarks/bench_fraud.py                         # 20,000 and 100,000 claims, 1 and N threads
     python benchmarks/bench_fraud.py --sizes 5000,20000 --threads 1      # a quick check
@@ -52,6 +57,7 @@ sys.path.insert(0, str(REPO))
 
 from pipelines import codes  # noqa: E402
 from pipelines.features import fraud as F  # noqa: E402
+from pipelines.features.fraud_engine import FraudHistory  # noqa: E402
 from pipelines.features.fraud_tables import FraudTables  # noqa: E402
 
 START = dt.date(2023, 1, 1)
@@ -376,22 +382,51 @@ def pandas_subset(frames: dict[str, pd.DataFrame], opt: F.FraudFeatureOptions) -
     return out
 
 
-def polars_subset(t: FraudTables, opt: F.FraudFeatureOptions) -> pl.DataFrame:
-    """The same features through Shipa's polars blocks (as :func:`claim_features` builds them)."""
-    base = F._base(t)
-    items = F._items(t, base)
-    trace = F._trace(t, base, opt)
-    out = base.select("claim_id")
-    for block in (
-        trace,
-        F._after_death(base),
-        F._duplicates(base, items, opt),
-        F._volume(t, base, items, opt),
-        F._unbundling(items),
-        F._upcoding(base, items, trace, opt),
-    ):
-        out = out.join(block, on="claim_id", how="left", maintain_order="left")
-    return out.with_columns(pl.col("package_unbundled").fill_null(0.0), pl.col("unbundling_excess_kzt").fill_null(0.0))
+def request_rows(t: FraudTables) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Per claim id, the flattened rows of a request holding only that claim (its claims row and items rows)."""
+    items: dict[str, list[dict[str, Any]]] = {}
+    for row in t.claim_items.select(
+        "claim_id", "tariff_code", "quantity", "unit_price", "net", "serviced_date"
+    ).iter_rows(named=True):
+        items.setdefault(row["claim_id"], []).append(row)
+    out = {}
+    for row in t.claims.iter_rows(named=True):
+        claim = {
+            "claim_id": row["claim_id"],
+            "patient_id": row["patient_id"],
+            "provider_id": row["provider_id"],
+            "encounter_id": row["encounter_id"],
+            "type_code": row["type_code"],
+            "created": row["created"],
+            "billable_start": row["service_start"],
+            "billable_end": row["service_end"],
+            "total": row["total"],
+            "primary_diagnosis": row["primary_diagnosis"],
+            "referral_id": row["referral_id"],
+        }
+        out[row["claim_id"]] = {"claims": [claim], "claim_items": items.get(row["claim_id"], [])}
+    return out
+
+
+def request_latency(history: FraudHistory, feats: pl.DataFrame, t: FraudTables, n: int = 2000) -> tuple[float, float]:
+    """Median and p99 milliseconds of scoring one bare claim against ``history`` (after a warm-up of 200); exits
+    non-zero when a record differs from the claim's batch record."""
+    rows = request_rows(t)
+    rng = np.random.default_rng(1)
+    ids = [str(i) for i in rng.choice(feats["claim_id"].to_numpy(), min(n, feats.height), replace=False)]
+    for claim_id in ids[:200]:
+        history.request_features(rows[claim_id], order=[claim_id])
+    times, records = [], []
+    for claim_id in ids:
+        t0 = time.perf_counter()
+        records.append(history.request_features(rows[claim_id], order=[claim_id]))
+        times.append(time.perf_counter() - t0)
+    got = pl.concat(records)
+    want = feats.join(pl.DataFrame({"claim_id": ids, "_p": range(len(ids))}), on="claim_id").sort("_p").drop("_p")
+    if not got.equals(want):
+        sys.exit("bench_fraud: a bare claim's request record differs from its batch record")
+    ms = np.array(times) * 1e3
+    return float(np.median(ms)), float(np.percentile(ms, 99))
 
 
 # --- one size, in a subprocess
@@ -417,11 +452,15 @@ def child(n: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     opt = F.FraudFeatureOptions()
     t, gen_s = _timed(make_tables, n)
-    feats, feat_s = _timed(F.claim_features, t, opt)
+    rss_tables = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    history, build_s = _timed(FraudHistory.from_tables, t, opt)
+    rss_history = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    feats, only_feat_s = _timed(history.features)
+    feat_s = build_s + only_feat_s
+    request_median_ms, request_p99_ms = request_latency(history, feats, t)
     frames = to_pandas_tables(t)
-    pol, pol_s = _timed(polars_subset, t, opt)
     pan, pan_s = _timed(pandas_subset, frames, opt)
-    a = pol.sort("claim_id").select(SUBSET).to_numpy()
+    a = feats.sort("claim_id").select(SUBSET).to_numpy()
     b = pl.from_pandas(pan).sort("claim_id").select(SUBSET).to_numpy()
     differ = [
         f"{col} (max |diff| {np.nanmax(np.abs(a[:, i] - b[:, i])):.6g})"
@@ -429,7 +468,7 @@ def child(n: int) -> dict[str, Any]:
         if not np.allclose(a[:, i], b[:, i], equal_nan=True)
     ]
     if differ:
-        sys.exit(f"bench_fraud: polars and pandas disagree at {n} claims on: {', '.join(differ)}")
+        sys.exit(f"bench_fraud: the engine and pandas disagree at {n} claims on: {', '.join(differ)}")
     # A model to score with: labels from the obvious flags (the benchmark times scoring, not accuracy).
     y = (feats["after_death"] > 0) | (feats["has_encounter"] == 0) | (feats["dup_prior_same_service"] > 0)
     y = y.cast(pl.Int64).to_numpy()
@@ -451,11 +490,14 @@ def child(n: int) -> dict[str, Any]:
         "claims": n,
         "threads": threads,
         "generate_s": round(gen_s, 2),
+        "history_build_s": round(build_s, 2),
+        "history_rss_mb": round((rss_history - rss_tables) / 1024, 1),
         "features_s": round(feat_s, 2),
         "features_claims_per_s": round(n / feat_s),
-        "subset_polars_s": round(pol_s, 3),
+        "request_median_ms": round(request_median_ms, 3),
+        "request_p99_ms": round(request_p99_ms, 3),
         "subset_pandas_s": round(pan_s, 3),
-        "subset_speedup_vs_pandas": round(pan_s / pol_s, 2),
+        "speedup_vs_pandas": round(pan_s / feat_s, 2),
         "subset_equal": True,
         "score_claims_per_s": round(n / score_s),
         "explain_claims_per_s": round(sample.height / explain_s),
@@ -488,29 +530,32 @@ def main() -> None:
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(f"\nfraud features benchmark ({cores} cores); ratio = pandas seconds / polars seconds for the same nine")
-    print("features, outputs checked equal; both sides get the thread budget (pandas uses one thread of it);")
-    print("per core = the rate divided by the budget")
+    print(f"\nfraud features benchmark ({cores} cores); ratio = pandas seconds for nine features / engine seconds for")
+    print("all features (history build included), the nine checked equal; the engine and pandas use one thread of the")
+    print("budget; per core = the rate divided by the budget; request = one bare claim against the history (ms)")
     cols = (
-        f"{'claims':>7} {'threads':>7} {'features claims/s':>17} {'per core':>8} {'pandas s/polars s':>17} "
-        f"{'equal':>5} {'score claims/s':>14} {'explain claims/s':>16} {'peak RSS MB':>11}"
+        f"{'claims':>7} {'threads':>7} {'features claims/s':>17} {'per core':>8} {'pandas s/engine s':>17} "
+        f"{'equal':>5} {'request ms p50/p99':>18} {'score claims/s':>14} {'explain claims/s':>16} "
+        f"{'history MB':>10} {'peak RSS MB':>11}"
     )
     print(cols)
     for row in rows:
         t = row["threads"]
+        latency = f"{row['request_median_ms']:.3f}/{row['request_p99_ms']:.3f}"
         print(
             f"{row['claims']:>7} {t:>7} {row['features_claims_per_s']:>17} {row['features_claims_per_s'] / t:>8.0f} "
-            f"{row['subset_speedup_vs_pandas']:>16.2f}x {row['subset_equal']!s:>5} {row['score_claims_per_s']:>14} "
-            f"{row['explain_claims_per_s']:>16} {row['peak_rss_mb']:>11}"
+            f"{row['speedup_vs_pandas']:>16.2f}x {row['subset_equal']!s:>5} {latency:>18} "
+            f"{row['score_claims_per_s']:>14} {row['explain_claims_per_s']:>16} {row['history_rss_mb']:>10} "
+            f"{row['peak_rss_mb']:>11}"
         )
     for n in sorted({row["claims"] for row in rows}):
         by = {row["threads"]: row for row in rows if row["claims"] == n}
         text = ", ".join(
-            f"{by[t]['subset_speedup_vs_pandas']:.2f}x at {t} thread{'s' if t > 1 else ''}"
+            f"{by[t]['speedup_vs_pandas']:.2f}x at {t} thread{'s' if t > 1 else ''}"
             + (" (per core)" if t == 1 else " (total)")
             for t in sorted(by)
         )
-        print(f"summary {n} claims: polars subset / pandas subset {text}")
+        print(f"summary {n} claims: pandas (nine features) / engine (all features) {text}")
 
 
 if __name__ == "__main__":
