@@ -8,8 +8,9 @@ One run does everything on 127.0.0.1:
    ``mlflow models serve -m models:/shipa-fraud@champion --env-manager local -w 1`` (the venv's bin on PATH);
 3. fraud load: a load generator in a separate process (asyncio, one keep-alive HTTP/1.1 connection per client)
    sends single claims for ``--duration`` seconds at each concurrency (1, 16, 64) to both: Shipa gets a FHIR
-   Claim (it validates, de-identifies, builds the claim features and scores with the pyfunc), MLflow gets the
-   same claim's feature record (``dataframe_split``: scoring only). Requests/s, p50 and p99 latency, errors and
+   Claim (it validates, de-identifies, builds the claim's features against the Fund's history, the ingest tables
+   of ``--history``, and scores with the pyfunc), MLflow gets the same claim's feature record, built against the
+   same history (``dataframe_split``: scoring only). Requests/s, p50 and p99 latency, errors and
    the ratio Shipa/MLflow; the server's RSS after a warm-up and after each level;
 4. diagnosis: ``--diagnosis-requests`` sequential DICOM uploads with the patient's Bundle (de-identification,
    preprocessing, the pyfunc and Grad-CAM), latency per image.
@@ -19,6 +20,7 @@ Every request must succeed (exit code 1 otherwise). The default run takes about 
     python benchmarks/bench_service.py
     python benchmarks/bench_service.py --duration 3 --concurrency 1,16 --diagnosis-requests 5  # quick
     python benchmarks/bench_service.py --tracking-uri sqlite:///$PWD/mlflow.db --raw data/raw  # real models
+    # (the history defaults to the ingest tables beside the raw data: data/interim/tables)
 """
 
 from __future__ import annotations
@@ -325,21 +327,24 @@ def _ndjson(raw: Path, rtype: str) -> list[dict[str, Any]]:
     return read_resources(raw, rtype, without_defects=False)
 
 
-def payloads(raw: Path, key: str, n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None]:
-    """(Shipa payloads: single FHIR Claims; MLflow payloads: their feature records; a diagnosis case)."""
+def payloads(
+    raw: Path, key: str, n: int, history_dir: Path
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None, int]:
+    """(Shipa payloads: single FHIR Claims; MLflow payloads: their feature records against the history; a
+    diagnosis case; the claims in the history)."""
     from pipelines.features.fraud import FraudFeatureOptions
+    from pipelines.features.fraud_engine import FraudHistory
     from pipelines.fhir.pseudonym import Pseudonymizer
     from pipelines.service.fraud_case import build_claim_records
 
     claims = _ndjson(raw, "Claim")[:n]
     pseudonymizer = Pseudonymizer(key)
+    history = FraudHistory.load(history_dir, FraudFeatureOptions())
     shipa, mlflow_bodies = [], []
     for claim in claims:
         content = json.dumps(claim).encode()
         shipa.append({"content": content.decode(), "headers": {"Content-Type": "application/fhir+json"}})
-        records = build_claim_records(
-            claim, pseudonymizer=pseudonymizer, options=FraudFeatureOptions(), max_claims=1
-        ).records
+        records = build_claim_records(claim, pseudonymizer=pseudonymizer, history=history, max_claims=1).records
         records = records.drop([c for c in FRAUD_NON_INPUTS if c in records.columns])
         rows = [[v.isoformat() if hasattr(v, "isoformat") else v for v in row] for row in records.rows()]
         body = {"dataframe_split": {"columns": records.columns, "data": rows}}
@@ -360,7 +365,7 @@ def payloads(raw: Path, key: str, n: int) -> tuple[list[dict[str, Any]], list[di
             "bundle": {"resourceType": "Bundle", "type": "collection", "entry": entries},
         }
         break
-    return shipa, mlflow_bodies, case
+    return shipa, mlflow_bodies, case, len(history)
 
 
 def wait_for(url: str, headers: dict[str, str], timeout: float, proc: subprocess.Popen[bytes]) -> None:
@@ -388,8 +393,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def start_shipa(uri: str, work: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
-    """The Shipa service in a subprocess (demo mode, one worker and thread); returns (process, token)."""
+def start_shipa(uri: str, work: Path, port: int, history: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The Shipa service in a subprocess (demo mode, one worker and thread, scoring against the ingest tables in
+    ``history``); returns (process, token)."""
     from pipelines.predictionlog.db import make_engine
     from pipelines.service.settings import load_service_settings
     from pipelines.service.tokens import TokenStore
@@ -410,6 +416,7 @@ def start_shipa(uri: str, work: Path, port: int) -> tuple[subprocess.Popen[bytes
         "SHIPA_SERVICE_THREADS": "1",
         "SHIPA_SERVICE_LOG_LEVEL": "WARNING",
         "SHIPA_PSEUDONYM_KEY": BENCH_KEY,
+        "SHIPA_SERVICE_FRAUD_HISTORY": str(history.resolve()),
     }
     settings = load_service_settings(
         demo_mode=True,
@@ -487,6 +494,9 @@ def main() -> int:
     parser.add_argument("--tracking-uri", help="an MLflow store with shipa-fraud (and diagnosis) champions")
     parser.add_argument("--raw", type=Path, help="the raw data the payloads come from (with --tracking-uri)")
     parser.add_argument("--key", default=BENCH_KEY, help="the pseudonymisation key the models' data used")
+    parser.add_argument(
+        "--history", type=Path, help="the ingest tables claims are scored against (default: RAW/../interim/tables)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--generator", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -506,9 +516,10 @@ def main() -> int:
         else:
             uri, raw = build_models(work)
         setup_s = time.perf_counter() - started
-        shipa_bodies, mlflow_bodies, case = payloads(raw, args.key, args.claims)
+        history = args.history or raw.parent / "interim" / "tables"
+        shipa_bodies, mlflow_bodies, case, history_claims = payloads(raw, args.key, args.claims, history)
         shipa_port, mlflow_port = free_port(), free_port()
-        shipa, token = start_shipa(uri, work, shipa_port)
+        shipa, token = start_shipa(uri, work, shipa_port, history)
         procs.append(shipa)
         ml = start_mlflow(uri, work, mlflow_port)
         procs.append(ml)
@@ -536,6 +547,7 @@ def main() -> int:
         for proc in procs:
             stop(proc)
     result = {
+        "history_claims": history_claims,
         "setup_s": round(setup_s, 1),
         "total_s": round(time.perf_counter() - started, 1),
         "fraud": rows,
@@ -561,7 +573,7 @@ def main() -> int:
             f"diagnosis per image: p50 {diagnosis['p50_ms']} ms, p99 {diagnosis['p99_ms']} ms "
             f"({diagnosis['requests']} requests)"
         )
-    print(f"set-up {result['setup_s']} s, total {result['total_s']} s")
+    print(f"history: {history_claims} claims; set-up {result['setup_s']} s, total {result['total_s']} s")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
     shutil.rmtree(work, ignore_errors=True)

@@ -24,7 +24,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pipelines.cli.common import DatabaseUrlOpt, JsonOpt, ModelsOpt, ProcessedOpt, guard, print_summary
+from pipelines.cli.common import (
+    DatabaseUrlOpt,
+    JsonOpt,
+    ModelsOpt,
+    ParamsOpt,
+    ProcessedOpt,
+    guard,
+    params_file,
+    print_summary,
+)
 from pipelines.errors import ShipaError
 
 if TYPE_CHECKING:
@@ -60,17 +69,36 @@ def worklist(
     processed: ProcessedOpt = Path("data/processed"),
     models: ModelsOpt = Path("models"),
     out: Annotated[Path | None, typer.Option("--out", help="folder for the worklist files", show_default=False)] = None,
+    cutoff: Annotated[
+        float | None,
+        typer.Option(
+            "--cutoff", min=0.0, max=1.0, help="lowest probability the model lists (default: the moderate band)"
+        ),
+    ] = None,
+    params: ParamsOpt = None,
 ) -> None:
-    """Write the ranked worklist of DATE: claim, provider, score, money at stake and reasons (kk/ru/en).
+    """Write the worklist of DATE: every rule hit, then at most K claims the model scores at or above the cut-off,
+    each with its probability, risk band, money at stake and reasons (kk/ru/en).
 
-    Writes OUT/worklist-DATE.parquet and .csv with pseudonymous ids only (default OUT: MODELS/fraud/worklists).
+    Writes OUT/worklist-DATE.{parquet,csv} and the per-provider summary OUT/worklist-DATE-providers.{parquet,csv},
+    with pseudonymous ids only (default OUT: MODELS/fraud/worklists). The risk bands are register.fraud.risk_bands.
     """
 
     def go() -> dict[str, Any]:
+        from pipelines.config import RegisterParams, load_section
         from pipelines.stages import worklist as stage
 
+        bands = load_section(RegisterParams, "register", params_file(params)).fraud.risk_bands
         folder = out if out is not None else models / "fraud" / "worklists"
-        return stage.run(date.date(), k, processed / "fraud", models / "fraud" / "train" / "model", folder)
+        return stage.run(
+            date.date(),
+            k,
+            processed / "fraud",
+            models / "fraud" / "train" / "model",
+            folder,
+            cutoff=cutoff,
+            bands=bands,
+        )
 
     print_summary(guard(go))
 

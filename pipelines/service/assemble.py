@@ -110,7 +110,8 @@ def build_app(
         provider: a model provider; None builds the
             :class:`~pipelines.service.mlflow_source.MlflowModelSource`
             on ``settings.tracking_uri`` (or the project's MLflow store), downloading into
-            ``<state_dir>/models``.
+            ``<state_dir>/models``, with the Fund's claims history from ``settings.fraud_history`` (else the
+            ingest tables beside ``params_path``, when there).
         key: the pseudonymisation key (default: the environment, see :func:`pseudonym_key`).
         load: load the champion models now (a failure leaves the service up and not ready; ``POST
             /admin/reload`` tries again).
@@ -122,6 +123,7 @@ def build_app(
     """
     from pipelines.fhir import fastcheck
     from pipelines.service.batching import FraudScoring
+    from pipelines.service.fraud_history import HistorySource
     from pipelines.service.mlflow_source import MlflowModelSource
     from pipelines.service.routes import diagnosis, fraud
 
@@ -135,6 +137,7 @@ def build_app(
         provider = MlflowModelSource(
             tracking_uri=settings.tracking_uri or mlflow_tracking_uri(),
             cache_dir=settings.state_dir / MODELS_DIRNAME,
+            histories=HistorySource.configured(settings.fraud_history, Path(params_path).parent),
             **params_defaults(params_path),
         )
     app = create_app(settings, provider, report_renderer=report_renderer)

@@ -251,8 +251,8 @@ class FraudScoring:
     Requests share a call only when they are scored by the same model object, their records have the same
     columns and types (so concatenating them casts nothing), and the model scores each record independently
     of the others (:attr:`~pipelines.service.mlflow_source.FraudModel.rows_independent`). Scores then equal
-    those of the request scored alone, up to the float32 rounding of the network's matrix products, which may
-    depend on how many rows one product holds (about 1e-7 of a probability).
+    those of the request scored alone, to the float64 rounding of the network's matrix products (which may
+    depend on how many rows one product holds: below 1e-12 of a probability).
 
     Args:
         max_claims: most claims in one model call.

@@ -21,6 +21,7 @@ from pipelines.service.i18n import Language
 PATIENT_PSEUDONYM_SYSTEM = "https://shipa.kz/fhir/sid/patient-pseudonym"
 STUDY_PSEUDONYM_SYSTEM = "urn:dicom:uid"
 MODEL_OUTPUT_SYSTEM = "https://shipa.kz/fhir/CodeSystem/model-output"
+RULE_HIT_SYSTEM = "https://shipa.kz/fhir/CodeSystem/fraud-rule"
 MODEL_NAME_SYSTEM = "https://shipa.kz/fhir/sid/model"
 RISK_PROBABILITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/risk-probability"
 INTERPRETATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
@@ -106,6 +107,8 @@ class ClaimRisk:
         probability: the fraud score of the registered model.
         band: ``low``, ``moderate`` or ``high``.
         reasons: reason dicts (``code``, ``group``, ``weight``, ``kk``, ``ru``, ``en``), strongest first.
+        rule_hits: deterministic rules the claim hits (``code``, ``pattern``, ``kk``, ``ru``, ``en``): facts in the
+            records shown beside the probability, never folded into it.
     """
 
     basis: str
@@ -114,6 +117,7 @@ class ClaimRisk:
     probability: float
     band: str
     reasons: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    rule_hits: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
 
 def now_utc() -> datetime:
@@ -369,7 +373,19 @@ def claim_risk_assessment(
                     "text": i18n.risk_band(risk.band, lang),
                 },
                 "rationale": _rationale(risk, lang),
-            }
+            },
+            # Each rule hit is its own prediction, with no probability: a fact an investigator checks in the
+            # records, which puts the claim on the list whatever the model's probability above says.
+            *(
+                {
+                    "outcome": {
+                        "coding": [{"system": RULE_HIT_SYSTEM, "code": str(hit["code"])}],
+                        "text": str(hit.get(lang) or hit["code"]),
+                    },
+                    "rationale": i18n.text("fraud.rule_hit", lang),
+                }
+                for hit in risk.rule_hits
+            ),
         ],
     }
 
@@ -401,6 +417,7 @@ def fraud_compact(risks: Sequence[ClaimRisk], model: ModelRef, lang: Language) -
                 "claim": r.basis,
                 "probability": round(float(r.probability), 6),
                 "risk": r.band,
+                "rule_hits": [{"code": h.get("code"), "text": h.get(lang)} for h in r.rule_hits],
                 "reasons": [
                     {
                         "code": x.get("code"),

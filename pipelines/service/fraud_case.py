@@ -1,19 +1,14 @@
-"""One fraud scoring request as claim feature records, the same records the training feature code builds.
+"""One fraud scoring request as claim feature records, the same records the batch worklist gives those claims.
 
-The submitted Claims and the resources they need (Patient, Encounters, Observations, Procedures, Conditions,
+The submitted Claims and the resources they bring (Patient, Encounters, Observations, Procedures, Conditions,
 Organizations, PractitionerRoles, ServiceRequests ...) are checked, de-identified and flattened like ingest
-(:mod:`pipelines.service.fhir_in`) and turned into records by
-:func:`pipelines.features.fraud_request.request_claim_features`: plain Python over the request's few rows that
-gives exactly what :func:`pipelines.features.fraud.claim_features` (the features stage's polars code) gives on
-``normalise(table_frames(rows))``, in a few milliseconds instead of 50-120 ms of polars per-query overhead
-(``tests/features/test_fraud_request.py`` checks the equivalence).
-
-Limitation: features that summarise history see only the submitted resources, not the national claims store.
-Peer medians (``amount_ratio_dx``, ``service_level_excess``, ``price_ratio_max``, ``quantity_ratio_max``) need
-``peer_min_count`` earlier peer claims in the request and are neutral (1.0 / 0) otherwise; duplicates
-(``dup_*``), provider volume (``provider_day_*``, ``services_per_staff``, ``volume_vs_baseline``), unbundling
-across claims and the provider network (``patient_providers_90d``, ``referral_*``, ``pair_shared_*``) count
-only what the request holds; staff counts need the provider's PractitionerRoles in the request.
+(:mod:`pipelines.service.fhir_in`), then scored against the Fund's history by
+:meth:`pipelines.features.fraud_engine.FraudHistory.request_features`, the one implementation of the claim
+features that the features stage runs too. A submitted resource replaces the history's copy of itself for this
+request only; the history never grows, so a claim sent twice is not its own duplicate. A Claim sent alone that the
+history already holds (the same pseudonym) gets exactly its batch record; a new Claim gets its peers' medians, the
+patient's earlier claims and clinical trace, the provider's day and the provider network from the history.
+Without a history (no ingest tables configured) the request is its own history.
 """
 
 from __future__ import annotations
@@ -31,7 +26,7 @@ from pipelines.service.fhir_out import PatientRef
 if TYPE_CHECKING:
     import polars as pl
 
-    from pipelines.features.fraud import FraudFeatureOptions
+    from pipelines.features.fraud_engine import FraudHistory
 
 
 @dataclass(frozen=True)
@@ -53,19 +48,17 @@ def build_claim_records(
     body: Any,
     *,
     pseudonymizer: Pseudonymizer,
-    options: FraudFeatureOptions,
+    history: FraudHistory,
     max_claims: int,
     iin_systems: frozenset[str] = DEFAULT_IIN_SYSTEMS,
 ) -> ClaimRecords:
-    """Claim feature records of a Claim or a Bundle of Claims with their referenced resources.
+    """Claim feature records of a Claim or a Bundle of Claims with their referenced resources, against ``history``.
 
     Raises:
         FhirHTTPError: 422 when the body holds no Claim, more than ``max_claims``, or an invalid resource (the
             field named).
         pydantic.ValidationError: an invalid Bundle envelope.
     """
-    from pipelines.features.fraud_request import request_claim_features
-
     submitted = submitted_resources(body, allowed=("Claim",))
     claims = submitted.of_type("Claim")
     if not claims:
@@ -82,7 +75,7 @@ def build_claim_records(
     # One record per submitted claim, in request order (a claim the features drop, e.g. without a created date,
     # has no record).
     order = list(dict.fromkeys(flat.pseudonyms[i] for i, _ in claims))
-    records = request_claim_features(flat.rows, options, order=order)
+    records = history.request_features(flat.rows, order=order)
     basis = {flat.pseudonyms[i]: submitted.references[i] for i, _ in claims}
     iin_of = {row["patient_id"]: row.get("patient_pseudo_id") for row in flat.rows.get("patients", [])}
     patients = {

@@ -93,6 +93,14 @@ TEXTS: dict[str, dict[Language, str]] = {
         "ru": "Счёт с признаками мошенничества",
         "en": "Claim with signs of fraud",
     },
+    "fraud.rule_hit": {
+        "kk": "Ереже бойынша анықталған: жазбалардағы факт, ықтималдық емес; шот модельдің бағасына қарамастан "
+        "тексеруге жіберіледі.",
+        "ru": "Сработало правило: это факт в записях, а не вероятность; счёт идёт на проверку независимо от оценки "
+        "модели.",
+        "en": "Rule hit: a fact in the records, not a probability; the claim is listed for review whatever the "
+        "model's score.",
+    },
 }
 
 RISK_BANDS: dict[str, dict[Language, str]] = {

@@ -9,6 +9,7 @@ model whose champion did not move is reused, not reloaded; one that fails to loa
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -23,6 +24,7 @@ from fastapi import Depends, Request
 
 from pipelines.codes import DEFAULT_IIN_SYSTEMS
 from pipelines.fhir.pseudonym import Pseudonymizer
+from pipelines.fraud.worklist import RiskBands
 from pipelines.service.errors import FhirHTTPError
 from pipelines.service.fhir_out import ModelRef
 
@@ -31,7 +33,9 @@ if TYPE_CHECKING:
     import polars as pl
 
     from pipelines.features.fraud import FraudFeatureOptions
+    from pipelines.features.fraud_engine import FraudHistory
     from pipelines.modeling.fraud_model import FraudScorer
+    from pipelines.service.fraud_history import HistorySource
     from pipelines.service.gradcam import SaliencyExplainer
     from pipelines.tracking.pyfunc_diagnosis import DiagnosisPredictor
     from pipelines.tracking.serving import LoadedVersion
@@ -41,24 +45,6 @@ log = logging.getLogger(__name__)
 DIAGNOSIS_PREFIX = "shipa-diagnosis-"
 FRAUD_MODEL = "shipa-fraud"
 CHAMPION = "champion"
-
-
-@dataclass(frozen=True)
-class RiskBands:
-    """Score cut-offs of the qualitative fraud risk: ``low`` below ``moderate``, ``high`` from ``high`` on."""
-
-    moderate: float = 0.1
-    high: float = 0.5
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.moderate < self.high <= 1.0:
-            raise ValueError("risk bands need 0 < moderate < high <= 1")
-
-    def band(self, probability: float) -> str:
-        """``low``, ``moderate`` or ``high`` for a score."""
-        if probability >= self.high:
-            return "high"
-        return "moderate" if probability >= self.moderate else "low"
 
 
 @dataclass(frozen=True)
@@ -136,11 +122,13 @@ class FraudModel:
         loaded: the registered pyfunc (scores and reasons).
         options: the windows and thresholds the claim features are computed with (as in training).
         bands: cut-offs of the qualitative risk.
+        history: the Fund's claims history the claims are scored against, built with ``options``.
     """
 
     loaded: LoadedVersion
     options: FraudFeatureOptions
     bands: RiskBands
+    history: FraudHistory
 
     @property
     def ref(self) -> ModelRef:
@@ -190,8 +178,11 @@ class FraudModel:
         A fraud pyfunc's scorer is called directly on the records (what its ``predict`` runs, without MLflow's
         pandas conversion and schema enforcement); another pyfunc goes through ``predict``.
         """
+        from pipelines.fraud.rules import evaluate_rules
         from pipelines.tracking.pyfunc_fraud import score_records
 
+        # Rule hits read the records alone (deterministic evidence, whatever the model): computed here for any pyfunc.
+        hits = [tuple(h.as_dict() for h in claim) for claim in evaluate_rules(records)]
         scorer = self.scorer
         if scorer is not None:
             # The scorer reads its features and the context columns its reasons quote, by name: other columns
@@ -200,9 +191,10 @@ class FraudModel:
             return ClaimScores(
                 [float(p) for p in scored.probabilities],
                 [tuple(r.as_dict() for r in claim) for claim in scored.reasons],
+                hits,
             )
         out: pd.DataFrame = self.loaded.pyfunc.predict(self._inputs(records).to_pandas())
-        return ClaimScores([float(p) for p in out["probability"]], [self.reasons(r) for r in out["reasons"]])
+        return ClaimScores([float(p) for p in out["probability"]], [self.reasons(r) for r in out["reasons"]], hits)
 
     @staticmethod
     def reasons(row_reasons: Any) -> tuple[dict[str, Any], ...]:
@@ -219,19 +211,22 @@ class ClaimScores:
     """The fraud model's answer for claim records, in row order.
 
     Attributes:
-        probabilities: the calibrated probability of each record.
+        probabilities: the calibrated probability of each record (no rule changes it).
         reasons: per record, its reasons as dicts (``code``, ``group``, ``weight``, ``kk``, ``ru``, ``en``).
+        rule_hits: per record, the deterministic rules it hits as dicts (``code``, ``pattern``, ``kk``, ``ru``,
+            ``en``), shown next to the probability.
     """
 
     probabilities: list[float]
     reasons: list[tuple[dict[str, Any], ...]]
+    rule_hits: list[tuple[dict[str, Any], ...]]
 
     def __len__(self) -> int:
         return len(self.probabilities)
 
     def rows(self, start: int, stop: int) -> ClaimScores:
         """Records ``start`` to ``stop`` (exclusive)."""
-        return ClaimScores(self.probabilities[start:stop], self.reasons[start:stop])
+        return ClaimScores(self.probabilities[start:stop], self.reasons[start:stop], self.rule_hits[start:stop])
 
 
 @dataclass(frozen=True)
@@ -306,22 +301,29 @@ def build_diagnosis_model(
 
 
 def build_fraud_model(
-    loaded: LoadedVersion, *, options: FraudFeatureOptions | None, bands: RiskBands | None
+    loaded: LoadedVersion,
+    *,
+    options: FraudFeatureOptions | None,
+    bands: RiskBands | None,
+    histories: HistorySource | None = None,
 ) -> FraudModel:
     """A :class:`FraudModel` around a loaded fraud pyfunc.
 
     Feature options come from the model's metadata (``feature_options``) when it carries them, else
     ``options``, else the library defaults; bands from the metadata's ``risk_bands``, else ``bands``, else the
-    defaults.
+    defaults; the history from ``histories`` with those options (none: each request is its own history).
     """
     from pipelines.features.fraud import FraudFeatureOptions
+    from pipelines.features.fraud_engine import FraudHistory
 
     meta = loaded.metadata
     if isinstance(meta.get("feature_options"), Mapping):
         options = FraudFeatureOptions(**meta["feature_options"])
     if isinstance(meta.get("risk_bands"), Mapping):
         bands = RiskBands(**meta["risk_bands"])
-    return FraudModel(loaded=loaded, options=options or FraudFeatureOptions(), bands=bands or RiskBands())
+    options = options or FraudFeatureOptions()
+    history = histories.get(options) if histories is not None else FraudHistory.empty(options)
+    return FraudModel(loaded=loaded, options=options, bands=bands or RiskBands(), history=history)
 
 
 class MlflowModelSource:
@@ -338,6 +340,7 @@ class MlflowModelSource:
         fraud_options: claim feature options when the fraud model does not carry its own.
         risk_bands: fraud risk cut-offs when the fraud model does not carry its own.
         explain: compute Grad-CAM maps for diagnoses.
+        histories: the Fund's claims history the fraud model scores against (None: none).
     """
 
     def __init__(
@@ -353,6 +356,7 @@ class MlflowModelSource:
         fraud_options: FraudFeatureOptions | None = None,
         risk_bands: RiskBands | None = None,
         explain: bool = True,
+        histories: HistorySource | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.cache_dir = Path(cache_dir)
@@ -364,6 +368,7 @@ class MlflowModelSource:
         self.fraud_options = fraud_options
         self.risk_bands = risk_bands
         self.explain = explain
+        self.histories = histories
         self._models = ModelSet(problems=("models are not loaded yet",))
         self._reload_lock = threading.Lock()
 
@@ -439,14 +444,23 @@ class MlflowModelSource:
                 if loaded is None:
                     problems.append(f"{FRAUD_MODEL} has no {self.alias} version")
                 elif previous_fraud is not None and previous_fraud.loaded is loaded:
-                    fraud = previous_fraud
+                    fraud = self._with_current_history(previous_fraud)
                 else:
-                    fraud = build_fraud_model(loaded, options=self.fraud_options, bands=self.risk_bands)
+                    fraud = build_fraud_model(
+                        loaded, options=self.fraud_options, bands=self.risk_bands, histories=self.histories
+                    )
             except Exception as exc:
                 log.error("loading %s failed: %s", FRAUD_MODEL, type(exc).__name__)
                 problems.append(f"{FRAUD_MODEL} could not be loaded")
                 fraud = previous_fraud
         return ModelSet(diagnosis=diagnosis, fraud=fraud, problems=tuple(problems))
+
+    def _with_current_history(self, model: FraudModel) -> FraudModel:
+        """The served fraud model with the history of the tables now on disk (itself when they did not change)."""
+        if self.histories is None:
+            return model
+        history = self.histories.get(model.options)
+        return model if history is model.history else dataclasses.replace(model, history=history)
 
     def reload(self) -> dict[str, Any]:
         """Load the current champions and swap them in atomically; returns :meth:`ready`."""

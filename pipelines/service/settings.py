@@ -69,6 +69,9 @@ class ServiceSettings(BaseSettings):
         description="fraud requests up to this size are handled on the event loop, larger ones in threads (0: all)",
     )
     tracking_uri: str | None = None
+    fraud_history: Path | None = Field(
+        None, description="the ingest's tables folder fraud claims are scored against (default: data/interim/tables)"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: str = "INFO"

@@ -341,29 +341,35 @@ def test_worklist_has_k_rows_sorted_with_pseudonyms_only(model: FraudModel, data
     reasons = explain(model, test, top_n=2)
     busiest = test.group_by("asof").len().sort(["len", "asof"], descending=[True, False])["asof"][0]
     n_day = int((test["asof"] == busiest).sum())
-    wl = build_worklist(test, s, reasons, date=busiest, k=5)
+    no_rules = [[] for _ in range(test.height)]  # the rules are tests/fraud's: here the model's k
+    wl = build_worklist(test, s, reasons, date=busiest, k=5, rule_hits=no_rules)
     assert wl.height == 5 <= n_day
-    assert wl["score"].is_sorted(descending=True)
+    assert wl["probability"].is_sorted(descending=True)
     assert wl["rank"].to_list() == [1, 2, 3, 4, 5]
     assert (wl["date"] == busiest).all()
     for col in ("claim_id", "provider_id", "patient_id"):
         assert wl[col].str.contains(r"^[0-9a-f]{32}$").all()
-    assert set(wl.columns) == {
+    assert list(wl.columns) == [
         "rank",
         "date",
         "claim_id",
         "provider_id",
         "patient_id",
-        "score",
+        "rule_hits",
+        "probability",
+        "band",
         "amount_kzt",
         "reason_codes",
+        "rules_kk",
+        "rules_ru",
+        "rules_en",
         "reasons_kk",
         "reasons_ru",
         "reasons_en",
-    }
+    ]
     day_scores = np.sort(s[(test["asof"] == busiest).to_numpy()])[::-1][:5]
-    assert np.allclose(wl["score"].to_numpy(), day_scores)
-    everything = build_worklist(test, s, reasons, date=busiest, k=n_day + 10)
+    assert np.allclose(wl["probability"].to_numpy(), day_scores)
+    everything = build_worklist(test, s, reasons, date=busiest, k=n_day + 10, rule_hits=no_rules)
     assert everything.height == n_day  # fewer claims that day than k: all of them, none padded
     assert build_worklist(test, s, reasons, date=dt.date(1999, 1, 1), k=5).height == 0
 

@@ -191,7 +191,7 @@ class StubModel:
 
     def score(self, records: pl.DataFrame) -> ClaimScores:
         amounts = records["total"].to_list()
-        return ClaimScores([a / 1000 for a in amounts], [({"code": f"C{a}"},) for a in amounts])
+        return ClaimScores([a / 1000 for a in amounts], [({"code": f"C{a}"},) for a in amounts], [() for _ in amounts])
 
 
 def test_fraud_scoring_concatenates_requests_and_splits_their_answers() -> None:

@@ -519,7 +519,7 @@ def test_concurrent_fraud_requests_share_model_calls_and_score_as_if_alone(servi
     claims = [r for r in case.resources if r["resourceType"] == "Claim"]
     records = [
         build_claim_records(
-            claim, pseudonymizer=service.app.state.pseudonymizer, options=model.options, max_claims=20
+            claim, pseudonymizer=service.app.state.pseudonymizer, history=model.history, max_claims=20
         ).records
         for claim in claims
     ]

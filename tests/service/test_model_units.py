@@ -135,9 +135,16 @@ def test_fraud_bundle_is_valid_with_bands_and_reasons() -> None:
             "en": "Duplicate.",
         },
     )
+    hit = {
+        "code": "SERVICE_AFTER_DEATH",
+        "pattern": "services_after_death",
+        "kk": "Қайтыс болғаннан кейін.",
+        "ru": "После смерти.",
+        "en": "After death.",
+    }
     risks = [
         fhir_out.ClaimRisk("Claim/c1", "d" * 32, fhir_out.PatientRef("a" * 32, "b" * 32), 0.7, "high", reasons),
-        fhir_out.ClaimRisk("urn:uuid:1234", "e" * 32, fhir_out.PatientRef(None), 0.01, "low", ()),
+        fhir_out.ClaimRisk("urn:uuid:1234", "e" * 32, fhir_out.PatientRef(None), 0.01, "low", (), (hit,)),
     ]
     model = fhir_out.ModelRef("shipa-fraud", "2", "champion")
     bundle = fhir_out.fraud_bundle(risks, model, "ru")
@@ -146,14 +153,25 @@ def test_fraud_bundle_is_valid_with_bands_and_reasons() -> None:
     assert first["basis"] == [{"reference": "Claim/c1", "type": "Claim"}]
     assert first["prediction"][0]["qualitativeRisk"]["coding"][0]["code"] == "high"
     assert first["prediction"][0]["rationale"] == "Дубль."
+    assert len(first["prediction"]) == 1  # no rule hit: the model's prediction alone
     assert second["prediction"][0]["rationale"].startswith("Явных причин нет")
+    # A rule hit is its own prediction beside the model's, with no probability; the model's stays 0.01, "low".
+    model_part, rule_part = second["prediction"]
+    assert (model_part["probabilityDecimal"], model_part["qualitativeRisk"]["coding"][0]["code"]) == (0.01, "low")
+    assert rule_part["outcome"] == {
+        "coding": [{"system": fhir_out.RULE_HIT_SYSTEM, "code": "SERVICE_AFTER_DEATH"}],
+        "text": "После смерти.",
+    }
+    assert "probabilityDecimal" not in rule_part and rule_part["rationale"].startswith("Сработало правило")
     compact = fhir_out.fraud_compact(risks, model, "en")
     assert compact["results"][0] == {
         "claim": "Claim/c1",
         "probability": 0.7,
         "risk": "high",
+        "rule_hits": [],
         "reasons": [{"code": "DUPLICATE_CLAIM", "weight": 1.2, "text": "Duplicate."}],
     }
+    assert compact["results"][1]["rule_hits"] == [{"code": "SERVICE_AFTER_DEATH", "text": "After death."}]
 
 
 def test_risk_bands() -> None:

@@ -57,8 +57,17 @@ AUDIT_TOP_CLAIMS = 100
 
 
 def audit_output(risks: list[fhir_out.ClaimRisk], fmt: str, lang: str) -> dict[str, Any]:
-    """The compact audited answer: per claim pseudonym its score, band and reason codes (bounded in size)."""
-    rows = {r.claim_pseudonym: [round(r.probability, 6), r.band, [x.get("code") for x in r.reasons]] for r in risks}
+    """The compact audited answer: per claim pseudonym its score, band, reason codes and rule hits (bounded in
+    size)."""
+    rows = {
+        r.claim_pseudonym: [
+            round(r.probability, 6),
+            r.band,
+            [x.get("code") for x in r.reasons],
+            [h.get("code") for h in r.rule_hits],
+        ]
+        for r in risks
+    }
     out: dict[str, Any] = {"claims": len(risks), "format": fmt, "language": lang, "scores": rows}
     if len(compact_json(out)) <= AUDIT_OUTPUT_BUDGET:
         return out
@@ -106,7 +115,7 @@ def _records(
     return build_claim_records(
         parse_json(body, "the request body"),
         pseudonymizer=pseudonymizer,
-        options=model.options,
+        history=model.history,
         max_claims=max_claims,
         iin_systems=iin_systems,
     )
@@ -130,9 +139,14 @@ def _risks(model: FraudModel, records: ClaimRecords, scored: ClaimScores, fmt: s
             probability=probability,
             band=model.bands.band(probability),
             reasons=reasons,
+            rule_hits=hits,
         )
-        for claim_id, probability, reasons in zip(
-            records.records.get_column("claim_id").to_list(), scored.probabilities, scored.reasons, strict=True
+        for claim_id, probability, reasons, hits in zip(
+            records.records.get_column("claim_id").to_list(),
+            scored.probabilities,
+            scored.reasons,
+            scored.rule_hits,
+            strict=True,
         )
     ]
     patients = {r.patient.pseudonym for r in risks}
