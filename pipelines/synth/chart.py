@@ -476,6 +476,7 @@ class Chart:
         referral: str | None = None,
         institutional: bool = False,
         pattern: str | None = None,
+        not_before: int | None = None,
     ) -> ClaimInfo:
         """A Claim to the Fund and its ClaimResponse.
 
@@ -490,12 +491,16 @@ class Chart:
             referral: ServiceRequest reference when the service was referred.
             institutional: inpatient claim type instead of professional.
             pattern: the fraud pattern this claim carries, or None.
+            not_before: the earliest day the claim may be created (a resubmission comes after the bill it copies).
         """
         cid = self.ids.next()
         norm = [x if isinstance(x, Line) else Line(*x) for x in lines]
         first = min(x.day for x in norm)
         last = max(x.day if x.last is None else x.last for x in norm)
         created = last + 1 + self.d.below(10)
+        if not_before is not None:
+            # Clamped, not redrawn: the random stream, and so every other record of the cohort, stays the same.
+            created = max(created, not_before)
         dx: list[dict[str, Any]] = [
             {"sequence": i, "diagnosisReference": {"reference": r}} for i, r in enumerate(diagnoses, 1)
         ] or [{"sequence": i, "diagnosisCodeableConcept": _ICD[c]} for i, c in enumerate(diagnosis_codes, 1)]
@@ -551,7 +556,12 @@ class Chart:
         return info
 
     def rebill(self, original: ClaimInfo, *, org: Org, prac: Practitioner, shift: int, pattern: str) -> ClaimInfo:
-        """Bill an earlier claim's services again (a duplicate), ``shift`` days later, possibly by another provider."""
+        """Bill an earlier claim's services again (a duplicate), ``shift`` days later, possibly by another provider.
+
+        The copy is created at least a day after the original bill: a duplicate is a resubmission, so the Fund
+        received the original first (before, about four in ten copies drew an earlier created day than their
+        original, which made the clean original look like the copy).
+        """
         src = original.resource
         dx = [dict(x) for x in src["diagnosis"]]
         encounter = src["item"][0].get("encounter", [{}])[0].get("reference")
@@ -567,6 +577,7 @@ class Chart:
             referral=src.get("referral", {}).get("reference"),
             institutional=src["type"]["coding"][0]["code"] == "institutional",
             pattern=pattern,
+            not_before=original.created_day + 1,
         )
         return info
 
