@@ -8,20 +8,25 @@ see :data:`pipelines.features.fraud.FEATURE_GROUPS`):
   claim's date.
 - ``PACKAGE_UNBUNDLED``: ``package_unbundled > 0``, every component of a package tariff billed separately (the
   package itself not billed) to one patient by one provider on one day.
+- ``EXACT_DUPLICATE``: ``dup_prior_same_encounter > 0`` and ``dup_prior_same_service > 0``, the claim bills an
+  encounter that an earlier claim already billed, and an earlier claim of the patient billed the same services
+  within the duplicate window (``duplicate_days`` of the features stage).
 - ``ENCOUNTER_MISMATCH``: ``encounter_other_provider > 0`` or ``encounter_date_gap > 0``, the claim bills an
   encounter documented by another provider, or dated on another day than the billed service.
 
-A missing value never hits. Only rules that were certain on the built-in cohort are kept (every hit a fraudulent
+A missing value never hits. Only rules that are certain on the built-in cohort are kept (every hit a fraudulent
 claim, on the training, validation and test months alike; ``shipa evaluate fraud`` reports each rule's precision
-against the cohort's truth and the audit findings, see docs/fraud-worklist.md). The obvious definitions of an exact
-duplicate are not among them: "an earlier claim of the same patient with the same services on the same service
-day" is mostly a patient's repeat visit, and "the same encounter billed before with the same services" finds every
-double-billed encounter but not which copy is the duplicate (the copy billed first is the injected one in about
-four pairs of ten). A duplicate bills its original's encounter, so the copy whose encounter is another provider's or
-another day's is the one ``ENCOUNTER_MISMATCH`` finds, whichever was billed first.
+against the cohort's truth and the audit findings, see docs/fraud-worklist.md). ``EXACT_DUPLICATE`` reads the
+order in which claims were billed: the copy billed later is the duplicate. A Fund's resubmission comes after the
+bill it copies, and the cohort's generator now creates each duplicate at least a day after its original (an
+earlier generator sometimes created the copy first, so the rule flagged the clean original and was left out).
+"The same services for the patient on the same day" alone is not evidence: it is mostly a patient's repeat visit.
+On the cohort every ``ENCOUNTER_MISMATCH`` hit is also an ``EXACT_DUPLICATE`` hit; it stays because it names a
+different fact (whose encounter, which day) and needs no earlier claim in the history.
 
-Sentences quote the claim's numbers in Kazakh, Russian and English, with the plural forms of CLDR (Russian
-one/few/many/other, English one/other; Kazakh nouns after a numeral do not inflect).
+Sentences quote the claim's numbers in Kazakh, Russian and English with the CLDR plural forms and number formats
+of :mod:`pipelines.fraud.reason_texts` (Babel): 1 день, 2 дня, 5 дней; 1 day, 2 days; Kazakh nouns after a
+numeral do not inflect (5 күн).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
+
+from pipelines.fraud.reason_texts import count, number
 
 SEPARATOR = " | "
 
@@ -100,6 +107,14 @@ RULES: tuple[Rule, ...] = (
         _positive("package_unbundled"),
     ),
     Rule(
+        "EXACT_DUPLICATE",
+        "duplicate_claim",
+        ("dup_prior_same_encounter", "dup_prior_same_service"),
+        "dup_prior_same_encounter > 0 and dup_prior_same_service > 0: an earlier claim already billed the same "
+        "encounter, and an earlier claim of the patient billed the same services within the duplicate window",
+        _positive("dup_prior_same_encounter") & _positive("dup_prior_same_service"),
+    ),
+    Rule(
         "ENCOUNTER_MISMATCH",
         "duplicate_claim",
         ("encounter_other_provider", "encounter_date_gap"),
@@ -111,54 +126,7 @@ RULES: tuple[Rule, ...] = (
 RULE_CODES: tuple[str, ...] = tuple(r.code for r in RULES)
 
 
-# --- plural forms (CLDR) and numbers ---------------------------------------------------------------------------
-
-
-def _integer(n: float) -> bool:
-    return float(n).is_integer()
-
-
-def plural_ru(n: float) -> str:
-    """CLDR plural category of ``n`` in Russian: ``one``, ``few``, ``many`` or ``other`` (fractions)."""
-    if not _integer(n):
-        return "other"
-    i = abs(int(n))
-    if i % 10 == 1 and i % 100 != 11:
-        return "one"
-    if 2 <= i % 10 <= 4 and not 12 <= i % 100 <= 14:
-        return "few"
-    return "many"
-
-
-def plural_en(n: float) -> str:
-    """CLDR plural category of ``n`` in English: ``one`` (exactly 1, no fraction shown) or ``other``."""
-    return "one" if _integer(n) and abs(int(n)) == 1 else "other"
-
-
-_DAY_RU = {"one": "день", "few": "дня", "many": "дней", "other": "дня"}
-_DAY_EN = {"one": "day", "other": "days"}
-
-
-def _number(n: float, lang: str) -> str:
-    """``n`` with at most one decimal, grouped: 14,500 / 14 500 (ru, kk; no-break space) / 1.5 / 1,5."""
-    if not math.isfinite(n):
-        raise ValueError(f"not a finite number: {n}")
-    decimals = 0 if _integer(round(n, 1)) else 1
-    text = f"{n:,.{decimals}f}"
-    if lang == "en":
-        return text
-    return text.replace(",", "\u00a0").replace(".", ",")
-
-
-def days_phrase(n: float, lang: str) -> str:
-    """``n`` days in ``lang``: "1 day", "2 days"; "1 день", "2 дня", "5 дней", "1,5 дня"; "5 күн"."""
-    shown = round(float(n), 1)  # the plural agrees with the number as printed
-    num = _number(shown, lang)
-    if lang == "ru":
-        return f"{num} {_DAY_RU[plural_ru(shown)]}"
-    if lang == "kk":
-        return f"{num} күн"
-    return f"{num} {_DAY_EN[plural_en(shown)]}"
+# --- reading a record ------------------------------------------------------------------------------------------
 
 
 def _value(row: Mapping[str, Any], name: str) -> float:
@@ -186,14 +154,14 @@ def _after_death(row: Mapping[str, Any]) -> dict[str, str]:
     died = _date(row, "deceased_date")
     if died is None:
         return {
-            "kk": f"Қызмет тіркелген қайтыс болу күнінен {days_phrase(n, 'kk')} кейін көрсетілген.",
-            "ru": f"Услуга записана через {days_phrase(n, 'ru')} после зарегистрированной смерти.",
-            "en": f"Service dated {days_phrase(n, 'en')} after the recorded death.",
+            "kk": f"Қызмет тіркелген қайтыс болу күнінен {count(n, 'day', 'kk')} кейін көрсетілген.",
+            "ru": f"Услуга записана через {count(n, 'day', 'ru')} после зарегистрированной смерти.",
+            "en": f"Service dated {count(n, 'day', 'en')} after the recorded death.",
         }
     return {
-        "kk": f"Қызмет тіркелген қайтыс болу күнінен ({died}) {days_phrase(n, 'kk')} кейін көрсетілген.",
-        "ru": f"Услуга записана через {days_phrase(n, 'ru')} после зарегистрированной смерти ({died}).",
-        "en": f"Service dated {days_phrase(n, 'en')} after the recorded death ({died}).",
+        "kk": f"Қызмет тіркелген қайтыс болу күнінен ({died}) {count(n, 'day', 'kk')} кейін көрсетілген.",
+        "ru": f"Услуга записана через {count(n, 'day', 'ru')} после зарегистрированной смерти ({died}).",
+        "en": f"Service dated {count(n, 'day', 'en')} after the recorded death ({died}).",
     }
 
 
@@ -207,9 +175,9 @@ def _unbundled(row: Mapping[str, Any]) -> dict[str, str]:
     if excess > 0:
         return {
             "kk": f"{kk_p} барлық құрамдас бөліктері бөлек есепке қойылған: пакет бағасынан "
-            f"{_number(excess, 'kk')} теңге артық.",
-            "ru": f"Все компоненты {ru_p} выставлены по отдельности: на {_number(excess, 'ru')} тенге дороже пакета.",
-            "en": f"Every component of {en_p} billed separately: {_number(excess, 'en')} KZT above the package price.",
+            f"{number(excess, 'kk')} теңге артық.",
+            "ru": f"Все компоненты {ru_p} выставлены по отдельности: на {number(excess, 'ru')} тенге дороже пакета.",
+            "en": f"Every component of {en_p} billed separately: {number(excess, 'en')} KZT above the package price.",
         }
     return {
         "kk": f"{kk_p} барлық құрамдас бөліктері пакеттің орнына бөлек есепке қойылған.",
@@ -221,29 +189,59 @@ def _unbundled(row: Mapping[str, Any]) -> dict[str, str]:
 def _encounter(row: Mapping[str, Any]) -> dict[str, str]:
     other = _value(row, "encounter_other_provider") > 0
     gap = _value(row, "encounter_date_gap")
-    earlier = _value(row, "dup_prior_same_encounter") > 0
     if other and gap > 0:
-        kk = f"Басқа мекеменің, қызмет күнінен {days_phrase(gap, 'kk')} алшақ қабылдауы үшін шот қойылған"
-        ru = f"Счёт выставлен за приём другой организации, отстоящий от услуги на {days_phrase(gap, 'ru')}"
-        en = f"Bills an encounter of another provider, {days_phrase(gap, 'en')} from the billed service"
+        kk = f"Басқа мекеменің, қызмет күнінен {count(gap, 'day', 'kk')} алшақ қабылдауы үшін шот қойылған"
+        ru = f"Счёт выставлен за приём другой организации, отстоящий от услуги на {count(gap, 'day', 'ru')}"
+        en = f"Bills an encounter of another provider, {count(gap, 'day', 'en')} from the billed service"
     elif other:
         kk = "Басқа мекеменің қабылдауы үшін шот қойылған"
         ru = "Счёт выставлен за приём другой организации"
         en = "Bills an encounter of another provider"
     else:
-        kk = f"Қызмет күнінен {days_phrase(gap, 'kk')} алшақ қабылдау үшін шот қойылған"
-        ru = f"Счёт выставлен за приём, отстоящий от услуги на {days_phrase(gap, 'ru')}"
-        en = f"Bills an encounter {days_phrase(gap, 'en')} from the billed service"
-    if earlier:
-        kk += "; бұл қабылдау бұрынғы шотта бар"
-        ru += "; этот приём уже был в более раннем счёте"
-        en += "; an earlier claim already billed this encounter"
+        kk = f"Қызмет күнінен {count(gap, 'day', 'kk')} алшақ қабылдау үшін шот қойылған"
+        ru = f"Счёт выставлен за приём, отстоящий от услуги на {count(gap, 'day', 'ru')}"
+        en = f"Bills an encounter {count(gap, 'day', 'en')} from the billed service"
     return {"kk": kk + ".", "ru": ru + ".", "en": en + "."}
+
+
+def _duplicate(row: Mapping[str, Any]) -> dict[str, str]:
+    n = _value(row, "dup_prior_same_encounter")
+    earlier = {
+        "kk": f"Дәл осы қабылдау бұрын {count(n, 'times', 'kk')} есепке қойылған",
+        "ru": f"Этот же приём уже выставлялся к оплате {count(n, 'times', 'ru')} ранее",
+        "en": f"The same encounter was already billed in {count(n, 'earlier_claim', 'en')}",
+    }
+    days = row.get("dup_min_days")
+    if days is None or not math.isfinite(float(days)):
+        # The features always record the gap when an earlier claim has the same services; phrase it if not.
+        same = {
+            "kk": "; бұрынғы шотта сол пациентке дәл сол қызметтер бар.",
+            "ru": "; более ранний счёт содержит те же услуги тому же пациенту.",
+            "en": "; an earlier claim bills the same services for the same patient.",
+        }
+    elif float(days) <= 0:
+        same = {
+            "kk": "; бұрынғы шотта сол пациентке сол күнгі дәл сол қызметтер бар.",
+            "ru": "; более ранний счёт содержит те же услуги тому же пациенту с той же датой услуги.",
+            "en": "; an earlier claim bills the same services for the same patient on the same day.",
+        }
+    else:
+        d = float(days)
+        same = {
+            "kk": f"; бұрынғы шотта сол пациентке дәл сол қызметтер бар, қызмет күндерінің айырмасы "
+            f"{count(d, 'day', 'kk')}.",
+            "ru": f"; более ранний счёт содержит те же услуги тому же пациенту, даты услуг расходятся на "
+            f"{count(d, 'day', 'ru')}.",
+            "en": f"; an earlier claim bills the same services for the same patient, dated {count(d, 'day', 'en')} "
+            "apart.",
+        }
+    return {lang: earlier[lang] + same[lang] for lang in ("kk", "ru", "en")}
 
 
 _TEXTS: dict[str, Callable[[Mapping[str, Any]], dict[str, str]]] = {
     "SERVICE_AFTER_DEATH": _after_death,
     "PACKAGE_UNBUNDLED": _unbundled,
+    "EXACT_DUPLICATE": _duplicate,
     "ENCOUNTER_MISMATCH": _encounter,
 }
 

@@ -10,16 +10,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from pipelines.fraud.rules import (
-    RULE_CODES,
-    any_hit,
-    days_phrase,
-    evaluate_rules,
-    hit_matrix,
-    plural_en,
-    plural_ru,
-    rule_precision,
-)
+from pipelines.fraud.reason_texts import count, plural_category
+from pipelines.fraud.rules import RULE_CODES, RULES, any_hit, evaluate_rules, hit_matrix, rule_hit, rule_precision
 
 REPO = Path(__file__).resolve().parents[2]
 NBSP = "\u00a0"
@@ -35,6 +27,8 @@ def _records(*rows: dict[str, Any]) -> pl.DataFrame:
         "encounter_other_provider": 0.0,
         "encounter_date_gap": 0.0,
         "dup_prior_same_encounter": 0.0,
+        "dup_prior_same_service": 0.0,
+        "dup_min_days": 8.0,
     }
     return pl.DataFrame(
         [{**base, **r} for r in rows],
@@ -47,6 +41,8 @@ def _records(*rows: dict[str, Any]) -> pl.DataFrame:
             "encounter_other_provider": pl.Float64,
             "encounter_date_gap": pl.Float64,
             "dup_prior_same_encounter": pl.Float64,
+            "dup_prior_same_service": pl.Float64,
+            "dup_min_days": pl.Float64,
         },
     )
 
@@ -56,7 +52,7 @@ def _codes(df: pl.DataFrame) -> list[list[str]]:
 
 
 def test_rule_codes() -> None:
-    assert RULE_CODES == ("SERVICE_AFTER_DEATH", "PACKAGE_UNBUNDLED", "ENCOUNTER_MISMATCH")
+    assert RULE_CODES == ("SERVICE_AFTER_DEATH", "PACKAGE_UNBUNDLED", "EXACT_DUPLICATE", "ENCOUNTER_MISMATCH")
 
 
 def test_conditions_at_their_boundaries() -> None:
@@ -70,6 +66,11 @@ def test_conditions_at_their_boundaries() -> None:
         {"encounter_date_gap": 1.0},
         {"days_after_death": 3.0, "package_unbundled": 1.0, "encounter_date_gap": 2.0},
         {"days_after_death": -2.0, "encounter_date_gap": 0.0},  # never negative in the features; no hit anyway
+        {"dup_prior_same_encounter": 1.0, "dup_prior_same_service": 1.0, "dup_min_days": 0.0},
+        {"dup_prior_same_encounter": 1.0},  # the encounter billed before, but other services: no hit
+        {"dup_prior_same_service": 2.0, "dup_min_days": 0.0},  # same services, same day, another encounter: no hit
+        {"dup_prior_same_encounter": None, "dup_prior_same_service": 1.0},  # missing: no hit
+        {"dup_prior_same_encounter": 1.0, "dup_prior_same_service": 1.0, "encounter_other_provider": 1.0},
     )
     assert _codes(df) == [
         [],
@@ -81,8 +82,15 @@ def test_conditions_at_their_boundaries() -> None:
         ["ENCOUNTER_MISMATCH"],
         ["SERVICE_AFTER_DEATH", "PACKAGE_UNBUNDLED", "ENCOUNTER_MISMATCH"],
         [],
+        ["EXACT_DUPLICATE"],
+        [],
+        [],
+        [],
+        ["EXACT_DUPLICATE", "ENCOUNTER_MISMATCH"],
     ]
-    assert any_hit(df).to_list() == [False, False, True, False, True, True, True, True, False]
+    assert any_hit(df).to_list() == [
+        False, False, True, False, True, True, True, True, False, True, False, False, False, True
+    ]  # fmt: skip
     assert hit_matrix(df).columns == list(RULE_CODES)
 
 
@@ -100,8 +108,9 @@ def test_a_rule_whose_columns_are_absent_hits_nothing() -> None:
      (0.5, "other", "other"), (1.5, "other", "other")],
 )  # fmt: skip
 def test_cldr_plural_categories(n: float, ru: str, en: str) -> None:
-    assert plural_ru(n) == ru
-    assert plural_en(n) == en
+    # The rules count with pipelines.fraud.reason_texts (Babel): the categories the sentences below rely on.
+    assert plural_category(n, "ru") == ru
+    assert plural_category(n, "en") == en
 
 
 @pytest.mark.parametrize(
@@ -118,7 +127,9 @@ def test_cldr_plural_categories(n: float, ru: str, en: str) -> None:
     ],
 )
 def test_days_are_pluralised(n: float, kk: str, ru: str, en: str) -> None:
-    assert (days_phrase(n, "kk"), days_phrase(n, "ru"), days_phrase(n, "en")) == (kk, ru, en)
+    assert (count(n, "day", "kk"), count(n, "day", "ru"), count(n, "day", "en")) == (kk, ru, en)
+    after_death = rule_hit(RULES[0], {"days_after_death": n})  # the same phrase inside a rule's sentence
+    assert (kk in after_death.kk, ru in after_death.ru, en in after_death.en) == (True, True, True)
 
 
 def test_after_death_sentences() -> None:
@@ -161,7 +172,7 @@ def test_encounter_sentences() -> None:
         _records(
             {"encounter_other_provider": 1.0},
             {"encounter_date_gap": 2.0},
-            {"encounter_other_provider": 1.0, "encounter_date_gap": 5.0, "dup_prior_same_encounter": 1.0},
+            {"encounter_other_provider": 1.0, "encounter_date_gap": 5.0},
         )
     )
     other, gap, both = (h[0] for h in hits)
@@ -171,18 +182,69 @@ def test_encounter_sentences() -> None:
     assert gap.en == "Bills an encounter 2 days from the billed service."
     assert gap.ru == "Счёт выставлен за приём, отстоящий от услуги на 2 дня."
     assert gap.kk == "Қызмет күнінен 2 күн алшақ қабылдау үшін шот қойылған."
-    assert both.en == (
-        "Bills an encounter of another provider, 5 days from the billed service; an earlier claim already billed "
-        "this encounter."
-    )
-    assert both.ru == (
-        "Счёт выставлен за приём другой организации, отстоящий от услуги на 5 дней; этот приём уже был в более "
-        "раннем счёте."
-    )
-    assert both.kk == (
-        "Басқа мекеменің, қызмет күнінен 5 күн алшақ қабылдауы үшін шот қойылған; бұл қабылдау бұрынғы шотта бар."
-    )
+    assert both.en == "Bills an encounter of another provider, 5 days from the billed service."
+    assert both.ru == "Счёт выставлен за приём другой организации, отстоящий от услуги на 5 дней."
+    assert both.kk == "Басқа мекеменің, қызмет күнінен 5 күн алшақ қабылдауы үшін шот қойылған."
     assert both.as_dict()["code"] == "ENCOUNTER_MISMATCH"
+
+
+def test_exact_duplicate_sentences() -> None:
+    hits = evaluate_rules(
+        _records(
+            {"dup_prior_same_encounter": 1.0, "dup_prior_same_service": 1.0, "dup_min_days": 0.0},
+            {"dup_prior_same_encounter": 2.0, "dup_prior_same_service": 2.0, "dup_min_days": 1.0},
+            {"dup_prior_same_encounter": 5.0, "dup_prior_same_service": 1.0, "dup_min_days": 5.0},
+            {"dup_prior_same_encounter": 21.0, "dup_prior_same_service": 1.0, "dup_min_days": 2.0},
+            {"dup_prior_same_encounter": 1.0, "dup_prior_same_service": 1.0, "dup_min_days": None},
+        )
+    )
+    same_day, one_day, five, many, unknown = (h[0] for h in hits)
+    assert same_day.pattern == "duplicate_claim" and same_day.code == "EXACT_DUPLICATE"
+    assert same_day.en == (
+        "The same encounter was already billed in 1 earlier claim; an earlier claim bills the same services for the "
+        "same patient on the same day."
+    )
+    assert same_day.ru == (
+        "Этот же приём уже выставлялся к оплате 1 раз ранее; более ранний счёт содержит те же услуги тому же "
+        "пациенту с той же датой услуги."
+    )
+    assert same_day.kk == (
+        "Дәл осы қабылдау бұрын 1 рет есепке қойылған; бұрынғы шотта сол пациентке сол күнгі дәл сол қызметтер бар."
+    )
+    assert one_day.en == (
+        "The same encounter was already billed in 2 earlier claims; an earlier claim bills the same services for "
+        "the same patient, dated 1 day apart."
+    )
+    assert one_day.ru == (
+        "Этот же приём уже выставлялся к оплате 2 раза ранее; более ранний счёт содержит те же услуги тому же "
+        "пациенту, даты услуг расходятся на 1 день."
+    )
+    assert one_day.kk == (
+        "Дәл осы қабылдау бұрын 2 рет есепке қойылған; бұрынғы шотта сол пациентке дәл сол қызметтер бар, қызмет "
+        "күндерінің айырмасы 1 күн."
+    )
+    assert five.en.endswith("already billed in 5 earlier claims; an earlier claim bills the same services for the "
+                            "same patient, dated 5 days apart.")  # fmt: skip
+    assert five.ru == (
+        "Этот же приём уже выставлялся к оплате 5 раз ранее; более ранний счёт содержит те же услуги тому же "
+        "пациенту, даты услуг расходятся на 5 дней."
+    )
+    assert five.kk.startswith("Дәл осы қабылдау бұрын 5 рет есепке қойылған;") and five.kk.endswith("айырмасы 5 күн.")
+    assert many.ru == (
+        "Этот же приём уже выставлялся к оплате 21 раз ранее; более ранний счёт содержит те же услуги тому же "
+        "пациенту, даты услуг расходятся на 2 дня."
+    )
+    assert many.en.startswith("The same encounter was already billed in 21 earlier claims;")
+    assert unknown.en == (  # the gap not recorded: not printed
+        "The same encounter was already billed in 1 earlier claim; an earlier claim bills the same services for the "
+        "same patient."
+    )
+    assert unknown.ru == (
+        "Этот же приём уже выставлялся к оплате 1 раз ранее; более ранний счёт содержит те же услуги тому же пациенту."
+    )
+    assert (
+        unknown.kk == "Дәл осы қабылдау бұрын 1 рет есепке қойылған; бұрынғы шотта сол пациентке дәл сол қызметтер бар."
+    )
 
 
 def test_rule_precision_counts_hits_and_positives() -> None:
@@ -192,6 +254,7 @@ def test_rule_precision_counts_hits_and_positives() -> None:
     overall = rule_precision(df, "y")
     assert overall["SERVICE_AFTER_DEATH"] == {"hits": 2, "positive": 1, "precision": 0.5}
     assert overall["PACKAGE_UNBUNDLED"] == {"hits": 1, "positive": 1, "precision": 1.0}
+    assert overall["EXACT_DUPLICATE"] == {"hits": 0, "positive": 0, "precision": None}
     assert overall["ENCOUNTER_MISMATCH"] == {"hits": 0, "positive": 0, "precision": None}
     by_split = rule_precision(df, "y", by="split")
     assert by_split["SERVICE_AFTER_DEATH"]["train"] == {"hits": 1, "positive": 1, "precision": 1.0}
@@ -230,6 +293,10 @@ def test_rule_sentences_have_no_placeholder_or_unpluralised_form() -> None:
         {"package_unbundled": 1.0, "unbundled_package": "P01", "unbundling_excess_kzt": 1.0},
         *({"encounter_date_gap": float(n), "dup_prior_same_encounter": 1.0} for n in (1, 2, 5, 21)),
         {"encounter_other_provider": 1.0},
+        *(
+            {"dup_prior_same_encounter": float(n), "dup_prior_same_service": 1.0, "dup_min_days": float(n % 8)}
+            for n in (1, 2, 5, 11, 21, 22)
+        ),
     )
     for hits in evaluate_rules(df):
         assert hits
