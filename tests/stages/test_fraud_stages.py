@@ -77,7 +77,12 @@ def test_evaluation_reports_the_final_list_calibration_by_truth_and_rules(fraud_
     assert calibration["truth"]["ece"] == pytest.approx(metrics["metrics"]["ece"]["value"])
     assert calibration["truth"]["n_positive"] >= calibration["findings"]["n_positive"]
     assert set(metrics["rules"]) == {"truth", "findings"}
-    assert set(metrics["rules"]["truth"]) == {"SERVICE_AFTER_DEATH", "PACKAGE_UNBUNDLED", "ENCOUNTER_MISMATCH"}
+    assert set(metrics["rules"]["truth"]) == {
+        "SERVICE_AFTER_DEATH",
+        "PACKAGE_UNBUNDLED",
+        "EXACT_DUPLICATE",
+        "ENCOUNTER_MISMATCH",
+    }
     eval_dir = fraud_run / "models" / "fraud" / "eval"
     for name in ("findings", "truth"):
         assert (eval_dir / "model" / f"reliability_{name}.png").stat().st_size > 0
