@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from babel import Locale
@@ -466,6 +466,13 @@ def _locale(lang: str) -> Locale:
     return Locale.parse(lang)
 
 
+# Babel takes about 30 us a number and 12 us a plural form; a claim's reasons quote a dozen of them in three
+# languages, and the service explains every claim it scores. Amounts, counts and ratios repeat, so a cache of the
+# pure functions below answers most of them in well under a microsecond.
+_TEXT_CACHE = 65536
+
+
+@lru_cache(maxsize=_TEXT_CACHE)
 def number(value: float, lang: str) -> str:
     """A number the way the language writes it: ``12,800.5`` (en), ``12 800,5`` (ru, kk; CLDR's no-break space)."""
     return str(format_decimal(_decimal(value), format="#,##0.#", locale=lang))
@@ -474,7 +481,13 @@ def number(value: float, lang: str) -> str:
 def plural_category(value: float | Decimal, lang: str) -> str:
     """The CLDR plural category (one, few, many, other) of the number as shown."""
     d = value if isinstance(value, Decimal) else _decimal(value)
-    return str(_locale(lang).plural_form(d))
+    # Keyed by the text: 1 and 1.0 are equal numbers of different categories in Russian (one, other).
+    return _plural_of(str(d), lang)
+
+
+@lru_cache(maxsize=_TEXT_CACHE)
+def _plural_of(shown: str, lang: str) -> str:
+    return str(_locale(lang).plural_form(Decimal(shown)))
 
 
 def _kk(form: str) -> dict[str, str]:

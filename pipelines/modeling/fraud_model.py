@@ -305,6 +305,11 @@ def _sigmoid(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+def probability_of_logit(logits: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The probability :meth:`FraudModel.predict` gives for these final log-odds."""
+    return _sigmoid(np.asarray(logits, dtype=np.float64))
+
+
 def _predict_logits(
     net: FraudNet,
     codes: npt.NDArray[np.int64],

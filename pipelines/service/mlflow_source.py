@@ -181,8 +181,6 @@ class FraudModel:
         from pipelines.fraud.rules import evaluate_rules
         from pipelines.tracking.pyfunc_fraud import score_records
 
-        # Rule hits read the records alone (deterministic evidence, whatever the model): computed here for any pyfunc.
-        hits = [tuple(h.as_dict() for h in claim) for claim in evaluate_rules(records)]
         scorer = self.scorer
         if scorer is not None:
             # The scorer reads its features and the context columns its reasons quote, by name: other columns
@@ -191,9 +189,11 @@ class FraudModel:
             return ClaimScores(
                 [float(p) for p in scored.probabilities],
                 [tuple(r.as_dict() for r in claim) for claim in scored.reasons],
-                hits,
+                [tuple(h.as_dict() for h in claim) for claim in scored.rule_hits],
             )
         out: pd.DataFrame = self.loaded.pyfunc.predict(self._inputs(records).to_pandas())
+        # Rule hits read the records alone (deterministic evidence, whatever the model), with their sentences.
+        hits = [tuple(h.as_dict() for h in claim) for claim in evaluate_rules(records)]
         return ClaimScores([float(p) for p in out["probability"]], [self.reasons(r) for r in out["reasons"]], hits)
 
     @staticmethod

@@ -161,4 +161,5 @@ def test_scores_and_reasons_of_single_claims_are_unchanged(cohort: dict[str, Any
             [r.as_dict() for r in claim] for claim in reasons
         ]
     table = score_claims(model, df.to_pandas())
-    np.testing.assert_array_equal(table["probability"].to_numpy(), score(model, df))
+    # Scored in one pass with the occluded copies: the float64 products may round differently with the row count.
+    np.testing.assert_allclose(table["probability"].to_numpy(), score(model, df), rtol=1e-12, atol=1e-15)
