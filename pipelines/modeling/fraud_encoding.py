@@ -188,6 +188,21 @@ class TabularEncoder:
             out[:, j] = [lookup.get(v, 0) if v is not None else 0 for v in values]
         return out
 
+    def occlusion_cells(self, block: Mapping[str, float]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+        """The dense columns a row's encoding changes when ``block``'s numeric columns take its values, and their
+        new contents (values and missing indicators), encoded as :meth:`dense` encodes them."""
+        position, indicator = self._dense_columns
+        cells = [(c, v) for c, v in block.items() if c in position]
+        if not cells:
+            return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float32)
+        rows = np.array([position[c] for c, _ in cells], dtype=np.intp)
+        values, ok = self._transform(np.array([[v] for _, v in cells], dtype=np.float64), rows)
+        columns = [int(r) for r in rows] + [indicator[c] for c, _ in cells if c in indicator]
+        contents = [float(v) for v in values[:, 0]] + [
+            float(not ok[i, 0]) for i, (c, _) in enumerate(cells) if c in indicator
+        ]
+        return np.array(columns, dtype=np.intp), np.array(contents, dtype=np.float32)
+
     def _dense_occluded(self, batch: OcclusionBatch) -> npt.NDArray[np.float32]:
         """:meth:`dense` of ``batch.to_frame()``: the records encoded once and tiled, replaced cells encoded anew."""
         if any(c in self.categorical for block in batch.blocks for c in block):

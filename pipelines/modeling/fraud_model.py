@@ -267,6 +267,14 @@ class FraudModel:
         a, b, c = self.coef
         return a * mlp + b * anomaly_term(anomaly, self.config.anomaly_margin) + c
 
+    def logit_encoded(self, codes: npt.NDArray[np.int64], dense: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        """Final logit of rows already encoded (``encoder.codes`` and ``encoder.dense``): what :meth:`logit` gives
+        the records they encode."""
+        mlp = _predict_logits(self.scoring_net, codes, dense, self.device)
+        raw = -self.flat_forest.score_samples(dense) if dense.shape[0] else np.zeros(0)
+        a, b, c = self.coef
+        return a * mlp + b * anomaly_term((raw - self.anomaly_mean) / self.anomaly_std, self.config.anomaly_margin) + c
+
     def predict(self, df: pl.DataFrame) -> npt.NDArray[np.float64]:
         """Calibrated probability of fraud of each record."""
         return _sigmoid(self.logit(df))
