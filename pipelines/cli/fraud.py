@@ -49,7 +49,7 @@ ANONYMOUS = "unauthenticated"
 NO_ROLE = "none"
 # The FHIR ActReason an investigator's command is recorded under, whoever calls it.
 PURPOSE = "FRAUD"
-DEFAULT_DECISIONS_OPTION = Path("data/decisions/fraud_decisions.csv")  # = pipelines.fraud.decisions.DEFAULT_DECISIONS
+DEFAULT_DECISIONS_OPTION = Path("decisions/fraud_decisions.csv")  # = pipelines.fraud.decisions.DEFAULT_DECISIONS
 
 DecisionsOpt = Annotated[
     Path, typer.Option("--decisions", help="the investigators' decisions file (append-only CSV, in git)")

@@ -111,7 +111,7 @@ def features(
         typer.Option(
             "--decisions",
             help="fraud: investigators' decisions (`shipa fraud decide`), labels that override the audit findings "
-            "[default: data/decisions/fraud_decisions.csv if present]",
+            "[default: decisions/fraud_decisions.csv if present]",
             show_default=False,
         ),
     ] = None,

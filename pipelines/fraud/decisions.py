@@ -27,7 +27,7 @@ import polars as pl
 
 from pipelines.errors import InputError
 
-DEFAULT_DECISIONS = Path("data/decisions/fraud_decisions.csv")
+DEFAULT_DECISIONS = Path("decisions/fraud_decisions.csv")
 COLUMNS = ("claim_id", "decision", "by", "decided_at", "note")
 HEADER = ",".join(COLUMNS) + "\n"
 CLAIM_ID = re.compile(r"\A[0-9a-f]{32}\Z")

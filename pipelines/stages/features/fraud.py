@@ -37,7 +37,7 @@ def run(params: FraudFeaturesParams, interim: Path, out_dir: Path, decisions: Pa
         interim: ingest output folder (``tables/``).
         out_dir: ``data/processed/fraud``.
         decisions: the investigators' decisions file (``shipa fraud decide``); None means
-            ``data/decisions/fraud_decisions.csv`` under the working folder when it exists, else no decisions.
+            ``decisions/fraud_decisions.csv`` under the working folder when it exists, else no decisions.
 
     Raises:
         InputError: the audit findings table is missing, or the decisions file is missing or malformed (the
