@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.pool import StaticPool
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+_CREATE_ATTEMPTS = 5
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -48,3 +50,19 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
         engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def create_tables(metadata: MetaData, engine: Engine) -> None:
+    """Create ``metadata``'s missing tables, also when another process is creating them at the same moment.
+
+    ``create_all`` checks, then creates: two processes opening a new database together (two CLI commands, two
+    service workers) can both find a table missing, and the second CREATE fails ("already exists" on SQLite,
+    a duplicate table or type on PostgreSQL). Checking again then finds the table, so the loser retries.
+    """
+    for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            metadata.create_all(engine)
+            return
+        except DatabaseError:
+            if attempt == _CREATE_ATTEMPTS - 1:
+                raise

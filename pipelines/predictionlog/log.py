@@ -38,7 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from pipelines.predictionlog.db import make_engine
+from pipelines.predictionlog.db import create_tables, make_engine
 from pipelines.predictionlog.entry import LogEntry
 from pipelines.predictionlog.fhir import audit_event_to_fhir
 from pipelines.predictionlog.roles import PURPOSE_OF_USE, Role
@@ -292,7 +292,7 @@ class PredictionLog:
         self._turn: list[tuple[_Pending, asyncio.Future[LogEntry]]] = []  # see append_on_loop
         self._head: tuple[int, str] | None = None
         self.observer = observer
-        metadata.create_all(self._engine)
+        create_tables(metadata, self._engine)
         self._ensure_head()
 
     @property
@@ -306,12 +306,18 @@ class PredictionLog:
             self._engine.dispose()
 
     def _ensure_head(self) -> None:
-        try:
-            with self._engine.begin() as conn:
-                if conn.execute(select(head_table.c.id).where(head_table.c.id == 1)).first() is None:
-                    conn.execute(insert(head_table).values(id=1, seq=0, hash=GENESIS_HASH))
-        except IntegrityError:  # another process created it first
-            pass
+        for attempt in range(APPEND_ATTEMPTS):
+            try:
+                with self._engine.begin() as conn:
+                    if conn.execute(select(head_table.c.id).where(head_table.c.id == 1)).first() is None:
+                        conn.execute(insert(head_table).values(id=1, seq=0, hash=GENESIS_HASH))
+                return
+            except IntegrityError:  # another process created it first
+                return
+            except OperationalError:  # SQLite: another process wrote since this one read (busy snapshot)
+                if attempt == APPEND_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.001 * (attempt + 1))
 
     def append(self, record: PredictionRecord) -> LogEntry:
         """Append one record at the end of the chain and return it as stored.

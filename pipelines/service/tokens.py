@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, Engine, MetaData, String, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from pipelines.predictionlog.db import create_tables
 from pipelines.predictionlog.roles import Role, parse_role
 from pipelines.service.errors import TokenError
 
@@ -77,7 +78,7 @@ class TokenStore:
         self._pepper = pepper
         self._cache_s = cache_s
         self._cache: dict[str, tuple[TokenInfo, float]] = {}
-        metadata.create_all(engine)
+        create_tables(metadata, engine)
 
     def hash_token(self, token: str) -> str:
         """The stored form of a token: hex HMAC-SHA256 under the pepper."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import sqlite3
 import threading
 import time
@@ -134,6 +135,34 @@ def test_concurrent_appends_from_threads_and_two_engines_keep_one_chain(tmp_path
     assert seqs == list(range(1, 201)) and head.seq == 200
     for audit_log in logs:
         audit_log.close()
+
+
+def _open_and_append(url: str, barrier: Any, k: int) -> None:
+    from pipelines.service.tokens import TokenStore
+
+    barrier.wait(timeout=60)  # every process opens the new database at the same moment
+    audit_log = PredictionLog(url)
+    TokenStore(audit_log.engine, b"pepper").list()
+    audit_log.append(make_record(k))
+    audit_log.close()
+
+
+def test_processes_opening_a_new_database_together_all_create_it_and_append(tmp_path: Path) -> None:
+    """Two CLI commands (or service workers) on a database nobody opened yet: both create tables, neither fails."""
+    context = multiprocessing.get_context("fork")
+    for attempt in range(4):
+        url = f"sqlite:///{tmp_path / f'audit{attempt}.db'}"
+        barrier = context.Barrier(4)
+        procs = [context.Process(target=_open_and_append, args=(url, barrier, k)) for k in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=120)
+        assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+        audit_log = PredictionLog(url)
+        result = audit_log.verify()
+        audit_log.close()
+        assert (result.ok, result.checked) == (True, 4)
 
 
 def test_appends_waiting_for_a_writer_are_committed_together(
