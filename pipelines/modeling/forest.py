@@ -54,6 +54,8 @@ class FlatForest:
         self.threshold = np.concatenate(thresholds).astype(np.float64)
         self.left = np.concatenate(lefts).astype(np.intp)
         self.right = np.concatenate(rights).astype(np.intp)
+        # children[2 * node] is the left child, children[2 * node + 1] the right: one gather per level.
+        self.children = np.stack([self.left, self.right], axis=1).ravel()
         self.value = np.concatenate(values).astype(np.float64)
         self.missing_left = np.concatenate(missing_left)
         self.roots = np.asarray(roots, np.intp)
@@ -77,12 +79,18 @@ class FlatForest:
             return np.zeros(0)
         if n > SMALL_BATCH:
             return np.asarray(self.forest.score_samples(arr), dtype=np.float64)
-        rows = np.arange(n)[:, None]
+        flat = arr.ravel()
+        offsets = (np.arange(n, dtype=np.intp) * self.n_features)[:, None]
         nodes = np.broadcast_to(self.roots, (n, self.roots.size)).copy()
-        for _ in range(self.depth):
-            value = arr[rows, self.feature[nodes]]
-            go_left = (value <= self.threshold[nodes]) | (np.isnan(value) & self.missing_left[nodes])
-            nodes = np.where(go_left, self.left[nodes], self.right[nodes])
+        if np.isnan(flat).any():
+            for _ in range(self.depth):
+                value = flat[offsets + self.feature[nodes]]
+                go_left = (value <= self.threshold[nodes]) | (np.isnan(value) & self.missing_left[nodes])
+                nodes = self.children[2 * nodes + ~go_left]
+        else:  # no missing value: one comparison per step (at a leaf, value <= inf: it stays)
+            for _ in range(self.depth):
+                value = flat[offsets + self.feature[nodes]]
+                nodes = self.children[2 * nodes + (value > self.threshold[nodes])]
         depths = self.value[nodes].sum(axis=1)
         if self.denominator == 0:  # a forest fitted on one sample: score_samples gives -1
             return -np.ones(n)
