@@ -4,8 +4,9 @@ One run does everything on 127.0.0.1:
 
 1. models: unless ``--tracking-uri`` names a store with champions, a tiny cohort is synthesized and ingested
    and small diagnosis and fraud models are trained and registered as champions in a temporary MLflow store;
-2. servers: the Shipa service (``python -m pipelines.cli serve``, one uvicorn worker, 1 thread) and
-   ``mlflow models serve -m models:/shipa-fraud@champion --env-manager local -w 1`` (the venv's bin on PATH);
+2. servers: the Shipa service (``python -m pipelines.cli serve --workers N``, 1 thread each) and
+   ``mlflow models serve -m models:/shipa-fraud@champion --env-manager local -w N`` (the venv's bin on PATH),
+   both with ``--workers`` processes (default 1);
 3. fraud load: a load generator in a separate process (asyncio, one keep-alive HTTP/1.1 connection per client)
    sends single claims for ``--duration`` seconds at each concurrency (1, 16, 64) to both: Shipa gets a FHIR
    Claim (it validates, de-identifies, builds the claim's features against the Fund's history, the ingest tables
@@ -20,6 +21,7 @@ Every request must succeed (exit code 1 otherwise). The default run takes about 
     python benchmarks/bench_service.py
     python benchmarks/bench_service.py --duration 3 --concurrency 1,16 --diagnosis-requests 5  # quick
     python benchmarks/bench_service.py --tracking-uri sqlite:///$PWD/mlflow.db --raw data/raw  # real models
+    python benchmarks/bench_service.py --tracking-uri sqlite:///$PWD/mlflow.db --raw data/raw --workers 2
     # (the history defaults to the ingest tables beside the raw data: data/interim/tables)
 """
 
@@ -393,9 +395,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def start_shipa(uri: str, work: Path, port: int, history: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """The Shipa service in a subprocess (demo mode, one worker and thread, scoring against the ingest tables in
-    ``history``); returns (process, token)."""
+def start_shipa(uri: str, work: Path, port: int, history: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    """The Shipa service in a subprocess (demo mode, ``workers`` processes of one thread, scoring against the ingest
+    tables in ``history``); returns (process, token)."""
     from pipelines.predictionlog.db import make_engine
     from pipelines.service.settings import load_service_settings
     from pipelines.service.tokens import TokenStore
@@ -428,14 +430,15 @@ def start_shipa(uri: str, work: Path, port: int, history: Path) -> tuple[subproc
     log = (work / "shipa-service.log").open("wb")
     # cwd without params.yaml: the registered model's metadata gives the ingest image size.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "serve"], cwd=work, env={**env, "PYTHONPATH": str(REPO)},
+        [sys.executable, "-m", "pipelines.cli", "serve", "--workers", str(workers)],
+        cwd=work, env={**env, "PYTHONPATH": str(REPO)},
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     return proc, token
 
 
-def start_mlflow(uri: str, work: Path, port: int) -> subprocess.Popen[bytes]:
-    """``mlflow models serve`` of the fraud champion (local env manager, one worker)."""
+def start_mlflow(uri: str, work: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+    """``mlflow models serve`` of the fraud champion (local env manager, ``workers`` workers)."""
     bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
@@ -447,17 +450,40 @@ def start_mlflow(uri: str, work: Path, port: int) -> subprocess.Popen[bytes]:
     }
     cmd = [
         str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", "models:/shipa-fraud@champion",
-        "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1",
+        "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", str(workers),
     ]  # fmt: skip
     log = (work / "mlflow-serve.log").open("wb")
     return subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process (MB)."""
+def _tree(pid: int) -> list[Any]:
     import psutil
 
-    return round(psutil.Process(pid).memory_info().rss / 2**20, 1)
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children, the workers (MB)."""
+    return round(sum(p.memory_info().rss for p in _tree(pid)) / 2**20, 1)
+
+
+def wait_until_idle(pid: int, timeout: float) -> None:
+    """Wait until a server's processes stop using the CPU: /ready answers once one worker is up, the others may
+    still be loading their models."""
+    deadline = time.monotonic() + timeout
+
+    def cpu() -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in _tree(pid))
+
+    before = cpu()
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = cpu()
+        if now - before < 0.05:
+            return
+        before = now
+    raise RuntimeError(f"the server's workers were still busy after {timeout:.0f} s")
 
 
 def diagnosis_latency(base: str, token: str, case: dict[str, Any], n: int) -> dict[str, Any]:
@@ -497,6 +523,7 @@ def main() -> int:
     parser.add_argument(
         "--history", type=Path, help="the ingest tables claims are scored against (default: RAW/../interim/tables)"
     )
+    parser.add_argument("--workers", type=int, default=1, help="server processes of each server (default 1)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--generator", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -519,14 +546,16 @@ def main() -> int:
         history = args.history or raw.parent / "interim" / "tables"
         shipa_bodies, mlflow_bodies, case, history_claims = payloads(raw, args.key, args.claims, history)
         shipa_port, mlflow_port = free_port(), free_port()
-        shipa, token = start_shipa(uri, work, shipa_port, history)
+        shipa, token = start_shipa(uri, work, shipa_port, history, args.workers)
         procs.append(shipa)
-        ml = start_mlflow(uri, work, mlflow_port)
+        ml = start_mlflow(uri, work, mlflow_port, args.workers)
         procs.append(ml)
         auth = {"Authorization": f"Bearer {token}"}
         shipa_base, mlflow_base = f"http://127.0.0.1:{shipa_port}", f"http://127.0.0.1:{mlflow_port}"
         wait_for(f"{shipa_base}/ready", auth, 180, shipa)
         wait_for(f"{mlflow_base}/ping", {}, 180, ml)
+        for proc in procs:
+            wait_until_idle(proc.pid, 180)
         rows = []
         fraud_url = f"{shipa_base}/fraud/score?format=json"
         run_load(fraud_url, shipa_bodies, auth, 4, min(2.0, args.duration), work)  # warm-up, not reported
@@ -547,6 +576,7 @@ def main() -> int:
         for proc in procs:
             stop(proc)
     result = {
+        "workers": args.workers,
         "history_claims": history_claims,
         "setup_s": round(setup_s, 1),
         "total_s": round(time.perf_counter() - started, 1),
@@ -573,7 +603,10 @@ def main() -> int:
             f"diagnosis per image: p50 {diagnosis['p50_ms']} ms, p99 {diagnosis['p99_ms']} ms "
             f"({diagnosis['requests']} requests)"
         )
-    print(f"history: {history_claims} claims; set-up {result['setup_s']} s, total {result['total_s']} s")
+    print(
+        f"{args.workers} worker(s) per server; history: {history_claims} claims; "
+        f"set-up {result['setup_s']} s, total {result['total_s']} s"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
     shutil.rmtree(work, ignore_errors=True)

@@ -13,6 +13,8 @@ import typer
 from pipelines.cli.common import DatabaseUrlOpt, JsonOpt, guard
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from pipelines.service.tokens import TokenStore
 
 tokens_app = typer.Typer(
@@ -31,15 +33,47 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="server processes, each with its own models [default: SHIPA_SERVICE_WORKERS, else 1]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the champion models (diagnosis, fraud) over HTTP: FHIR in and out, tokens and roles, prediction log.
 
     Settings come from SHIPA_SERVICE_* (see pipelines/service/README.md); binds 127.0.0.1 unless told otherwise.
+    With --workers N, N processes share the port (about one per core; each holds its own copy of the models).
     """
     from pipelines.audit.served import html_report
     from pipelines.service.assemble import serve as run_service  # FastAPI is imported only when serving
 
-    guard(lambda: run_service(host=host, port=port, tracking_uri=tracking_uri, report_renderer=html_report))
+    guard(
+        lambda: run_service(
+            host=host,
+            port=port,
+            tracking_uri=tracking_uri,
+            report_renderer=html_report,
+            workers=workers,
+            worker_factory=f"{__name__}:worker_app",
+        )
+    )
+
+
+def worker_app() -> FastAPI:
+    """One worker's app, from the ``SHIPA_SERVICE_*`` environment (``shipa serve --workers N`` starts N of them)."""
+    from pipelines.audit.served import html_report
+    from pipelines.logging_setup import configure_logging
+    from pipelines.service.assemble import worker_app as build
+    from pipelines.service.settings import load_service_settings
+
+    settings = load_service_settings()
+    configure_logging(settings.log_level)
+    return build(settings, html_report)
 
 
 def _store(database_url: str | None) -> TokenStore:

@@ -19,7 +19,7 @@ from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.service.app import create_app
 from pipelines.service.errors import ServiceConfigError
 from pipelines.service.routes.audit_report import ReportRenderer
-from pipelines.service.settings import ServiceSettings, load_service_settings
+from pipelines.service.settings import ENV_PREFIX, ServiceSettings, load_service_settings
 from pipelines.service.threads import apply_thread_settings
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,9 @@ def serve(
     port: int | None = None,
     tracking_uri: str | None = None,
     report_renderer: ReportRenderer | None = None,
+    *,
+    workers: int | None = None,
+    worker_factory: str | None = None,
 ) -> None:
     """Serve the champion models over HTTP until stopped (``shipa serve`` parses the options and calls this).
 
@@ -170,17 +173,34 @@ def serve(
         tracking_uri: overrides ``SHIPA_SERVICE_TRACKING_URI``.
         report_renderer: builds the auditors' report page (``shipa serve`` passes
             :func:`pipelines.audit.served.html_report`).
+        workers: overrides ``SHIPA_SERVICE_WORKERS``.
+        worker_factory: the import string of the function each worker builds its app with (needed for more than
+            one worker; ``shipa serve`` passes :func:`pipelines.cli.service.worker_app`).
 
     Raises:
         ServiceConfigError: the settings cannot be used (the CLI prints it as one line).
     """
     from pipelines.logging_setup import configure_logging
-    from pipelines.service.heap import settle_heap
-    from pipelines.service.server import run_server
+    from pipelines.service.server import run_server, run_workers
 
-    overrides = {k: v for k, v in {"host": host, "port": port, "tracking_uri": tracking_uri}.items() if v is not None}
+    given = {"host": host, "port": port, "tracking_uri": tracking_uri, "workers": workers}
+    overrides = {k: v for k, v in given.items() if v is not None}
     settings = load_service_settings(**overrides)
     configure_logging(settings.log_level)
+    if settings.workers == 1:
+        run_server(worker_app(settings, report_renderer), settings)
+        return
+    if worker_factory is None:
+        raise ServiceConfigError("more than one worker needs a worker factory (run `shipa serve`)")
+    pseudonym_key(settings)  # a missing key is one clear error here, not one per worker
+    env = {f"{ENV_PREFIX}{k.upper()}": str(v) for k, v in overrides.items()}
+    run_workers(worker_factory, settings, env)
+
+
+def worker_app(settings: ServiceSettings, report_renderer: ReportRenderer | None = None) -> FastAPI:
+    """The app of one serving process, models loaded and its heap settled (see :mod:`pipelines.service.heap`)."""
+    from pipelines.service.heap import settle_heap
+
     app = build_app(settings, report_renderer=report_renderer)
     log.debug("%d start-up objects frozen out of garbage collection", settle_heap())
-    run_server(app, settings)
+    return app

@@ -55,6 +55,9 @@ class ServiceSettings(BaseSettings):
     content_types: Annotated[tuple[str, ...], NoDecode] = DEFAULT_CONTENT_TYPES
     max_claims_per_request: int = Field(1000, ge=1)
     threads: int = Field(1, ge=1, description="OMP/torch threads per worker")
+    workers: int = Field(
+        1, ge=1, le=64, description="server processes sharing the port, each with its own models (about one per core)"
+    )
     token_cache_s: float = Field(
         1.0, ge=0, le=60, description="seconds an active token is trusted without a database lookup (0: never)"
     )

@@ -15,10 +15,13 @@ import hashlib
 import io
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,7 @@ import httpx
 import hypothesis
 import mlflow
 import polars as pl
+import psutil
 import pydicom
 import pytest
 import schemathesis
@@ -51,6 +55,8 @@ from pipelines.config import (
 from pipelines.features.fraud import FraudFeatureOptions, build_claim_features
 from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.iin import make_iin, parse_iin
+from pipelines.predictionlog.db import make_engine
+from pipelines.predictionlog.log import PredictionLog
 from pipelines.predictionlog.roles import Role
 from pipelines.service.assemble import build_app
 from pipelines.service.batching import DiagnosisScoring, FraudScoring, score_diagnosis_batch
@@ -71,7 +77,7 @@ from pipelines.synth.writers import read_resources
 from pipelines.tracking.client import tracking_uri_scope
 from pipelines.tracking.registry import FRAUD_MODEL_NAME
 
-from .helpers import PEPPER, auth, served
+from .helpers import PEPPER, auth, free_port, served
 
 DX_NAME = "shipa-diagnosis-pneumonia"
 FRAUD_NON_INPUTS = ("claim_id", "provider_id", "patient_id", "created", "label", "split")
@@ -766,3 +772,93 @@ def test_the_documented_claim_example_is_scored(service: Service) -> None:
     assert response.status_code == 200, response.text
     (result,) = response.json()["results"]
     assert result["claim"] == "Claim/claim-example-1" and 0.0 <= result["probability"] <= 1.0
+
+
+# --- several worker processes (`shipa serve --workers 2`) ----------------------------------------------------
+
+
+def _workers(supervisor: psutil.Process) -> set[int]:
+    """The supervisor's worker processes (uvicorn starts them with multiprocessing's spawn)."""
+    return {c.pid for c in supervisor.children() if "multiprocessing.spawn" in " ".join(c.cmdline())}
+
+
+def _wait(what: str, done: Callable[[], bool], proc: subprocess.Popen[bytes], timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the server exited while waiting for {what}"
+        if done():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_two_workers_serve_one_chain_and_a_reload_replaces_both(
+    registry: Registry, case: Case, tiny_cohort: Path, tmp_path: Path
+) -> None:
+    """``shipa serve --workers 2``: a real supervisor and two worker processes on one port. Concurrent requests
+    all succeed into one audit chain; ``/admin/reload`` answered by one worker replaces both (new processes, no
+    request dropped); SIGTERM stops every process."""
+    from pipelines.service.tokens import TokenStore
+
+    state = tmp_path / "state"
+    db = f"sqlite:///{state / 'service.db'}"
+    state.mkdir()
+    tokens = TokenStore(make_engine(db), PEPPER.encode())
+    investigator, admin = tokens.add("inv-1", Role.investigator), tokens.add("admin-1", Role.admin)
+    port = free_port()
+    env = {
+        **os.environ,
+        "SHIPA_SERVICE_DEMO_MODE": "true",
+        "SHIPA_SERVICE_TOKEN_PEPPER": PEPPER,
+        "SHIPA_SERVICE_STATE_DIR": str(state),
+        "SHIPA_SERVICE_DATABASE_URL": db,
+        "SHIPA_SERVICE_FRAUD_HISTORY": str(tiny_cohort / "data" / "interim" / "tables"),
+        "SHIPA_SERVICE_LOG_LEVEL": "WARNING",
+    }
+    env.pop("SHIPA_PSEUDONYM_KEY", None)  # the demo key, as the tiny cohort was ingested
+    args = ["serve", "--workers", "2", "--port", str(port), "--tracking-uri", registry.uri]
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], cwd=tmp_path, env=env)
+    base = f"http://127.0.0.1:{port}"
+    claim = next(r for r in case.resources if r["resourceType"] == "Claim")
+    try:
+        supervisor = psutil.Process(proc.pid)
+        _wait("two workers", lambda: len(_workers(supervisor)) == 2, proc)
+        first = _workers(supervisor)
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{base}/ready", headers=auth(investigator), timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait("/ready", ready, proc)
+
+        def post(_: int) -> int:
+            with httpx.Client(base_url=base, timeout=120) as client:
+                return client.post("/fraud/score?format=json", json=claim, headers=auth(investigator)).status_code
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            assert set(pool.map(post, range(24))) == {200}
+            reloaded = httpx.post(f"{base}/admin/reload", headers=auth(admin), timeout=240)
+            assert reloaded.status_code == 200, reloaded.text
+            # The supervisor starts a fresh worker before it stops each old one; requests keep being answered.
+            statuses: list[int] = []
+            deadline = time.monotonic() + 240
+            while _workers(supervisor) & first or len(_workers(supervisor)) != 2:
+                assert time.monotonic() < deadline and proc.poll() is None, "the workers were not replaced"
+                statuses += pool.map(post, range(2))
+                time.sleep(0.2)
+        assert set(statuses) == {200}, statuses
+        assert post(0) == 200
+        workers = _workers(supervisor)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in workers)
+    audit_log = PredictionLog(db)
+    verified = audit_log.verify()
+    fraud = [e for e in audit_log.iter_all() if e.model_name == FRAUD_MODEL_NAME]
+    audit_log.close()
+    assert verified.ok, verified
+    assert len(fraud) == 24 + len(statuses) + 1

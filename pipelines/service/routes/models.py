@@ -13,6 +13,7 @@ from pipelines.service.errors import FhirHTTPError
 from pipelines.service.heap import resettle_if_frozen
 from pipelines.service.model_source import ModelSource
 from pipelines.service.schemas import ERROR_RESPONSES, ModelsOut, OperationOutcomeOut, ReadyOut
+from pipelines.service.server import restart_other_workers
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["models"], responses=ERROR_RESPONSES)
@@ -63,4 +64,6 @@ def reload(principal: AdminPrincipal, provider: ModelSourceDep) -> ReadyOut:
     log.info("model reload requested by token %s", principal.name)
     state = _call(provider, "reload")
     resettle_if_frozen()  # the old models can go, the new ones join the frozen heap
-    return _checked_state(state)
+    checked = _checked_state(state)
+    restart_other_workers()  # with `shipa serve --workers N`, every worker must load the champions too
+    return checked
