@@ -20,7 +20,7 @@ from pipelines.service.middleware import (
 )
 from pipelines.service.model_source import ModelSource
 from pipelines.service.ratelimit import TokenBucketLimiter
-from pipelines.service.routes import audit, audit_report, health, models
+from pipelines.service.routes import audit, audit_report, docs, health, models
 from pipelines.service.routes.audit_report import ReportRenderer
 from pipelines.service.settings import ServiceSettings
 from pipelines.service.threads import apply_thread_settings
@@ -72,7 +72,7 @@ def create_app(
         summary="Diagnosis and claims-fraud models behind bearer tokens, with a hash-chained audit log.",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served offline by routes.docs, not from a CDN
         redoc_url=None,
         telemetry=_NO_TELEMETRY,  # type: ignore[arg-type]
     )
@@ -89,6 +89,7 @@ def create_app(
     app.include_router(models.router)
     app.include_router(audit.router)
     app.include_router(audit_report.router)
+    app.include_router(docs.router)
 
     # Added innermost first: logging sees every final status, including the catch-all's 500.
     app.add_middleware(ContentTypeMiddleware, allowed=settings.content_types)
