@@ -23,7 +23,8 @@ from pipelines.service.errors import TokenError
 
 TOKEN_PREFIX = "shipa_"
 _CACHE_LIMIT = 10_000  # active tokens remembered at most (the cache is emptied when full)
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+# \A and \Z, not ^ and $: "$" also matches before a final newline, and a name ending in one breaks log lines.
+NAME_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._@-]{0,63}\Z")
 
 metadata = MetaData()
 tokens_table = Table(

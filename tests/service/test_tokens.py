@@ -61,6 +61,9 @@ def test_names_roles_and_reuse(store: TokenStore) -> None:
         store.add("n", "nurse")
     with pytest.raises(TokenError, match="not allowed"):
         store.add("bad name;", "admin")
+    for broken in ("ops\n", "ops\r\n", "\nops", "a" * 65):  # a trailing newline passed ^...$ and broke log lines
+        with pytest.raises(TokenError, match="not allowed"):
+            store.add(broken, "admin")
     store.add("ops", "ADMIN")
     with pytest.raises(TokenError, match="already used"):
         store.add("ops", "admin")
