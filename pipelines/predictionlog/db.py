@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def _create_private(path: Path) -> None:
+    """Create the database file (and its folder) readable by this user only, unless it exists.
+
+    The file holds token hashes and the prediction log; SQLite gives its -wal and -shm files the database file's
+    permissions, so they are private too. An existing file keeps the permissions its owner chose.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
 def make_engine(url: str, *, pool_size: int = 8) -> Engine:
     """Create the engine for ``url``; for an SQLite file, create its folder and switch it to WAL mode.
 
@@ -46,7 +59,7 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
         # One shared connection, or every pooled connection would see its own empty database.
         engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
     else:
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _create_private(Path(database).expanduser())
         engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine
