@@ -200,7 +200,9 @@ def serve(
 def worker_app(settings: ServiceSettings, report_renderer: ReportRenderer | None = None) -> FastAPI:
     """The app of one serving process, models loaded and its heap settled (see :mod:`pipelines.service.heap`)."""
     from pipelines.service.heap import settle_heap
+    from pipelines.service.server import apply_timeouts
 
+    apply_timeouts(settings)  # a worker of `--workers N` builds no uvicorn config of its own
     app = build_app(settings, report_renderer=report_renderer)
     log.debug("%d start-up objects frozen out of garbage collection", settle_heap())
     return app

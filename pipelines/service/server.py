@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
+from typing import ClassVar
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pipelines.service.settings import ServiceSettings
 
@@ -17,6 +20,72 @@ SUPERVISOR_ENV = "SHIPA_SERVICE_SUPERVISOR_PID"
 # A worker loads torch, the models and the Fund's history before it serves: far longer than uvicorn's 5 s default,
 # after which a restart (a reload) would give up on the new worker.
 WORKER_START_TIMEOUT_S = 300
+
+
+class TimedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with read deadlines: a client that stays silent while sending a request's
+    headers or body has its connection closed.
+
+    uvicorn arms no timer until a response is sent (its keep-alive timeout), so a client that sends its headers
+    or its body a byte at a time (slowloris) held a connection, and its request, forever. The header deadline runs
+    from the connection (or the first byte of a request) to the end of the headers; the body deadline is the
+    longest silence while the body is being read, so a large upload on a slow line still goes through. A body
+    whose reading is paused by uvicorn's flow control (the app is not reading) is not the client's silence.
+    The deadlines are class attributes, set by :func:`apply_timeouts` in each serving process.
+    """
+
+    header_timeout_s: ClassVar[float] = 10.0
+    body_timeout_s: ClassVar[float] = 30.0
+    _deadline: asyncio.TimerHandle | None = None
+
+    def _arm(self, seconds: float, what: str) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._expired, what, seconds)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self, what: str, seconds: float) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        if what == "body" and self.flow.read_paused:
+            self._arm(seconds, what)
+            return
+        log.warning("connection closed: no request %s bytes for %.0f s", what, seconds)
+        self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self.header_timeout_s, "header")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm(self.header_timeout_s, "header")
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._arm(self.body_timeout_s, "body")
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._arm(self.body_timeout_s, "body")
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
+def apply_timeouts(settings: ServiceSettings) -> None:
+    """Set this process's read deadlines (:class:`TimedHttpToolsProtocol`) from ``settings``."""
+    TimedHttpToolsProtocol.header_timeout_s = settings.header_timeout_s
+    TimedHttpToolsProtocol.body_timeout_s = settings.body_timeout_s
 
 
 def uvicorn_config(app: FastAPI, settings: ServiceSettings, *, port: int | None = None) -> uvicorn.Config:
@@ -31,8 +100,10 @@ def uvicorn_config(app: FastAPI, settings: ServiceSettings, *, port: int | None 
         settings: host and port come from here.
         port: overrides ``settings.port`` (tests bind a free port).
     """
+    apply_timeouts(settings)
     return uvicorn.Config(
         app,
+        http=TimedHttpToolsProtocol,
         host=settings.host,
         port=settings.port if port is None else port,
         log_config=None,
@@ -81,6 +152,7 @@ def run_workers(factory: str, settings: ServiceSettings, overrides: dict[str, st
     uvicorn.run(
         factory,
         factory=True,
+        http=TimedHttpToolsProtocol,  # each worker's deadlines are set when it builds its app
         host=settings.host,
         port=settings.port,
         workers=settings.workers,

@@ -58,6 +58,12 @@ class ServiceSettings(BaseSettings):
     workers: int = Field(
         1, ge=1, le=64, description="server processes sharing the port, each with its own models (about one per core)"
     )
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="seconds a client may take to send a request's headers (then: closed)"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, le=600, description="longest silence while a request body is read (then: closed)"
+    )
     token_cache_s: float = Field(
         1.0, ge=0, le=60, description="seconds an active token is trusted without a database lookup (0: never)"
     )
