@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-DicomReason = Literal["dicom_unreadable", "dicom_not_dicom", "dicom_no_pixels", "dicom_unsupported"]
+DicomReason = Literal["dicom_unreadable", "dicom_not_dicom", "dicom_no_pixels", "dicom_unsupported", "dicom_too_large"]
 
 DICOM_REASONS: tuple[DicomReason, ...] = (
     "dicom_unreadable",
     "dicom_not_dicom",
     "dicom_no_pixels",
     "dicom_unsupported",
+    "dicom_too_large",
 )
 
 
@@ -19,9 +20,11 @@ class DicomError(ValueError):
 
     Attributes:
         reason: a quarantine reason code from docs/raw-data.md (``dicom_unreadable``, ``dicom_not_dicom``,
-            ``dicom_no_pixels``) or ``dicom_unsupported`` (a transfer syntax, photometric interpretation or pixel
-            layout that is not handled).
-        detail: what is wrong, in plain words. It never repeats header values, so it is safe to log and store.
+            ``dicom_no_pixels``), ``dicom_unsupported`` (a transfer syntax, photometric interpretation or pixel
+            layout that is not handled) or ``dicom_too_large`` (a declared image or an inflated dataset over the
+            decoding limits of :mod:`pipelines.imaging.dicom`, refused before it is decoded).
+        detail: what is wrong, in plain words. It never repeats identifying header values (sizes and limits only),
+            so it is safe to log and store.
     """
 
     def __init__(self, reason: DicomReason, detail: str) -> None:
