@@ -8,6 +8,8 @@ Routes declare what they need in their signature, in the manner of full-stack-fa
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -21,11 +23,15 @@ from pipelines.predictionlog.entry import LogEntry
 from pipelines.predictionlog.log import AuditOutcome, PredictionLog, PredictionRecord, sha256_hex
 from pipelines.predictionlog.roles import Role, role_allows
 from pipelines.service.errors import FhirHTTPError
-from pipelines.service.middleware import STATE_STARTED, route_template
+from pipelines.service.middleware import STATE_AUDIT, STATE_STARTED, route_template
 from pipelines.service.model_source import ModelSource
+from pipelines.service.outcome import CODE_BY_STATUS
 from pipelines.service.ratelimit import TokenBucketLimiter
 from pipelines.service.settings import ServiceSettings
 from pipelines.service.tokens import TokenStore
+
+log = logging.getLogger(__name__)
+_EMPTY_SHA256 = sha256_hex(b"")
 
 bearer_scheme = HTTPBearer(auto_error=False, description="a service token from `shipa tokens add`")
 
@@ -145,15 +151,30 @@ class AuditFields(TypedDict, total=False):
     input_sha256: str | None
 
 
+UNRESOLVED_MODEL = ("-", "-", "-")
+
+
 @dataclass
 class RequestAudit:
-    """Everything about the current request the audit record needs; the route adds the model and its answer."""
+    """Everything about the current request the audit record needs; the route adds the model and its answer.
+
+    Every request that reaches a model endpoint with a token of its role gets exactly one record: the route
+    writes it (:meth:`record`), and a request answered without one (refused by FastAPI's validation, a missing
+    model, an exception) gets it from :meth:`settle`, which ``CatchAllMiddleware`` calls before the answer leaves.
+
+    Attributes:
+        model: (name, version, alias) of the model the request was for, once the route knows it (for
+            :meth:`settle`); ``("-", "-", "-")`` before.
+        recorded: the request's record is written.
+    """
 
     audit_log: PredictionLog
     principal: Principal
     endpoint: str
     input_sha256: str | None
     started: float
+    model: tuple[str, str, str] = UNRESOLVED_MODEL
+    recorded: bool = False
 
     def record(self, **fields: Unpack[AuditFields]) -> LogEntry:
         """Append this request's audit record (latency measured from the start of the request).
@@ -164,12 +185,41 @@ class RequestAudit:
         Raises:
             ValueError: no input hash is known, or a value the audit log refuses (see ``PredictionLog.append``).
         """
-        return self.audit_log.append(self._record(**fields))
+        entry = self.audit_log.append(self._record(**fields))
+        self.recorded = True
+        return entry
 
     async def record_on_loop(self, **fields: Unpack[AuditFields]) -> LogEntry:
         """:meth:`record` from the event loop, committed with the other requests of the same turn
         (``PredictionLog.append_on_loop``)."""
-        return await self.audit_log.append_on_loop(self._record(**fields))
+        entry = await self.audit_log.append_on_loop(self._record(**fields))
+        self.recorded = True
+        return entry
+
+    async def settle(self, status: int, code: str | None = None) -> None:
+        """Write the record of a request about to be answered ``status`` without one; nothing if it has one.
+
+        The record names the model if the route had resolved it (:attr:`model`), the status and the FHIR issue
+        ``code`` (by default the status's usual one) as the output, and the hash of the body (of no bytes when the
+        body was never read, e.g. a multipart form that could not be parsed). A failure to write is logged, never
+        raised: the answer is on its way.
+        """
+        if self.recorded:
+            return
+        name, version, alias = self.model
+        code = code or CODE_BY_STATUS.get(status, "processing")
+        try:
+            await self.record_on_loop(
+                model_name=name,
+                model_version=version,
+                model_alias=alias,
+                output={"error": code, "status": status},
+                outcome=AuditOutcome.minor_failure if status < 500 else AuditOutcome.serious_failure,
+                outcome_desc=f"answered {status} ({code}) without a model answer",
+                input_sha256=self.input_sha256 or _EMPTY_SHA256,
+            )
+        except Exception as exc:  # the answer goes out regardless; the operator sees the gap in the log
+            log.error("no audit record for a %d answer on %s: %s", status, self.endpoint, type(exc).__name__)
 
     def _record(
         self,
@@ -210,13 +260,17 @@ async def request_audit(request: Request, principal: CurrentPrincipal, audit_log
 
 
 async def audit_of_request(request: Request, principal: Principal, audit_log: PredictionLog) -> RequestAudit:
-    """The :class:`RequestAudit` of ``request`` by ``principal`` (see :func:`request_audit`)."""
-    try:
-        digest: str | None = sha256_hex(await request.body())  # JSON bodies: already read and cached by FastAPI
-    except RuntimeError:  # the body was consumed as a stream (form parsing)
-        digest = None
+    """The :class:`RequestAudit` of ``request`` by ``principal`` (see :func:`request_audit`).
+
+    It is registered in the request's state (``STATE_AUDIT``) before the body is read, so that a request refused
+    from here on (a body over the limit, FastAPI's validation, an exception) still gets its record.
+    """
     started = request.scope.get("state", {}).get(STATE_STARTED, time.perf_counter())
-    return RequestAudit(audit_log, principal, route_template(request.scope), digest, started)
+    audit = RequestAudit(audit_log, principal, route_template(request.scope), None, started)
+    setattr(request.state, STATE_AUDIT, audit)
+    with contextlib.suppress(RuntimeError):  # RuntimeError: the body was consumed as a stream (form parsing)
+        audit.input_sha256 = sha256_hex(await request.body())  # JSON bodies: already read and cached by FastAPI
+    return audit
 
 
 RequestAuditDep = Annotated[RequestAudit, Depends(request_audit)]

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request logging, a catch-all 500, body size and content-type checks.
+"""Pure ASGI middleware: request logging, a catch-all for exceptions and unaudited answers, body size and
+content-type checks.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) keeps each layer to a few microseconds a request.
 """
@@ -10,6 +11,7 @@ import time
 import traceback
 import uuid
 from pathlib import Path
+from typing import Protocol
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,6 +25,7 @@ error_log = logging.getLogger("pipelines.service.errors")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 STATE_TOKEN_NAME = "token_name"
 STATE_STARTED = "started"
+STATE_AUDIT = "audit"  # the request's audit, set by pipelines.service.deps.audit_of_request
 
 
 def route_template(scope: Scope) -> str:
@@ -66,11 +69,32 @@ class RequestLogMiddleware:
             )
 
 
-class CatchAllMiddleware:
-    """Turns any unhandled exception into a generic 500 OperationOutcome.
+class PendingAudit(Protocol):
+    """A request's audit (``pipelines.service.deps.RequestAudit``), as this module sees it in the request state."""
 
-    The log line names the exception type, the route template, an error id (also in the response) and the code
-    locations, but not the exception message, which could quote personal data from the request.
+    async def settle(self, status: int, code: str | None = None) -> None:
+        """Write the request's record if the route did not (the request is answered ``status``, issue ``code``)."""
+
+
+# Exceptions that only an input can cause here (every decoder and validator is bounded before, so they mean a
+# limit is missing): answered as a refusal of that input, not as a fault of the service.
+_INPUT_FAULTS: dict[type[BaseException], tuple[int, str]] = {
+    RecursionError: (422, "the request is nested too deeply to be processed"),
+    MemoryError: (413, "the request needs more memory than the service gives one request"),
+}
+
+
+class CatchAllMiddleware:
+    """Turns any unhandled exception into an OperationOutcome, and sees that every audited request is audited.
+
+    A ``RecursionError`` or ``MemoryError`` becomes a 422 or 413 ``too-costly`` (only an input can cause them), any
+    other exception a generic 500. The log line names the exception type, the route template, an error id (also in
+    the response) and the code locations, but not the exception message, which could quote personal data from the
+    request.
+
+    A request whose route registered an audit (``STATE_AUDIT``: a model endpoint called with a token of its role)
+    and answers without having written its record, whatever the status, gets it written before the answer's first
+    byte leaves (:meth:`PendingAudit.settle`).
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -85,6 +109,9 @@ class CatchAllMiddleware:
         async def send_tracking(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
+                audit: PendingAudit | None = scope.get("state", {}).get(STATE_AUDIT)
+                if audit is not None:
+                    await audit.settle(message["status"])
                 started = True
             await send(message)
 
@@ -104,10 +131,17 @@ class CatchAllMiddleware:
             )
             if started:
                 return
-            response = error_response(
-                500, f"internal error; quote error id {error_id} to the service operator", "exception"
+            fault = next((v for t, v in _INPUT_FAULTS.items() if isinstance(exc, t)), None)
+            status, code = (fault[0], "too-costly") if fault else (500, "exception")
+            text = (
+                f"{fault[1]} (error id {error_id})"
+                if fault
+                else f"internal error; quote error id {error_id} to the service operator"
             )
-            await response(scope, receive, send)
+            audit: PendingAudit | None = scope.get("state", {}).get(STATE_AUDIT)
+            if audit is not None:
+                await audit.settle(status, code)
+            await error_response(status, text, code)(scope, receive, send_tracking)
 
 
 class BodyLimitMiddleware:

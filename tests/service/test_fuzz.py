@@ -6,14 +6,18 @@ describe); the spec-driven schemathesis fuzz of the app with its models is in ``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import string
 from typing import Any
 
+from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
-from .helpers import FAKE_IIN
+from pipelines.service.deps import InvestigatorPrincipal, RequestAuditDep
+
+from .helpers import FAKE_IIN, auth
 
 CASES = 600
 SEED = 20250301
@@ -122,3 +126,65 @@ def test_random_requests_never_5xx(client: TestClient, tokens: dict[str, str]) -
     # The fuzz reached past authentication and validation, not just the front door.
     assert {200, 401, 403, 422} <= seen_statuses
     assert len(seen_statuses) >= 6
+
+
+# --- every audited request is audited, whatever becomes of it -------------------------------------------------
+
+
+def _failing_router() -> APIRouter:
+    """Audited routes that fail the ways an input could make a model route fail: a recursion too deep, memory
+    exhausted, a plain bug (its message quoting personal data), and FastAPI's own body validation."""
+    router = APIRouter()
+
+    @router.post("/test/audited/{how}")
+    def fail(how: str, body: dict[str, Any], _principal: InvestigatorPrincipal, _audit: RequestAuditDep) -> None:
+        def down(level: int) -> int:
+            return down(level + 1) + 1
+
+        if how == "recursion":
+            down(0)
+        if how == "memory":
+            raise MemoryError
+        raise RuntimeError(f"cannot score patient {FAKE_IIN}")
+
+    return router
+
+
+def test_exceptions_in_audited_routes_answer_an_outcome_and_leave_one_record(
+    app: FastAPI, client: TestClient, tokens: dict[str, str]
+) -> None:
+    app.include_router(_failing_router())
+    headers = {**auth(tokens["investigator"]), "Content-Type": "application/json"}
+    log = app.state.audit_log
+    before = sum(1 for _ in log.iter_all())
+    answers = {
+        how: client.post(f"/test/audited/{how}", content=b'{"a":1}', headers=headers)
+        for how in ("recursion", "memory", "bug")
+    }
+    answers["invalid"] = client.post("/test/audited/bug", content=b"[1]", headers=headers)  # FastAPI's 422
+    clinician = {**headers, **auth(tokens["clinician"])}
+    answers["unaudited"] = client.post("/test/audited/bug", content=b'{"a":1}', headers=clinician)
+    expected = {
+        "recursion": (422, "too-costly", "4"),
+        "memory": (413, "too-costly", "4"),
+        "bug": (500, "exception", "8"),
+        "invalid": (422, "invalid", "4"),
+        "unaudited": (403, "forbidden", None),  # refused before the route: the access log has it, not the chain
+    }
+    records = list(log.iter_all())[before:]
+    assert len(records) == 4  # one per request that reached the route with its role's token
+    for (how, response), record in zip(answers.items(), [*records, None], strict=True):
+        status, code, outcome = expected[how]
+        assert response.status_code == status, (how, response.text)
+        outcome_body = response.json()
+        assert outcome_body["resourceType"] == "OperationOutcome" and outcome_body["issue"][0]["code"] == code
+        assert FAKE_IIN not in response.text
+        if record is not None:
+            assert (record.outcome, record.output) == (outcome, {"error": code, "status": status}), how
+            assert (record.endpoint, record.model_name, record.token_name) == (
+                "/test/audited/{how}",
+                "-",
+                "investigator-1",
+            )
+            assert record.input_sha256 == hashlib.sha256(b'{"a":1}' if how != "invalid" else b"[1]").hexdigest()
+    assert log.verify().ok

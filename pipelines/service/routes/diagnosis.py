@@ -121,10 +121,12 @@ def diagnose(
 ) -> JSONResponse:
     """Predict the task's finding on one radiograph with the champion model, de-identifying everything
     first. Uploads that arrive together share one call of the network (:class:`DiagnosisScoring`)."""
-    model = _model(models, task)
     dicom = file.file.read()
     bundle_bytes = bundle.file.read() if bundle is not None else None
     digest = input_digest(dicom, bundle_bytes)
+    audit.input_sha256 = digest  # the record of a refusal below carries it too (RequestAudit.settle)
+    model = _model(models, task)
+    audit.model = (model.ref.name, model.ref.version, model.ref.alias)
     lang: Language = negotiate_language(accept_language)
     try:
         case = build_case(
