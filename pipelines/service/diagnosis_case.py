@@ -42,12 +42,15 @@ from pipelines.service.fhir_out import PatientRef
 DEFAULT_TIMEZONE = dt.timezone(dt.timedelta(hours=5))  # Kazakhstan
 _DICOM_SEX = {"M": 1.0, "F": 0.0}
 _FHIR_SEX = {"male": 1.0, "female": 0.0}
-# HTTP status and FHIR issue type per DICOM reason code.
+# HTTP status and FHIR issue type per DICOM reason code. A file over the decoding limits
+# (pipelines.imaging.dicom: inflated size, decode budget, frame size and count) is refused before it is decoded as
+# content too large to process.
 DICOM_STATUS: dict[str, tuple[int, str]] = {
     "dicom_not_dicom": (400, "structure"),
     "dicom_unreadable": (400, "structure"),
     "dicom_no_pixels": (422, "required"),
     "dicom_unsupported": (422, "not-supported"),
+    "dicom_too_large": (413, "too-costly"),
 }
 
 
@@ -110,8 +113,12 @@ def read_image(data: bytes, size: int | None) -> tuple[Any, np.ndarray | None]:
         data: the uploaded bytes.
         size: the ingest image side; None skips the pixels (an EHR-only model).
 
+    The decoding limits of :mod:`pipelines.imaging.dicom` bound the memory one request can make the service use:
+    a deflated dataset is inflated to at most 64 MiB, and one frame of at most 5120 x 5120 pixels (within a
+    256 MiB declared total) is decoded, only after the header and the frame's own header agree on its size.
+
     Raises:
-        FhirHTTPError: the DICOM reason code of the failure (400 or 422).
+        FhirHTTPError: the DICOM reason code of the failure (400, 413 over a decoding limit, or 422).
     """
     try:
         ds = read_dicom(data)
