@@ -7,6 +7,7 @@ Rows and Columns declare, and a header that declares an enormous image.
 
 from __future__ import annotations
 
+import copy
 import io
 import struct
 import zlib
@@ -67,17 +68,18 @@ def _explicit_le(ds: Dataset) -> bytes:
     return out.getvalue()
 
 
-def deflate_bomb(inflated: int = 400 * MiB) -> bytes:
-    """A Deflated Explicit VR Little Endian CR file whose dataset inflates to more than ``inflated`` bytes.
+def deflate_bomb(inflated: int = 400 * MiB, base: Dataset | None = None) -> bytes:
+    """A Deflated Explicit VR Little Endian file whose dataset inflates to more than ``inflated`` bytes.
 
-    The dataset is an ordinary 64 x 64 radiograph plus a zero-filled private OB element of ``inflated`` bytes; the
-    deflate stream is produced in 1 MiB steps, so building it never holds the inflated dataset (about 390 KB for
-    400 MiB).
+    The dataset is ``base`` (an ordinary 64 x 64 radiograph by default) plus a zero-filled private OB element of
+    ``inflated`` bytes; the deflate stream is produced in 1 MiB steps, so building it never holds the inflated
+    dataset (about 400 KB for 400 MiB).
     """
-    ds = radiograph()
+    ds = radiograph() if base is None else copy.deepcopy(base)
     head, tail = Dataset(), Dataset()
     for elem in ds:
-        (head if elem.tag < 0x00090010 else tail).add(elem)
+        if elem.tag.group != 0x0009:  # the private block below takes group 0009
+            (head if elem.tag < 0x00090010 else tail).add(elem)
     head.add_new(0x00090010, "LO", "SHIPA HOSTILE")
     meta = ds.file_meta
     meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
@@ -118,21 +120,40 @@ def rle_zero_frame(rows: int, columns: int) -> bytes:
     return header + segment + segment
 
 
-def rle_bomb(declared: tuple[int, int] = (64, 64), encoded: tuple[int, int] = (16384, 16384)) -> bytes:
-    """An RLE Lossless CR file declaring ``declared`` whose frame expands to ``encoded`` (512 MiB by default)."""
-    ds = radiograph(*declared, pixels=False)
+def _with_header(base: Dataset | None, declared: tuple[int, int], bits: int) -> Dataset:
+    """``base`` (or a fresh radiograph) with no pixel data, declaring ``declared`` pixels of ``bits`` bits."""
+    if base is None:
+        return radiograph(*declared, bits=bits, pixels=False)
+    ds = copy.deepcopy(base)
+    del ds.PixelData
+    ds.Rows, ds.Columns = declared
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+    ds.SamplesPerPixel = 1
+    for keyword in ("NumberOfFrames", "WindowCenter", "WindowWidth", "VOILUTSequence"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    return ds
+
+
+def rle_bomb(
+    declared: tuple[int, int] = (64, 64), encoded: tuple[int, int] = (16384, 16384), base: Dataset | None = None
+) -> bytes:
+    """An RLE Lossless file declaring ``declared`` whose frame expands to ``encoded`` (512 MiB by default)."""
+    ds = _with_header(base, declared, 16)
     ds.PixelData = encapsulate([rle_zero_frame(*encoded)])
     ds["PixelData"].VR = "OB"
     ds.file_meta.TransferSyntaxUID = RLELossless
     return to_bytes(ds)
 
 
-def jpeg_lying(declared: tuple[int, int] = (64, 64), encoded: tuple[int, int] = (4096, 4096)) -> bytes:
-    """A JPEG Baseline CR file (8-bit greyscale, encoded by Pillow at ``encoded`` size) declaring ``declared``."""
+def jpeg_lying(
+    declared: tuple[int, int] = (64, 64), encoded: tuple[int, int] = (4096, 4096), base: Dataset | None = None
+) -> bytes:
+    """A JPEG Baseline file (8-bit greyscale, encoded by Pillow at ``encoded`` size) declaring ``declared``."""
     image = Image.new("L", (encoded[1], encoded[0]), 0)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=90)
-    ds = radiograph(*declared, bits=8, pixels=False)
+    ds = _with_header(base, declared, 8)
     ds.PixelData = encapsulate([buffer.getvalue()])
     ds["PixelData"].VR = "OB"
     ds.PhotometricInterpretation = "MONOCHROME2"
@@ -140,8 +161,10 @@ def jpeg_lying(declared: tuple[int, int] = (64, 64), encoded: tuple[int, int] = 
     return to_bytes(ds)
 
 
-def enormous_header(rows: int = 65535, columns: int = 65535) -> bytes:
-    """A native CR file declaring ``rows`` x ``columns`` x 16 bits with 64 x 64 pixels of data."""
-    ds = radiograph()
-    ds.Rows, ds.Columns = rows, columns
+def enormous_header(rows: int = 65535, columns: int = 65535, base: Dataset | None = None) -> bytes:
+    """A native file declaring ``rows`` x ``columns`` x 16 bits with 64 x 64 pixels of data."""
+    ds = _with_header(base, (rows, columns), 16)
+    ds.PixelData = bytes(64 * 64 * 2)
+    ds["PixelData"].VR = "OW"
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     return to_bytes(ds)
