@@ -1,16 +1,21 @@
 """The prediction log: append-only and hash-chained, one record for every request that reaches a model.
 
-Each record carries ``prev_hash`` (the hash of the record before it) and ``hash`` (sha256 over its canonical JSON,
-``prev_hash`` included), and a one-row ``audit_head`` table holds the last sequence number and hash, written in the
-same transaction. So :meth:`PredictionLog.verify` finds any record altered, deleted from the middle or cut off the end,
-and names the first bad one. Works on any SQLAlchemy backend (plain portable SQL; SQLite in WAL mode by default).
+Each record carries ``prev_hash`` (the hash of the record before it) and ``hash`` (HMAC-SHA256 under the audit key
+over its canonical JSON, ``prev_hash`` included), and a one-row ``audit_head`` table holds the last sequence number
+and hash, written in the same transaction. So :meth:`PredictionLog.verify` finds any record altered or deleted from
+the middle, and, since only holders of the key can compute a hash, a chain recomputed wholesale. Cutting records off
+the end and moving the head back leaves a valid shorter chain: the signed checkpoints of the head that each commit
+appends to a file outside the database (:mod:`pipelines.predictionlog.checkpoints`) show it. Works on any SQLAlchemy
+backend (plain portable SQL; SQLite in WAL mode by default).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
+import logging
 import re
 import threading
 import time
@@ -19,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -38,12 +44,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from pipelines.predictionlog.checkpoints import Checkpoint, CheckpointFile
 from pipelines.predictionlog.db import create_tables, make_engine
 from pipelines.predictionlog.entry import LogEntry
 from pipelines.predictionlog.fhir import audit_event_to_fhir
 from pipelines.predictionlog.roles import PURPOSE_OF_USE, Role
 
+log = logging.getLogger(__name__)
+
 GENESIS_HASH = "0" * 64
+# The key of demo mode and of tests only: it is public, so a chain hashed under it proves nothing.
+DEMO_AUDIT_KEY = b"shipa-demo-audit-key-not-for-production"
 MAX_OUTPUT_BYTES = 64 * 1024
 APPEND_ATTEMPTS = 20
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -180,14 +191,17 @@ class PredictionRecord:
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """The outcome of walking the chain.
+    """The outcome of walking the chain and checking it against the checkpoint file.
 
     Attributes:
-        ok: every record is present, unaltered and chained.
+        ok: every record is present, unaltered and chained, and every checkpoint is signed and matches the chain.
         checked: records checked before the first bad one (all of them when ok).
         first_bad_id: sequence number of the first bad (altered or missing) record, or None.
         reason: what is wrong with it, or None.
-        head_hash: the last record's hash when ok (note it elsewhere to detect a wholesale rewrite later).
+        head_hash: the last record's hash when ok.
+        first_bad_checkpoint: line number in the checkpoint file of the first bad checkpoint, or None.
+        checkpoints: checkpoint lines read (0 when the log has no checkpoint file).
+        anchored: the highest record count a valid checkpoint vouches for (records after it are not anchored yet).
     """
 
     ok: bool
@@ -195,6 +209,9 @@ class VerifyResult:
     first_bad_id: int | None = None
     reason: str | None = None
     head_hash: str | None = None
+    first_bad_checkpoint: int | None = None
+    checkpoints: int = 0
+    anchored: int = 0
 
 
 @dataclass(frozen=True)
@@ -212,10 +229,24 @@ class LogPage:
         return self.page * self.page_size < self.total
 
 
-def record_hash(row: Mapping[Any, Any]) -> str:
-    """sha256 over the canonical JSON of every stored field but ``hash`` (``prev_hash`` included)."""
-    payload = {name: row[name] for name in _HASHED_FIELDS}
-    return hashlib.sha256(compact_json(payload).encode("utf-8")).hexdigest()
+def record_hash(row: Mapping[Any, Any], key: bytes | hmac.HMAC) -> str:
+    """HMAC-SHA256 under the audit key over the canonical JSON of every stored field but ``hash`` (``prev_hash`` in).
+
+    Args:
+        row: the stored fields.
+        key: the audit key, or an HMAC keyed with it (:func:`audit_hmac`; copied, so a hash costs no key set-up).
+    """
+    payload = compact_json({name: row[name] for name in _HASHED_FIELDS}).encode("utf-8")
+    keyed = key.copy() if isinstance(key, hmac.HMAC) else audit_hmac(key)
+    keyed.update(payload)
+    return keyed.hexdigest()
+
+
+def audit_hmac(key: bytes) -> hmac.HMAC:
+    """An HMAC-SHA256 keyed with the audit key, nothing hashed yet (raises ValueError on an empty key)."""
+    if not key:
+        raise ValueError("the audit key is empty")
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 def _validated_row(record: PredictionRecord) -> dict[str, Any]:
@@ -281,9 +312,23 @@ class PredictionLog:
     Args:
         url_or_engine: a database URL (the log then owns its engine) or the service's shared engine.
         observer: the name of this service in ``AuditEvent.source.observer``.
+        key: the audit key every record hash is an HMAC under (the service's ``SHIPA_SERVICE_AUDIT_KEY``); the
+            public :data:`DEMO_AUDIT_KEY` when left out, for demos and tests only.
+        checkpoints: the checkpoint file each commit appends the signed head to and :meth:`verify` checks the
+            chain against; None for none (the chain then cannot show records cut off its end).
     """
 
-    def __init__(self, url_or_engine: str | Engine, observer: str = "shipa-service") -> None:
+    def __init__(
+        self,
+        url_or_engine: str | Engine,
+        observer: str = "shipa-service",
+        *,
+        key: bytes | None = None,
+        checkpoints: str | Path | None = None,
+    ) -> None:
+        key = DEMO_AUDIT_KEY if key is None else key
+        self._hmac = audit_hmac(key)
+        self._checkpoints = CheckpointFile(checkpoints, key) if checkpoints is not None else None
         self._owns_engine = isinstance(url_or_engine, str)
         self._engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
         self._lock = threading.Lock()  # one writer at a time
@@ -299,6 +344,11 @@ class PredictionLog:
     def engine(self) -> Engine:
         """The engine the log writes through."""
         return self._engine
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        """The checkpoint file, or None when the log keeps none."""
+        return self._checkpoints.path if self._checkpoints is not None else None
 
     def close(self) -> None:
         """Dispose of the engine if this log created it."""
@@ -409,17 +459,51 @@ class PredictionLog:
             for row in rows:
                 seq += 1
                 full = {**row, "seq": seq, "prev_hash": prev}
-                full["hash"] = prev = record_hash(full)
+                full["hash"] = prev = record_hash(full, self._hmac)
                 chained.append(full)
             params = {"old_seq": old_seq, "old_hash": old_hash, "new_seq": seq, "new_hash": prev}
             if conn.execute(_MOVE_HEAD, params).rowcount != 1:
                 raise _ChainMoved
             conn.execute(_INSERT_EVENT, chained[0] if len(chained) == 1 else chained)
         self._head = (seq, prev)
+        self._write_checkpoint(seq, prev)
         return [LogEntry(**full) for full in chained]
 
+    def _write_checkpoint(self, seq: int, head_hash: str) -> None:
+        """One signed line for the transaction just committed (not per record: group commit keeps one write)."""
+        if self._checkpoints is None:
+            return
+        try:
+            self._checkpoints.write(seq, head_hash)
+        except OSError as exc:
+            # The records are committed: failing the request now would make its caller retry and log it twice.
+            # The next commit's line vouches for these records too; until then they are only unanchored.
+            log.error("audit checkpoint for record %d not written to %s: %s", seq, self._checkpoints.path, exc)
+
     def verify(self) -> VerifyResult:
-        """Walk the whole chain and report the first missing, altered or unchained record."""
+        """Walk the whole chain, then check it against the checkpoint file; report the first fault found.
+
+        In order: a record missing, altered, hashed under another key or unchained; a record that differs from a
+        signed checkpoint of it; a head row that does not match the last record; a chain shorter than a signed
+        checkpoint (records cut off the end and the head moved back); a checkpoint line that is unreadable or not
+        signed with the audit key; no checkpoint file for a chain that has records.
+        """
+        wanted: dict[int, list[Checkpoint]] = {}
+        first_unsigned: Checkpoint | None = None
+        lines = 0
+        cp_file = self._checkpoints
+        file_missing = cp_file is not None and not cp_file.exists()
+        if cp_file is not None and not file_missing:
+            for checkpoint in cp_file.read():
+                lines += 1
+                if checkpoint.valid:
+                    wanted.setdefault(checkpoint.seq, []).append(checkpoint)
+                elif first_unsigned is None:
+                    first_unsigned = checkpoint
+
+        def fail(checked: int, bad_id: int | None, reason: str, line: int | None = None) -> VerifyResult:
+            return VerifyResult(False, checked, bad_id, reason, first_bad_checkpoint=line, checkpoints=lines)
+
         expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
         with self._engine.connect() as conn:
             head = conn.execute(_SELECT_HEAD).first()
@@ -427,32 +511,67 @@ class PredictionLog:
             for row in rows.mappings():
                 seq = row["seq"]
                 if seq != expected_seq:
-                    return VerifyResult(
-                        False,
+                    return fail(
                         checked,
                         expected_seq,
                         f"record {expected_seq} is missing (deleted): record {seq} follows record {expected_seq - 1}",
                     )
-                if record_hash(row) != row["hash"]:
-                    return VerifyResult(False, checked, seq, f"record {seq} does not match its hash (altered)")
+                if record_hash(row, self._hmac) != row["hash"]:
+                    return fail(
+                        checked,
+                        seq,
+                        f"record {seq} does not match its hash (altered), or the log was hashed under another "
+                        "audit key",
+                    )
                 if row["prev_hash"] != prev_hash:
-                    return VerifyResult(
-                        False,
+                    return fail(
                         checked,
                         seq,
                         f"record {seq} does not chain to record {seq - 1} (one of them was altered and rehashed)",
                     )
+                for checkpoint in wanted.get(seq, ()):
+                    if checkpoint.hash != row["hash"]:
+                        return fail(
+                            checked,
+                            seq,
+                            f"record {seq} is not the record checkpoint line {checkpoint.line} ({checkpoint.time}) "
+                            "signed (the chain was rewritten from there on, or the checkpoints are another log's)",
+                            checkpoint.line,
+                        )
                 prev_hash, expected_seq, checked = row["hash"], expected_seq + 1, checked + 1
         last = expected_seq - 1
         if head is None:
-            return VerifyResult(False, checked, last + 1, "the chain head row is missing (altered)")
+            return fail(checked, last + 1, "the chain head row is missing (altered)")
         if head.seq > last:
-            return VerifyResult(
-                False, checked, last + 1, f"records {last + 1} to {head.seq} are missing (deleted from the end)"
-            )
+            return fail(checked, last + 1, f"records {last + 1} to {head.seq} are missing (deleted from the end)")
         if head.seq != last or head.hash != prev_hash:
-            return VerifyResult(False, checked, last, f"the chain head does not match record {last} (altered)")
-        return VerifyResult(True, checked, head_hash=prev_hash)
+            return fail(checked, last, f"the chain head does not match record {last} (altered)")
+        beyond = [c for seq, found in wanted.items() if seq > last for c in found]
+        if beyond:
+            top = max(beyond, key=lambda c: (c.seq, -c.line))
+            return fail(
+                checked,
+                last + 1,
+                f"the chain ends at record {last} but checkpoint line {top.line} ({top.time}) vouches for "
+                f"{top.seq} records: records {last + 1} to {top.seq} were cut off and the head moved back",
+                top.line,
+            )
+        if first_unsigned is not None:
+            return fail(
+                checked,
+                None,
+                f"checkpoint line {first_unsigned.line} of {cp_file.path if cp_file else ''} is unreadable or not "
+                "signed with the audit key (forged or altered)",
+                first_unsigned.line,
+            )
+        if file_missing and last > 0:
+            return fail(
+                checked,
+                None,
+                f"no checkpoint file at {cp_file.path if cp_file else ''}: nothing shows that the chain's end is "
+                "intact (deleted, or another path than the writers use)",
+            )
+        return VerifyResult(True, checked, head_hash=prev_hash, checkpoints=lines, anchored=max(wanted, default=0))
 
     def query(
         self,

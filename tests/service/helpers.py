@@ -24,6 +24,8 @@ from pipelines.service.server import uvicorn_config
 from pipelines.service.settings import ServiceSettings
 
 PEPPER = "test-pepper-0123456789-abcdefghij"
+# The audit key of the service tests: its own secret, never the pepper (the settings refuse that).
+AUDIT_KEY = "test-audit-key-9876543210-zyxwvuts"
 # A syntactically valid IIN: must never appear in a response or a log line.
 FAKE_IIN = "880101300010"
 
@@ -100,6 +102,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> ServiceSettings:
     values: dict[str, Any] = {
         "database_url": f"sqlite:///{tmp_path / 'service.db'}",
         "token_pepper": PEPPER,
+        "audit_key": AUDIT_KEY,
         "rate_per_s": 1000.0,
         "burst": 1000,
         "max_body_bytes": 4096,

@@ -1,8 +1,11 @@
-"""The hash-chained audit log: append, verify after tampering, concurrency, FHIR AuditEvent, queries."""
+"""The HMAC-chained audit log: append, verify after tampering (records, head, checkpoints), concurrency, FHIR
+AuditEvent, queries."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import multiprocessing
 import sqlite3
 import threading
@@ -20,16 +23,21 @@ from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateTable
 
+from pipelines.predictionlog.checkpoints import CheckpointFile
 from pipelines.predictionlog.log import (
+    _HASHED_FIELDS,
     GENESIS_HASH,
     AuditOutcome,
     PredictionLog,
+    compact_json,
     events_table,
     head_table,
     record_hash,
 )
 
-from .helpers import FAKE_IIN, T0, make_record
+from .helpers import AUDIT_KEY, FAKE_IIN, T0, make_record
+
+KEY = AUDIT_KEY.encode()
 
 
 @pytest.fixture
@@ -38,8 +46,13 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def log(db_path: Path) -> Iterator[PredictionLog]:
-    audit_log = PredictionLog(f"sqlite:///{db_path}")
+def checkpoints(tmp_path: Path) -> Path:
+    return tmp_path / "audit.audit-checkpoints.jsonl"
+
+
+@pytest.fixture
+def log(db_path: Path, checkpoints: Path) -> Iterator[PredictionLog]:
+    audit_log = PredictionLog(f"sqlite:///{db_path}", key=KEY, checkpoints=checkpoints)
     yield audit_log
     audit_log.close()
 
@@ -80,10 +93,14 @@ def test_edited_and_rehashed_record_breaks_the_next_link(log: PredictionLog, db_
     with log.engine.connect() as conn:
         row = dict(conn.execute(events_table.select().where(events_table.c.seq == 3)).mappings().one())
     row["latency_us"] = 1
-    raw_sql(db_path, "UPDATE audit_events SET latency_us = 1, hash = ? WHERE seq = 3", (record_hash(row),))
-    result = log.verify()
+    raw_sql(db_path, "UPDATE audit_events SET latency_us = 1, hash = ? WHERE seq = 3", (record_hash(row, KEY),))
+    unanchored = PredictionLog(f"sqlite:///{db_path}", key=KEY)
+    result = unanchored.verify()
+    unanchored.close()
     assert (result.ok, result.first_bad_id) == (False, 4)
     assert "does not chain" in (result.reason or "")
+    anchored = log.verify()  # the checkpoint of record 3 shows it first
+    assert (anchored.ok, anchored.first_bad_id, anchored.first_bad_checkpoint) == (False, 3, 3)
 
 
 def test_deleted_record_is_named(log: PredictionLog, db_path: Path) -> None:
@@ -108,10 +125,129 @@ def test_edited_first_record_is_named(log: PredictionLog, db_path: Path) -> None
     assert log.verify().first_bad_id == 1
 
 
+def checkpoint_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="ascii").splitlines()]
+
+
+def test_each_commit_appends_one_signed_checkpoint_of_the_head(log: PredictionLog, checkpoints: Path) -> None:
+    records = fill(log, 3)
+    lines = checkpoint_lines(checkpoints)
+    assert [(c["seq"], c["hash"]) for c in lines] == [(r.seq, r.hash) for r in records]
+    assert all(c["v"] == 1 and len(c["sig"]) == 64 and c["time"].endswith("Z") for c in lines)
+    assert checkpoints.stat().st_mode & 0o777 == 0o600
+    result = log.verify()
+    assert (result.ok, result.checked, result.checkpoints, result.anchored) == (True, 3, 3, 3)
+
+
+def test_truncation_with_the_head_rewound_is_detected(log: PredictionLog, db_path: Path, checkpoints: Path) -> None:
+    records = fill(log, 6)
+    # What someone with the sqlite3 shell does to hide the last two requests: cut them and move the head back.
+    raw_sql(db_path, "DELETE FROM audit_events WHERE seq >= 5")
+    raw_sql(db_path, "UPDATE audit_head SET seq = 4, hash = ? WHERE id = 1", (records[3].hash,))
+    unanchored = PredictionLog(f"sqlite:///{db_path}", key=KEY)  # the chain alone: a valid, shorter chain
+    assert unanchored.verify().ok and unanchored.verify().checked == 4
+    unanchored.close()
+    result = log.verify()
+    assert (result.ok, result.checked, result.first_bad_id, result.first_bad_checkpoint) == (False, 4, 5, 6)
+    assert result.reason is not None and result.reason.startswith(
+        f"the chain ends at record 4 but checkpoint line 6 ({checkpoint_lines(checkpoints)[5]['time']}) vouches for "
+        "6 records: records 5 to 6 were cut off and the head moved back"
+    )
+
+
+def _sha256(row: dict[str, Any]) -> str:
+    return hashlib.sha256(compact_json({name: row[name] for name in _HASHED_FIELDS}).encode()).hexdigest()
+
+
+def _rewrite_chain(db_path: Path, log: PredictionLog, hasher: Any) -> None:
+    """Alter record 3, then recompute every hash and link with ``hasher`` and move the head to the new last hash."""
+    with log.engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(events_table.select().order_by(events_table.c.seq)).mappings()]
+    prev = GENESIS_HASH
+    with closing(sqlite3.connect(db_path)) as conn, conn:
+        for row in rows:
+            if row["seq"] == 3:
+                row["output_json"] = '{"scores":{"claim-2":0.01}}'
+            row["prev_hash"] = prev
+            row["hash"] = prev = hasher(row)
+            conn.execute(
+                "UPDATE audit_events SET output_json = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+                (row["output_json"], row["prev_hash"], row["hash"], row["seq"]),
+            )
+        conn.execute("UPDATE audit_head SET hash = ? WHERE id = 1", (prev,))
+
+
+@pytest.mark.parametrize(
+    "hasher",
+    [_sha256, lambda row: record_hash(row, b"another-key-of-enough-length")],
+    ids=["plain-sha256", "another-key"],
+)
+def test_a_chain_recomputed_without_the_key_fails_at_its_first_record(
+    log: PredictionLog, db_path: Path, hasher: Any
+) -> None:
+    fill(log, 5)
+    _rewrite_chain(db_path, log, hasher)
+    result = log.verify()
+    assert (result.ok, result.checked, result.first_bad_id) == (False, 0, 1)
+    assert result.reason == "record 1 does not match its hash (altered), or the log was hashed under another audit key"
+
+
+def test_a_chain_recomputed_with_the_key_still_fails_at_the_checkpoints(log: PredictionLog, db_path: Path) -> None:
+    """A leaked key lets the chain be rewritten, but not the checkpoint lines already written outside it."""
+    fill(log, 5)
+    _rewrite_chain(db_path, log, lambda row: record_hash(row, KEY))
+    result = log.verify()
+    assert (result.ok, result.checked, result.first_bad_id, result.first_bad_checkpoint) == (False, 2, 3, 3)
+    assert (result.reason or "").startswith("record 3 is not the record checkpoint line 3 (")
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda cp, last: CheckpointFile(cp, b"another-key-of-enough-length").line_for(last["seq"], last["hash"]),
+        lambda cp, last: (json.dumps({**last, "seq": 9}) + "\n").encode(),  # a signed line with its count raised
+        lambda cp, last: (json.dumps({**last, "time": "2020-01-01T00:00:00.000000Z"}) + "\n").encode(),
+        lambda cp, last: b'{"v":1,"seq":3,"hash":"',  # not JSON
+    ],
+    ids=["other-key", "raised-count", "moved-time", "garbage"],
+)
+def test_a_forged_checkpoint_line_is_named(log: PredictionLog, checkpoints: Path, forge: Any) -> None:
+    fill(log, 3)
+    last = checkpoint_lines(checkpoints)[-1]
+    with checkpoints.open("ab") as handle:
+        handle.write(forge(checkpoints, last))
+    result = log.verify()
+    assert (result.ok, result.checked, result.first_bad_id, result.first_bad_checkpoint) == (False, 3, None, 4)
+    assert result.reason == (
+        f"checkpoint line 4 of {checkpoints} is unreadable or not signed with the audit key (forged or altered)"
+    )
+
+
+def test_a_deleted_checkpoint_file_is_named(log: PredictionLog, checkpoints: Path) -> None:
+    fill(log, 2)
+    checkpoints.unlink()
+    result = log.verify()
+    assert (result.ok, result.checked) == (False, 2)
+    assert (result.reason or "").startswith(f"no checkpoint file at {checkpoints}: nothing shows")
+
+
+def test_an_unwritable_checkpoint_file_does_not_fail_the_append(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "not-a-folder").write_text("x")
+    path = tmp_path / "not-a-folder" / "cp.jsonl"
+    audit_log = PredictionLog(f"sqlite:///{tmp_path / 'a.db'}", key=KEY, checkpoints=path)
+    assert audit_log.append(make_record(1)).seq == 1  # committed: the request is answered and audited
+    assert f"audit checkpoint for record 1 not written to {path}" in caplog.text
+    assert not audit_log.verify().ok
+    audit_log.close()
+
+
 def test_concurrent_appends_from_threads_and_two_engines_keep_one_chain(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     # Two logs on one file stand for two worker processes: each has its own lock and engine.
-    logs = [PredictionLog(url), PredictionLog(url)]
+    checkpoints = tmp_path / "audit.audit-checkpoints.jsonl"
+    logs = [PredictionLog(url, key=KEY, checkpoints=checkpoints) for _ in range(2)]
     errors: list[BaseException] = []
 
     def worker(k: int) -> None:
@@ -128,13 +264,46 @@ def test_concurrent_appends_from_threads_and_two_engines_keep_one_chain(tmp_path
         t.join()
     assert errors == []
     result = logs[0].verify()
-    assert (result.ok, result.checked) == (True, 200)
+    lines = checkpoint_lines(checkpoints)
+    assert (result.ok, result.checked, result.checkpoints, result.anchored) == (True, 200, len(lines), 200)
+    assert len({c["seq"] for c in lines}) == len(lines)  # one line per transaction, never two for one head
     with logs[0].engine.connect() as conn:
         seqs = [r[0] for r in conn.execute(text("SELECT seq FROM audit_events ORDER BY seq"))]
         head = conn.execute(head_table.select()).one()
     assert seqs == list(range(1, 201)) and head.seq == 200
     for audit_log in logs:
         audit_log.close()
+
+
+def _append_many(url: str, checkpoints: Path, barrier: Any, k: int) -> None:
+    audit_log = PredictionLog(url, key=KEY, checkpoints=checkpoints)
+    barrier.wait(timeout=60)
+    for i in range(40):
+        audit_log.append(make_record(k * 100 + i))
+    audit_log.close()
+
+
+def test_processes_appending_together_keep_one_chain_with_consistent_checkpoints(tmp_path: Path) -> None:
+    """Service workers (``shipa serve --workers N``) append to one chain and one checkpoint file."""
+    url, checkpoints = f"sqlite:///{tmp_path / 'audit.db'}", tmp_path / "audit.audit-checkpoints.jsonl"
+    PredictionLog(url, key=KEY, checkpoints=checkpoints).close()
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(4)
+    procs = [context.Process(target=_append_many, args=(url, checkpoints, barrier, k)) for k in range(4)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+    assert [proc.exitcode for proc in procs] == [0, 0, 0, 0]
+    audit_log = PredictionLog(url, key=KEY, checkpoints=checkpoints)
+    result = audit_log.verify()
+    hashes = {r.seq: r.hash for r in audit_log.iter_all()}
+    audit_log.close()
+    lines = checkpoint_lines(checkpoints)
+    assert (result.ok, result.checked, result.checkpoints, result.anchored) == (True, 160, len(lines), 160)
+    assert len(lines) == 160  # one process appending one record at a time: one transaction, one line each
+    assert sorted(c["seq"] for c in lines) == list(range(1, 161))
+    assert all(hashes[c["seq"]] == c["hash"] for c in lines)
 
 
 def _open_and_append(url: str, barrier: Any, k: int) -> None:
@@ -205,7 +374,7 @@ def test_a_failed_group_write_fails_every_waiting_append(log: PredictionLog, mon
     assert log.append(make_record(2)).seq == 1 and log.verify().ok
 
 
-def test_appends_of_one_event_loop_turn_share_one_commit(log: PredictionLog) -> None:
+def test_appends_of_one_event_loop_turn_share_one_commit(log: PredictionLog, checkpoints: Path) -> None:
     commits: list[int] = []
     event.listen(log.engine, "commit", lambda _conn: commits.append(1))
     thread_record = log.append(make_record(0))  # a thread's append (one commit) before the loop's
@@ -215,6 +384,7 @@ def test_appends_of_one_event_loop_turn_share_one_commit(log: PredictionLog) -> 
 
     stored = asyncio.run(requests())
     assert len(commits) == 2  # the thread's record, then the eight of one turn together
+    assert [c["seq"] for c in checkpoint_lines(checkpoints)] == [1, 9]  # and one checkpoint line each
     assert [r.seq for r in stored] == list(range(2, 10))
     assert stored[0].prev_hash == thread_record.hash
     assert [r.input_sha256 for r in stored] == [make_record(i).input_sha256 for i in range(1, 9)]
