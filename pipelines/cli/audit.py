@@ -1,9 +1,10 @@
 """``shipa audit verify|report|trace``: the auditors' commands.
 
 They read the MLflow store (``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``<root>/mlflow.db``) and the
-service's prediction log (``--database-url``, else the ``SHIPA_SERVICE_*`` settings); none writes to either. The
-report and trace libraries (matplotlib, scipy, MLflow) are imported when a command runs, so mounting these costs
-``shipa`` nothing.
+service's prediction log (``--database-url``, else the ``SHIPA_SERVICE_*`` settings); none writes to either. The log
+is checked with the audit key (``SHIPA_SERVICE_AUDIT_KEY``) against its checkpoint file; no token pepper is read.
+The report and trace libraries (matplotlib, scipy, MLflow) are imported when a command runs, so mounting these
+costs ``shipa`` nothing.
 """
 
 from __future__ import annotations
@@ -20,25 +21,61 @@ from pipelines.cli.common import DatabaseUrlOpt, JsonOpt, RootOpt, TrackingUriOp
 
 if TYPE_CHECKING:
     from pipelines.audit.model_report import AuditSource, ReportFiles
-    from pipelines.predictionlog.log import PredictionLog
+    from pipelines.predictionlog.log import PredictionLog, VerifyResult
+    from pipelines.service.settings import AuditSettings
 
 app = typer.Typer(
     help="Auditors: verify the prediction log, report on a model version, trace a prediction.", no_args_is_help=True
 )
 
 
+CheckpointsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--checkpoints",
+        help="the audit checkpoint file (default: SHIPA_SERVICE_AUDIT_CHECKPOINTS, else beside the database)",
+        show_default=False,
+    ),
+]
+
+
+def audit_settings(database_url: str | None, checkpoints: Path | None = None, *, demo: bool = False) -> AuditSettings:
+    """The database, audit key and checkpoint file to read, from the options and ``SHIPA_SERVICE_*``.
+
+    Args:
+        database_url: ``--database-url``, else ``SHIPA_SERVICE_DATABASE_URL`` or ``<STATE_DIR>/service.db``.
+        checkpoints: ``--checkpoints``, else ``SHIPA_SERVICE_AUDIT_CHECKPOINTS`` or the file beside the database.
+        demo: fall back to the public demo key when no audit key is set (the report and trace then still run; a
+            log written under a real key fails their verification, naming the key as a possible cause).
+
+    Raises:
+        ServiceConfigError: no usable audit key (and not ``demo``), or another invalid setting.
+    """
+    from pipelines.service.settings import load_audit_settings
+
+    overrides: dict[str, object] = {}
+    if database_url:
+        overrides["database_url"] = database_url
+    if checkpoints is not None:
+        overrides["audit_checkpoints"] = checkpoints
+    if demo:
+        overrides["demo_mode"] = True
+    return load_audit_settings(**overrides)
+
+
 def audit_database_url(database_url: str | None) -> str:
     """``database_url``, else the service's (``SHIPA_SERVICE_DATABASE_URL`` or ``<STATE_DIR>/service.db``)."""
-    if database_url:
-        return database_url
-    from pipelines.service.settings import load_service_settings
-
-    # Reading the log needs no token pepper: demo_mode only waives the pepper check, the URL is derived as usual.
-    return load_service_settings(demo_mode=True).database_url
+    return database_url or audit_settings(None, demo=True).database_url
 
 
-def open_audit_log(database_url: str) -> PredictionLog | None:
-    """The prediction log at ``database_url``, or None for an SQLite file that does not exist (never created here)."""
+def open_audit_log(database_url: str, settings: AuditSettings | None = None) -> PredictionLog | None:
+    """The prediction log at ``database_url``, or None for an SQLite file that does not exist (never created here).
+
+    Args:
+        database_url: the log's database.
+        settings: the audit key and checkpoint file to verify with (default: from ``SHIPA_SERVICE_*``, the demo key
+            when none is set).
+    """
     from sqlalchemy.engine import make_url
 
     url = make_url(database_url)
@@ -47,7 +84,18 @@ def open_audit_log(database_url: str) -> PredictionLog | None:
         return None
     from pipelines.predictionlog.log import PredictionLog
 
-    return PredictionLog(database_url)
+    settings = settings or audit_settings(database_url, demo=True)
+    return PredictionLog(database_url, key=settings.audit_key_bytes(), checkpoints=settings.audit_checkpoints)
+
+
+def verify_message(result: VerifyResult) -> str:
+    """One line: the chain is intact (records, checkpoints, head hash), or where it breaks and why."""
+    if result.ok:
+        anchored = f"{result.checkpoints} checkpoints, anchored up to record {result.anchored}"
+        return f"audit log ok: {result.checked} records, {anchored}, head hash {result.head_hash}"
+    if result.first_bad_id is None:
+        return f"audit log BROKEN at checkpoint line {result.first_bad_checkpoint}: {result.reason}"
+    return f"audit log BROKEN at record {result.first_bad_id}: {result.reason}"
 
 
 def _store(tracking_uri: str | None, root: Path) -> str:
@@ -57,15 +105,25 @@ def _store(tracking_uri: str | None, root: Path) -> str:
 
 
 @app.command("verify")
-def audit_verify(database_url: DatabaseUrlOpt = None, as_json: JsonOpt = False) -> None:
-    """Check the prediction log's hash chain; exit 1 naming the first altered or deleted record."""
+def audit_verify(
+    database_url: DatabaseUrlOpt = None, checkpoints: CheckpointsOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Check the prediction log's HMAC chain against its signed checkpoints; exit 1 naming the first fault.
+
+    Needs SHIPA_SERVICE_AUDIT_KEY (the service's audit key) and the database (SHIPA_SERVICE_DATABASE_URL or
+    --database-url); not the token pepper. Exit 2 when the key is missing or the database does not exist.
+    """
+    from pipelines.errors import InputError
 
     def go() -> PredictionLog:
-        from pipelines.predictionlog.log import PredictionLog
-        from pipelines.service.settings import load_service_settings
+        settings = audit_settings(database_url, checkpoints)
+        audit_log = open_audit_log(settings.database_url, settings)
+        if audit_log is None:
+            from sqlalchemy.engine import make_url
 
-        overrides = {"database_url": database_url} if database_url else {}
-        return PredictionLog(load_service_settings(**overrides).database_url)
+            shown = make_url(settings.database_url).render_as_string(hide_password=True)
+            raise InputError(f"no audit log at {shown}: set SHIPA_SERVICE_DATABASE_URL or --database-url")
+        return audit_log
 
     audit_log = guard(go)
     try:
@@ -75,9 +133,9 @@ def audit_verify(database_url: DatabaseUrlOpt = None, as_json: JsonOpt = False) 
     if as_json:
         typer.echo(json.dumps(result.__dict__, indent=2))
     elif result.ok:
-        typer.echo(f"audit log ok: {result.checked} records, head hash {result.head_hash}")
+        typer.echo(verify_message(result))
     else:
-        typer.echo(f"audit log BROKEN at record {result.first_bad_id}: {result.reason}", err=True)
+        typer.echo(verify_message(result), err=True)
     if not result.ok:
         raise typer.Exit(1)
 

@@ -196,7 +196,15 @@ def _investigator(command: str, request: dict[str, Any], database_url: str | Non
     try:
         tokens = TokenStore(engine, settings.pepper())
         audit = _Audit(
-            PredictionLog(engine, observer=settings.service_name), command, _request_hash(command, request), started
+            PredictionLog(
+                engine,
+                observer=settings.service_name,
+                key=settings.audit_key_bytes(),
+                checkpoints=settings.audit_checkpoints,
+            ),
+            command,
+            _request_hash(command, request),
+            started,
         )
         token = os.environ.get(TOKEN_ENV, "").strip()
         if not token:

@@ -79,7 +79,12 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.tokens = TokenStore(engine, settings.pepper(), cache_s=settings.token_cache_s)
-    app.state.audit_log = PredictionLog(engine, observer=settings.service_name)
+    app.state.audit_log = PredictionLog(
+        engine,
+        observer=settings.service_name,
+        key=settings.audit_key_bytes(),
+        checkpoints=settings.audit_checkpoints,
+    )
     app.state.limiter = TokenBucketLimiter(settings.rate_per_s, settings.burst)
     app.state.provider = model_provider
     app.state.report_renderer = report_renderer

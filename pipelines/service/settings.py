@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
+from pipelines.predictionlog.log import DEMO_AUDIT_KEY
 from pipelines.service.errors import ServiceConfigError
 
 ENV_PREFIX = "SHIPA_SERVICE_"
 DEFAULT_STATE_DIR = Path("service-state")
 # Used only when demo_mode is on and no pepper is set: tokens made with it are worthless outside a demo.
 DEMO_TOKEN_PEPPER = "shipa-demo-token-pepper-not-for-production"
+# The audit key of demo mode (when none is set) is pipelines.predictionlog.log.DEMO_AUDIT_KEY: public, so a chain
+# hashed and checkpointed under it proves nothing outside a demo.
+CHECKPOINTS_SUFFIX = ".audit-checkpoints.jsonl"
+_NEW_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 MIN_SECRET_CHARS = 16
 PLACEHOLDER_SECRETS = frozenset(
     {"change-me", "changeme", "change_me", "changethis", "secret", "password", "placeholder", "todo", "xxx"}
@@ -34,11 +40,26 @@ def _split_list(value: Any) -> Any:
     return value
 
 
-class ServiceSettings(BaseSettings):
-    """Deployment settings of the inference service, read from ``SHIPA_SERVICE_*`` environment variables.
+def default_checkpoints(database_url: str, state_dir: Path) -> Path | None:
+    """Where the audit checkpoints go by default: beside an SQLite file, else in ``state_dir``; None in memory."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        return state_dir / f"service{CHECKPOINTS_SUFFIX}"
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file::memory:"):
+        return None  # the chain dies with the process: nothing outside it to anchor
+    path = Path(database).expanduser()
+    return path.with_name(path.stem + CHECKPOINTS_SUFFIX)
 
-    ``database_url`` defaults to an SQLite file ``service.db`` under ``state_dir``; any SQLAlchemy URL works
-    (PostgreSQL included). ``token_pepper`` keys the token hashes: changing it invalidates every token.
+
+class AuditSettings(BaseSettings):
+    """What reading and verifying the prediction log needs, from ``SHIPA_SERVICE_*``: no token pepper.
+
+    ``audit_key`` keys the HMAC chain and the checkpoints (its own secret: never the token pepper); anyone holding
+    it can rewrite the chain undetectably, so only the service and the auditors get it. ``audit_checkpoints`` is
+    the append-only file of signed heads (default: ``<database stem>.audit-checkpoints.jsonl`` beside an SQLite
+    database, else ``<state_dir>/service.audit-checkpoints.jsonl``); every service process and CLI writing the log
+    must use the same file.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
@@ -46,6 +67,52 @@ class ServiceSettings(BaseSettings):
     demo_mode: bool = False
     state_dir: Path = DEFAULT_STATE_DIR
     database_url: str = ""
+    audit_key: SecretStr = SecretStr("")
+    audit_checkpoints: Path | None = Field(
+        None, description="the file of signed checkpoints of the audit chain's head (default: beside the database)"
+    )
+
+    def _secret_problems(self) -> list[str]:
+        """What is wrong with the secrets, one sentence each (never a secret's value)."""
+        key = self.audit_key.get_secret_value()
+        if self.demo_mode:
+            return []
+        if is_placeholder_secret(key) or key.strip().encode("utf-8") == DEMO_AUDIT_KEY:
+            return [
+                f"{ENV_PREFIX}AUDIT_KEY is empty, a placeholder, the public demo key or shorter than "
+                f"{MIN_SECRET_CHARS} characters; set a random secret of its own ({_NEW_SECRET}) "
+                f"or {ENV_PREFIX}DEMO_MODE=true for a demo"
+            ]
+        return []
+
+    @model_validator(mode="after")
+    def _check(self) -> AuditSettings:
+        problems = self._secret_problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        # Frozen model: fill the derived defaults once, here, rather than on every read.
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{self.state_dir / 'service.db'}")
+        if self.audit_checkpoints is None:
+            object.__setattr__(self, "audit_checkpoints", default_checkpoints(self.database_url, self.state_dir))
+        return self
+
+    def audit_key_bytes(self) -> bytes:
+        """The audit key; the documented demo key when demo mode runs without one."""
+        value = self.audit_key.get_secret_value()
+        if self.demo_mode and not value.strip():
+            return DEMO_AUDIT_KEY
+        return value.encode("utf-8")
+
+
+class ServiceSettings(AuditSettings):
+    """Deployment settings of the inference service, read from ``SHIPA_SERVICE_*`` environment variables.
+
+    ``database_url`` defaults to an SQLite file ``service.db`` under ``state_dir``; any SQLAlchemy URL works
+    (PostgreSQL included). ``token_pepper`` keys the token hashes: changing it invalidates every token. The audit
+    key and checkpoint file are :class:`AuditSettings`'.
+    """
+
     token_pepper: SecretStr = SecretStr("")
     # Real CR/DX files are 5-30 MB, so the default admits a radiograph with its Bundle.
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest accepted request body")
@@ -96,18 +163,19 @@ class ServiceSettings(BaseSettings):
     def _lower_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(v.lower() for v in value)
 
-    @model_validator(mode="after")
-    def _check(self) -> ServiceSettings:
-        if not self.demo_mode and is_placeholder_secret(self.token_pepper.get_secret_value()):
-            raise ValueError(
+    def _secret_problems(self) -> list[str]:
+        problems = []
+        pepper = self.token_pepper.get_secret_value()
+        if not self.demo_mode and is_placeholder_secret(pepper):
+            problems.append(
                 f"{ENV_PREFIX}TOKEN_PEPPER is empty, a placeholder or shorter than {MIN_SECRET_CHARS} characters; "
-                "set a random secret (python -c 'import secrets; print(secrets.token_urlsafe(32))') "
-                f"or {ENV_PREFIX}DEMO_MODE=true for a demo"
+                f"set a random secret ({_NEW_SECRET}) or {ENV_PREFIX}DEMO_MODE=true for a demo"
             )
-        if not self.database_url:
-            # Frozen model: fill the derived default once, here, rather than on every read.
-            object.__setattr__(self, "database_url", f"sqlite:///{self.state_dir / 'service.db'}")
-        return self
+        problems += super()._secret_problems()
+        if pepper.strip() and pepper.strip() == self.audit_key.get_secret_value().strip():
+            # One leaked secret would then both forge tokens and rewrite the audit chain.
+            problems.append(f"{ENV_PREFIX}AUDIT_KEY must not be the token pepper: give each its own secret")
+        return problems
 
     def pepper(self) -> bytes:
         """The token-hashing pepper; the documented demo pepper when demo mode runs without one."""
@@ -115,6 +183,9 @@ class ServiceSettings(BaseSettings):
         if self.demo_mode and not value.strip():
             value = DEMO_TOKEN_PEPPER
         return value.encode("utf-8")
+
+
+_S = TypeVar("_S", bound=AuditSettings)
 
 
 def load_service_settings(**overrides: Any) -> ServiceSettings:
@@ -126,8 +197,21 @@ def load_service_settings(**overrides: Any) -> ServiceSettings:
     Raises:
         ServiceConfigError: a setting is invalid; the message names the environment variable, never its value.
     """
+    return _load(ServiceSettings, overrides)
+
+
+def load_audit_settings(**overrides: Any) -> AuditSettings:
+    """Read what verifying the prediction log needs (database, audit key, checkpoints): no token pepper.
+
+    Raises:
+        ServiceConfigError: as :func:`load_service_settings`.
+    """
+    return _load(AuditSettings, overrides)
+
+
+def _load(kind: type[_S], overrides: dict[str, Any]) -> _S:
     try:
-        return ServiceSettings(**overrides)
+        return kind(**overrides)
     except ValidationError as exc:
         parts = []
         for err in exc.errors():

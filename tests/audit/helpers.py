@@ -20,6 +20,7 @@ from mlflow.pyfunc import PythonModel
 
 from pipelines.evaluation.metrics_report import evaluate_binary
 from pipelines.predictionlog.log import PredictionLog, PredictionRecord, sha256_hex
+from pipelines.service.settings import default_checkpoints
 from pipelines.tracking.card_text import diagnosis_card_text
 from pipelines.tracking.gate import GateThresholds
 from pipelines.tracking.model_card import build_model_card
@@ -213,8 +214,11 @@ def build_registered(root: Path) -> Registered:
 
 def fill_audit_log(url: str, version: str, baseline: np.ndarray, *, days: int = 2, per_day: int = 40) -> PredictionLog:
     """An audit log with ``per_day`` diagnosis predictions a day: drawn from the test-set scores ``baseline``,
-    except on the last day, whose outputs are all high (a shift)."""
-    log = PredictionLog(url)
+    except on the last day, whose outputs are all high (a shift).
+
+    Written under the public demo audit key (what ``shipa audit report``/``trace`` fall back to when no key is set)
+    and checkpointed where the service and the commands look by default: beside the database."""
+    log = PredictionLog(url, checkpoints=default_checkpoints(url, Path(".")))
     rng = np.random.default_rng(1)
     start = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
     for day in range(days):

@@ -28,6 +28,7 @@ from pipelines.predictionlog.log import PredictionLog
 
 REPO = Path(__file__).resolve().parents[2]
 CLAIM = "0123456789abcdef0123456789abcdef"
+AUDIT_KEY = secrets.token_urlsafe(32)  # the service's audit key in these tests: its own secret
 runner = CliRunner()
 
 
@@ -45,7 +46,7 @@ class Service:
         return self.tokens[name]
 
     def records(self) -> list[LogEntry]:
-        audit_log = PredictionLog(self.url)
+        audit_log = PredictionLog(self.url, key=AUDIT_KEY.encode())
         try:
             return list(audit_log.iter_all())
         finally:
@@ -60,6 +61,7 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Service:
     url = f"sqlite:///{tmp_path / 'state' / 'service.db'}"
     monkeypatch.setenv("SHIPA_SERVICE_DATABASE_URL", url)
     monkeypatch.setenv("SHIPA_SERVICE_TOKEN_PEPPER", secrets.token_urlsafe(32))
+    monkeypatch.setenv("SHIPA_SERVICE_AUDIT_KEY", AUDIT_KEY)
     for name in ("SHIPA_SERVICE_DEMO_MODE", "SHIPA_TOKEN", "SHIPA_PSEUDONYM_KEY"):
         monkeypatch.delenv(name, raising=False)
     svc = Service(url)
@@ -193,6 +195,7 @@ def test_a_missing_service_database_is_named_and_not_created(tmp_path: Path, mon
     db = tmp_path / "elsewhere" / "service.db"
     monkeypatch.setenv("SHIPA_SERVICE_DATABASE_URL", f"sqlite:///{db}")
     monkeypatch.setenv("SHIPA_SERVICE_TOKEN_PEPPER", secrets.token_urlsafe(32))
+    monkeypatch.setenv("SHIPA_SERVICE_AUDIT_KEY", AUDIT_KEY)
     monkeypatch.setenv("SHIPA_TOKEN", "shipa_x")
     result = _decide(tmp_path / "d.csv", CLAIM, "--confirmed", "--by", "Ann")
     assert result.exit_code == 2

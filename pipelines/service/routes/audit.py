@@ -78,7 +78,11 @@ def events(
 
 @router.get("/verify", response_model=VerifyOut)
 def verify(_principal: AuditorPrincipal, audit_log: PredictionLogDep) -> VerifyOut:
-    """Walk the hash chain: ok, records checked, and the first altered or missing record if any."""
+    """Walk the HMAC chain and check it against the signed checkpoints: ok, records checked, the first fault.
+
+    A fault found by a checkpoint (records cut off the end, a rewritten chain, a forged line) names its line in
+    ``reason``; ``first_bad_id`` is the record it concerns (null for a forged line).
+    """
     result = audit_log.verify()
     return VerifyOut(
         ok=result.ok,
