@@ -156,7 +156,6 @@ def jpeg_lying(
     ds = _with_header(base, declared, 8)
     ds.PixelData = encapsulate([buffer.getvalue()])
     ds["PixelData"].VR = "OB"
-    ds.PhotometricInterpretation = "MONOCHROME2"
     ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
     return to_bytes(ds)
 
