@@ -266,3 +266,45 @@ def test_ingest_quarantines_hostile_files_with_their_reason(tmp_path: Path) -> N
         "dicom/jpeg.dcm": "dicom_unreadable",
         "dicom/huge.dcm": "dicom_too_large",
     }
+
+
+# --- real files ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["image_dfl.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "rtdose_rle.dcm", "MR_small.dcm", "CT_small.dcm"]
+)
+def test_real_deflated_rle_and_jpeg_2000_files_decode_as_pydicom_decodes_them(name: str) -> None:
+    """pydicom's own test files (installed with pydicom, MIT licence) pass every check and decode to the same
+    first frame as pydicom's ``pixel_array``."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name, read=False)
+    if path is None:
+        pytest.skip(f"{name} is not installed with this pydicom")
+    ds = read_dicom(Path(str(path)))
+    reference = pydicom.dcmread(str(path))
+    assert ds.file_meta.TransferSyntaxUID == reference.file_meta.TransferSyntaxUID
+    expected = reference.pixel_array
+    expected = expected[0] if int(reference.get("NumberOfFrames", 1) or 1) > 1 else expected
+    rows, columns = check_decode_limits(ds)
+    assert (rows, columns) == expected.shape
+    out = normalize_pixels(ds)
+    assert out.shape == expected.shape
+    # Same pixels: the normalised image is a monotonic map of pydicom's values.
+    order = np.argsort(expected, axis=None, kind="stable")
+    assert np.all(np.diff(out.ravel()[order].astype(np.float64)) >= -1e-6)
+
+
+def test_native_pixel_data_with_excess_padding_is_refused() -> None:
+    """pydicom's MR_small_padded.dcm carries 128 bytes after its 64 x 64 x 16-bit pixels: not what the header
+    declares, so refused (pydicom itself decodes it with a warning)."""
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("MR_small_padded.dcm", read=False)
+    if path is None:
+        pytest.skip("MR_small_padded.dcm is not installed with this pydicom")
+    error = _refusal(Path(str(path)).read_bytes())
+    assert error.reason == "dicom_unreadable"
+    assert error.detail.startswith("native PixelData holds 8320 bytes")
