@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,8 +41,16 @@ MAX_ISSUES = 20
 # Synthea patient bundle (26,000 values in 1 MB) and bounds the objects one request may make.
 MAX_JSON_DEPTH = 64
 MAX_JSON_VALUES = 1_000_000
+# Numbers of magnitude 10^15 or more are refused: no amount, count or measurement is that large (10^15 KZT is about
+# eight years of Kazakhstan's GDP), and such values broke what follows (the reason texts' 28-digit decimal
+# arithmetic failed on a 10^30 claim total, a 500).
+MAX_JSON_NUMBER = 1e15
 PATH_STEPS_SHOWN = 8
 _CONTAINERS = (dict, list)
+_NUMBERS = (int, float)  # exact types: a bool is no number here
+# A number of 16 integer digits or more, or with a positive exponent of 2 digits or more, where JSON puts numbers
+# (after ":", "," or "["); the same text inside a string only costs a walk that finds nothing.
+_LONG_NUMBER = re.compile(rb"[:,\[]\s*-?(?:[0-9]{16}|[0-9.]+[eE]\+?[0-9]{2})")
 _ELEMENT_NAME = re.compile(r"^_?[A-Za-z][A-Za-z0-9]{0,63}$")
 
 
@@ -65,17 +73,25 @@ class Submitted:
         return [(i, r) for i, (_, r) in enumerate(self.resources) if r.get("resourceType") == rtype]
 
 
-def parse_json(data: bytes, what: str, *, max_depth: int = MAX_JSON_DEPTH, max_values: int = MAX_JSON_VALUES) -> Any:
-    """Parsed JSON within the service's depth and size limits, checked before any FHIR validation.
+def parse_json(
+    data: bytes,
+    what: str,
+    *,
+    max_depth: int = MAX_JSON_DEPTH,
+    max_values: int = MAX_JSON_VALUES,
+    max_number: float = MAX_JSON_NUMBER,
+) -> Any:
+    """Parsed JSON within the service's depth, size and number limits, checked before any FHIR validation.
 
     The number of values is bounded before parsing (from the body's commas and brackets, so a body of millions of
-    empty arrays never becomes millions of Python objects), the depth right after it, without recursion. Every
-    refusal names ``what`` and the limit, and a too-deep body the path of its first too-deep element, never the
-    content.
+    empty arrays never becomes millions of Python objects), the depth and the numbers right after it, without
+    recursion. Every refusal names ``what`` and the limit, and the path of the element at fault (a too-deep array or
+    object, a too-large number), never the content.
 
     Raises:
         FhirHTTPError: 400 ``structure`` for a body that is not JSON (invalid UTF-8, ``NaN``, a number out of the
-            double range ...); 413 ``too-costly`` over ``max_values``; 422 ``too-costly`` deeper than ``max_depth``.
+            double range ...); 413 ``too-costly`` over ``max_values``; 422 ``too-costly`` deeper than ``max_depth``;
+            422 ``value`` for a number of magnitude ``max_number`` or more.
     """
     # Every value but the first follows a comma, or opens an array or object: an upper bound (commas and brackets
     # inside strings count too), exact enough for a limit set far above any real resource.
@@ -94,6 +110,8 @@ def parse_json(data: bytes, what: str, *, max_depth: int = MAX_JSON_DEPTH, max_v
         raise FhirHTTPError(400, "structure", f"{what} is not valid JSON") from None
     if containers > max_depth:  # fewer arrays and objects than levels (a small Claim): nothing to walk
         check_depth(value, max_depth, what)
+    if _LONG_NUMBER.search(data):
+        check_numbers(value, max_number, what)
     return value
 
 
@@ -126,8 +144,29 @@ def check_depth(value: Any, max_depth: int, what: str) -> None:
         depth += 1
 
 
+def check_numbers(value: Any, max_number: float, what: str) -> None:
+    """Refuse a parsed JSON value holding a number of magnitude ``max_number`` or more.
+
+    Raises:
+        FhirHTTPError: 422 ``value`` naming the limit and the path of the first such number, never the number.
+    """
+    where = _first_path(value, lambda node, _: type(node) in _NUMBERS and not abs(node) < max_number)
+    if where is not None:
+        raise FhirHTTPError(
+            422, "value", f"{what} holds a number of magnitude {max_number:.0e} or more (the limit) at {where}", [where]
+        )
+
+
 def _json_path(value: Any, depth: int) -> str:
-    """The FHIRPath-like path of the first array or object at ``depth`` (the root is 1), truncated.
+    """The FHIRPath-like path of the first array or object at ``depth`` (the root is 1), truncated."""
+    where = _first_path(value, lambda node, level: level == depth and type(node) in _CONTAINERS)
+    assert where is not None, "called for a value at least that deep"
+    return where
+
+
+def _first_path(value: Any, found: Callable[[Any, int], bool]) -> str | None:
+    """The FHIRPath-like path (truncated) of the first node, depth first in document order, for which
+    ``found(node, level)`` holds (the root is level 1), or None.
 
     Keys that are not shaped like FHIR element names (letters and digits, starting with a letter or ``_``) are shown
     as ``*``: a key could be personal data.
@@ -137,12 +176,14 @@ def _json_path(value: Any, depth: int) -> str:
     stack: list[tuple[Any, int, list[str]]] = [(value, 1, [])]
     while stack:
         node, level, path = stack.pop()
-        if level == depth:
+        if found(node, level):
             parts += path
             break
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        children = [(child, level + 1, [*path, _step(key)]) for key, child in items if isinstance(child, dict | list)]
-        stack.extend(reversed(children))  # depth first, in document order
+        if type(node) in _CONTAINERS:
+            items = node.items() if type(node) is dict else enumerate(node)
+            stack.extend(reversed([(child, level + 1, [*path, _step(key)]) for key, child in items]))
+    else:
+        return None
     shown = parts[: 1 + PATH_STEPS_SHOWN]
     text = "".join(shown[:1] + [p if p.startswith("[") else f".{p}" for p in shown[1:]])
     hidden = len(parts) - len(shown)

@@ -146,3 +146,25 @@ def test_the_built_in_cohort_is_well_inside_the_limits(tiny_cohort: Path) -> Non
             parse_json(body, path.name, max_depth=16)
             count += 1
     assert count > 1000
+
+
+@pytest.mark.parametrize(
+    ("number", "refused"),
+    [
+        (b"1e30", True),
+        (b"-1.5E+15", True),
+        (b"1000000000000000", True),
+        (b"999999999999999.9", False),
+        (b"1e-30", False),
+    ],
+)
+def test_numbers_of_magnitude_1e15_or_more_are_refused_naming_the_field(number: bytes, refused: bool) -> None:
+    body = b'{"resourceType":"Claim","id":"x:1e20 ' + FAKE_IIN.encode() + b'","total":{"value":' + number + b"}}"
+    if not refused:
+        assert parse_json(body, "the request body")["total"]["value"] == float(number)
+        return
+    error = refusal(body)
+    assert (error.status_code, error.code, error.expression) == (422, "value", ["Claim.total.value"])
+    assert error.diagnostics == (
+        "the request body holds a number of magnitude 1e+15 or more (the limit) at Claim.total.value"
+    )
