@@ -1,7 +1,9 @@
 """Stage ``features@diagnosis``: one row per imaging study under ``data/processed/diagnosis/``.
 
 ``shipa features diagnosis`` writes ``dataset.parquet`` (one row per imaging study: label, image path, EHR values
-and flags, split), ``features.json`` (task, EHR columns, fitted scaler), ``splits.csv`` and ``summary.json``.
+and flags, split), ``features.json`` (task, EHR columns, fitted scaler), ``splits.csv``, ``summary.json`` and
+``input_domain.json`` (the DICOM headers the model may be used on, fitted on the train split's image headers: see
+:mod:`pipelines.imaging.domain`; the register stage records it with the model, the service enforces it).
 A ``split_file`` naming patients by their source ``Patient.id`` or IIN (``split_ids``) is pseudonymised with the
 ingest key, which comes from the environment like ingest's (the demo key when unset).
 """
@@ -12,14 +14,49 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import orjson
 import polars as pl
+from pydicom.dataset import Dataset
 
 from pipelines.config import DEMO_PSEUDONYM_KEY, DiagnosisFeaturesParams
+from pipelines.errors import InputError
 from pipelines.features import diagnosis as dx
 from pipelines.features.splits import grouped_split, split_from_file
+from pipelines.imaging.domain import INPUT_DOMAIN_FILE, InputDomain
 from pipelines.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
+
+# The diagnosis model card puts patients under 1 year out of scope (card_text.diagnosis_card_text): the input
+# domain's age range starts there even when the training data holds younger patients.
+INTENDED_MIN_AGE_YEARS = 1.0
+
+
+def fit_input_domain(df: pl.DataFrame, tables: Path) -> InputDomain:
+    """The input domain of the train split's images, from the de-identified headers ingest kept beside them.
+
+    Ingest writes ``<sop>.json`` (the header without pixels) beside ``<sop>.npy``; ``images.parquet`` names both.
+    Modalities are the observed ones (the dataset keeps only ``features.diagnosis.modalities``); the age range
+    starts at :data:`INTENDED_MIN_AGE_YEARS`.
+
+    Raises:
+        InputError: a training image has no header file.
+    """
+    manifest = pl.read_parquet(tables / "images.parquet", columns=["image_path", "header_path"])
+    header_of = dict(zip(manifest["image_path"].to_list(), manifest["header_path"].to_list(), strict=True))
+    headers = []
+    for image in df.filter(pl.col("split") == "train")["image_path"].to_list():
+        path = Path(image)
+        header = path.parent / header_of.get(path.name, path.with_suffix(".json").name)
+        if not header.exists():
+            raise InputError(f"{header}: the image header is missing (run `shipa ingest` again)")
+        headers.append(Dataset.from_json(orjson.loads(header.read_bytes())))
+    fitted = InputDomain.fit(headers)
+    if fitted.age_years is None:
+        return fitted
+    low, high = fitted.age_years
+    age = (max(low, INTENDED_MIN_AGE_YEARS), max(high, INTENDED_MIN_AGE_YEARS))
+    return InputDomain.from_dict({**fitted.to_dict(), "age_years": age})
 
 
 def task_of(params: DiagnosisFeaturesParams) -> dx.DiagnosisTask:
@@ -78,6 +115,7 @@ def run(params: DiagnosisFeaturesParams, interim: Path, out_dir: Path, *, key: s
     df, scaler = dx.finalize(df, _split_of(params, df, interim / "tables", key), task)
     value_cols, flag_cols = dx.ehr_columns(task.raw_features)
     summary = _summary(df)
+    domain = fit_input_domain(df, interim / "tables")
     with atomic_dir(out_dir) as tmp:
         df.write_parquet(tmp / "dataset.parquet")
         (df.select("patient_id", "split").unique().sort("patient_id").write_csv(tmp / "splits.csv"))
@@ -95,6 +133,7 @@ def run(params: DiagnosisFeaturesParams, interim: Path, out_dir: Path, *, key: s
             },
         )
         write_json(tmp / "summary.json", summary)
+        (tmp / INPUT_DOMAIN_FILE).write_text(domain.to_json(), encoding="utf-8")
     log.info(
         "diagnosis features: %d studies of %d patients; test prevalence %.3f",
         summary["studies"],
