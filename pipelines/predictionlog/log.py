@@ -484,7 +484,9 @@ class PredictionLog:
         """Walk the whole chain, then check it against the checkpoint file; report the first fault found.
 
         In order: a record missing, altered, hashed under another key or unchained; a record that differs from a
-        signed checkpoint of it; a head row that does not match the last record; a chain shorter than a signed
+        signed checkpoint of it; a head row past the last record or unlike the record at its count (records
+        committed after the head was read follow it: verifying while the service appends is no fault); a chain
+        shorter than a signed
         checkpoint (records cut off the end and the head moved back); a checkpoint line that is unreadable or not
         signed with the audit key; no checkpoint file for a chain that has records.
         """
@@ -506,7 +508,12 @@ class PredictionLog:
 
         expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
         with self._engine.connect() as conn:
+            # Read before the records, each in its own statement: records committed in between (the service
+            # appending while an auditor verifies) follow the head. They are accepted, keyed and chained as all
+            # others; the head row must match the record at its own count.
             head = conn.execute(_SELECT_HEAD).first()
+            head_seq = head.seq if head is not None else -1
+            hash_at_head = GENESIS_HASH if head_seq == 0 else None
             rows = conn.execution_options(yield_per=2000).execute(select(events_table).order_by(events_table.c.seq))
             for row in rows.mappings():
                 seq = row["seq"]
@@ -538,14 +545,16 @@ class PredictionLog:
                             "signed (the chain was rewritten from there on, or the checkpoints are another log's)",
                             checkpoint.line,
                         )
+                if seq == head_seq:
+                    hash_at_head = row["hash"]
                 prev_hash, expected_seq, checked = row["hash"], expected_seq + 1, checked + 1
         last = expected_seq - 1
         if head is None:
             return fail(checked, last + 1, "the chain head row is missing (altered)")
         if head.seq > last:
             return fail(checked, last + 1, f"records {last + 1} to {head.seq} are missing (deleted from the end)")
-        if head.seq != last or head.hash != prev_hash:
-            return fail(checked, last, f"the chain head does not match record {last} (altered)")
+        if head.hash != hash_at_head:
+            return fail(checked, head.seq, f"the chain head does not match record {head.seq} (altered)")
         beyond = [c for seq, found in wanted.items() if seq > last for c in found]
         if beyond:
             top = max(beyond, key=lambda c: (c.seq, -c.line))
@@ -564,7 +573,8 @@ class PredictionLog:
                 "signed with the audit key (forged or altered)",
                 first_unsigned.line,
             )
-        if file_missing and last > 0:
+        # Looked at again: the first commit may have been read above with its checkpoint line still being written.
+        if file_missing and last > 0 and cp_file is not None and not cp_file.exists():
             return fail(
                 checked,
                 None,

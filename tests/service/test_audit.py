@@ -155,6 +155,42 @@ def test_truncation_with_the_head_rewound_is_detected(log: PredictionLog, db_pat
     )
 
 
+def test_an_altered_head_row_is_named(log: PredictionLog, db_path: Path) -> None:
+    fill(log, 3)
+    raw_sql(db_path, "UPDATE audit_head SET hash = ? WHERE id = 1", ("f" * 64,))
+    result = log.verify()
+    assert (result.ok, result.first_bad_id, result.reason) == (
+        False,
+        3,
+        "the chain head does not match record 3 (altered)",
+    )
+
+
+def test_verifying_while_another_process_appends_finds_no_fault(db_path: Path, checkpoints: Path) -> None:
+    """An auditor's verify races the service's appends: records committed after it read the head are no fault."""
+    url = f"sqlite:///{db_path}"
+    writer = PredictionLog(url, key=KEY, checkpoints=checkpoints)
+    reader = PredictionLog(url, key=KEY, checkpoints=checkpoints)
+    done = threading.Event()
+
+    def append() -> None:
+        for i in range(300):
+            writer.append(make_record(i))
+        done.set()
+
+    thread = threading.Thread(target=append)
+    thread.start()
+    results = []
+    while not done.is_set():
+        results.append(reader.verify())
+    thread.join()
+    results.append(reader.verify())
+    writer.close()
+    reader.close()
+    assert len(results) > 1 and [r.reason for r in results if not r.ok] == []
+    assert results[-1].checked == 300
+
+
 def _sha256(row: dict[str, Any]) -> str:
     return hashlib.sha256(compact_json({name: row[name] for name in _HASHED_FIELDS}).encode()).hexdigest()
 
