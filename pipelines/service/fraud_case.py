@@ -13,14 +13,16 @@ Without a history (no ingest tables configured) the request is its own history.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipelines.codes import DEFAULT_IIN_SYSTEMS
 from pipelines.fhir.deid import Pseudonyms
 from pipelines.fhir.pseudonym import Pseudonymizer
+from pipelines.iin import check_digit
 from pipelines.service.errors import FhirHTTPError
-from pipelines.service.fhir_in import check_resources, deidentify_and_flatten, submitted_resources
+from pipelines.service.fhir_in import Submitted, check_resources, deidentify_and_flatten, submitted_resources
 from pipelines.service.fhir_out import PatientRef
 
 if TYPE_CHECKING:
@@ -29,19 +31,49 @@ if TYPE_CHECKING:
     from pipelines.features.fraud_engine import FraudHistory
 
 
+_TWELVE_DIGITS = re.compile(r"(?<![0-9])[0-9]{12}(?![0-9])")
+
+
+def iin_shaped(text: str) -> bool:
+    """Whether ``text`` holds twelve digits in a row whose last is the IIN check digit of the first eleven.
+
+    Only the check digit is tested, not the date: a number an IIN could be is never repeated to the caller.
+    """
+    for match in _TWELVE_DIGITS.finditer(text):
+        digits = match.group()
+        if check_digit(digits[:11]) == int(digits[11]):
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class ClaimRecords:
     """The claim feature records of a request and how to name each claim and patient in the answer.
 
     Attributes:
         records: one row per submitted claim (the training feature columns), in request order.
-        basis: claim pseudonym -> how the request referred to the Claim (``Claim/<id>`` or its fullUrl).
+        basis: claim pseudonym -> how the request referred to the Claim (``Claim/<id>`` or its fullUrl), or
+            ``Claim/<pseudonym>`` when that reference holds a number shaped like an IIN (:func:`iin_shaped`).
         patients: claim pseudonym -> the claim's pseudonymous patient.
+        warnings: (expression, diagnostics) of each reference replaced by its pseudonym, for the answer.
     """
 
     records: pl.DataFrame
     basis: dict[str, str]
     patients: dict[str, PatientRef]
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _claim_basis(submitted: Submitted, position: int, pseudonym: str) -> tuple[str, tuple[str, str] | None]:
+    """How the answer names a claim: as the request referred to it, unless that reference looks like an IIN."""
+    reference = submitted.references[position]
+    if not iin_shaped(reference):
+        return reference, None
+    where, resource = submitted.resources[position]
+    at = f"{where}.id" if reference == f"Claim/{resource.get('id')}" else f"{where.removesuffix('.resource')}.fullUrl"
+    named = f"Claim/{pseudonym}"
+    text = f"{at} looks like an IIN (a national identifier) and is not repeated: the answer names this claim {named}"
+    return named, (at, text)
 
 
 def build_claim_records(
@@ -76,10 +108,15 @@ def build_claim_records(
     # has no record).
     order = list(dict.fromkeys(flat.pseudonyms[i] for i, _ in claims))
     records = history.request_features(flat.rows, order=order)
-    basis = {flat.pseudonyms[i]: submitted.references[i] for i, _ in claims}
+    basis: dict[str, str] = {}
+    warnings: list[tuple[str, str]] = []
+    for i, _ in claims:
+        basis[flat.pseudonyms[i]], warning = _claim_basis(submitted, i, flat.pseudonyms[i])
+        if warning is not None:
+            warnings.append(warning)
     iin_of = {row["patient_id"]: row.get("patient_pseudo_id") for row in flat.rows.get("patients", [])}
     patients = {
         row["claim_id"]: PatientRef(iin_of.get(row.get("patient_id")), row.get("patient_id"))
         for row in flat.rows.get("claims", [])
     }
-    return ClaimRecords(records=records, basis=basis, patients=patients)
+    return ClaimRecords(records=records, basis=basis, patients=patients, warnings=warnings)

@@ -245,6 +245,8 @@ def _fraud_bodies(claim: dict[str, Any], bundle: dict[str, Any]) -> list[tuple[s
     bodies += [
         ("too-many-values", "[" + "0," * 1_000_001 + "0]"),
         ("huge-total", json.dumps({**claim, "total": {"value": 1e308, "currency": "KZT"}})),
+        ("large-total", json.dumps({**claim, "total": {"value": 999_999_999_999_999, "currency": "KZT"}})),
+        ("tiny-total", json.dumps({**claim, "total": {"value": 1e-300, "currency": "KZT"}})),
         ("huge-int", json.dumps({**claim, "total": {"value": 10**30, "currency": "KZT"}})),
         ("huge-sequence", json.dumps({**claim, "insurance": [{"sequence": 2**70, "focal": True}]})),
         ("negative-total", json.dumps({**claim, "total": {"value": -1.7976931348623157e308, "currency": "KZT"}})),
@@ -324,6 +326,7 @@ def test_hostile_fhir_never_5xx_and_every_request_audited(service: Service, case
     assert statuses["claim-extensions-30"] == 200  # the deepest extension under the limit is scored
     assert statuses["arrays-64"] == statuses["objects-64"] == 422  # within the depth limit: not a resource
     assert statuses["too-many-values"] == 413
+    assert statuses["huge-total"] == statuses["huge-int"] == 422 and statuses["large-total"] == 200
     not_json = ("nan", "infinity", "out-of-double", "invalid-utf8", "lone-surrogate", "empty")
     assert {statuses[n] for n in not_json} == {400}
     mutated = {s for n, s in statuses.items() if n.startswith("mutated")}

@@ -4,6 +4,7 @@ in; a RiskAssessment per claim (probability, qualitative band, reasons in the re
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -36,6 +37,7 @@ from pipelines.service.mlflow_source import (
     current_models,
     current_pseudonymizer,
 )
+from pipelines.service.outcome import issue, operation_outcome
 from pipelines.service.schemas import ERROR_RESPONSES, OperationOutcomeOut
 from pipelines.service.settings import ServiceSettings
 
@@ -153,11 +155,26 @@ def _risks(model: FraudModel, records: ClaimRecords, scored: ClaimScores, fmt: s
     return _Scored(risks, audit_output(risks, fmt, lang), next(iter(patients)) if len(patients) == 1 else None)
 
 
-def _render(model: FraudModel, risks: list[fhir_out.ClaimRisk], fmt: str, lang: Language) -> JSONResponse:
+def _render(
+    model: FraudModel,
+    risks: list[fhir_out.ClaimRisk],
+    fmt: str,
+    lang: Language,
+    warnings: list[tuple[str, str]],
+) -> JSONResponse:
+    """The answer; ``warnings`` (expression, text) become ``warnings`` of the compact view, or an OperationOutcome
+    entry of the Bundle."""
     headers = {"Content-Language": lang}
+    issues = [issue("informational", text, severity="warning", expression=[at]) for at, text in warnings]
     if fmt == "json":
-        return JSONResponse(fhir_out.fraud_compact(risks, model.ref, lang), headers=headers)
-    return JSONResponse(fhir_out.fraud_bundle(risks, model.ref, lang), media_type=fhir_out.FHIR_JSON, headers=headers)
+        compact = fhir_out.fraud_compact(risks, model.ref, lang)
+        if issues:
+            compact["warnings"] = issues
+        return JSONResponse(compact, headers=headers)
+    bundle = fhir_out.fraud_bundle(risks, model.ref, lang)
+    if issues:
+        bundle["entry"].append({"resource": {**operation_outcome(issues), "id": str(uuid.uuid4())}})
+    return JSONResponse(bundle, media_type=fhir_out.FHIR_JSON, headers=headers)
 
 
 @dataclass(frozen=True)
@@ -179,10 +196,11 @@ async def fraud_request(request: Request, credentials: BearerCredentials) -> Fra
     state = request.app.state
     principal = checked_role(authenticate_request(request, credentials), _ROLES)
     audit = await audit_of_request(request, principal, state.audit_log)
-    models = await current_models(request)
+    model = _model(await current_models(request))
+    audit.model = (model.ref.name, model.ref.version, model.ref.alias)  # a later refusal's record names it
     return FraudRequest(
         audit=audit,
-        model=_model(models),
+        model=model,
         pseudonymizer=await current_pseudonymizer(request),
         iin_systems=current_iin_systems(request),
         settings=state.settings,
@@ -243,4 +261,4 @@ async def score(
         ) from None
     answer = await scoring.run(_risks, model, records, scored, format, lang, inline=inline)
     await _audit(audit, model, answer.audited, patient=answer.patient)  # no answer leaves without its record
-    return await scoring.run(_render, model, answer.risks, format, lang, inline=inline)
+    return await scoring.run(_render, model, answer.risks, format, lang, records.warnings, inline=inline)
