@@ -25,7 +25,10 @@ def client(
 ) -> Iterator[tuple[TestClient, dict[str, str]]]:
     """The service on the test's audit log and the registered version's store, run from its workspace."""
     monkeypatch.chdir(registered.root)
-    settings = ServiceSettings(database_url=audit_db, token_pepper=PEPPER, tracking_uri=registered.tracking_uri)
+    # demo_mode: the audit log fixture is written under the public demo audit key.
+    settings = ServiceSettings(
+        database_url=audit_db, token_pepper=PEPPER, demo_mode=True, tracking_uri=registered.tracking_uri
+    )
     app = create_app(settings, report_renderer=html_report)
     tokens = {role.value: app.state.tokens.add(f"{role.value}-1", role) for role in Role}
     with TestClient(app, raise_server_exceptions=False) as test_client:
@@ -82,7 +85,10 @@ def test_unknown_versions_and_bad_names(client: tuple[TestClient, dict[str, str]
 
 def test_without_a_report_renderer_the_route_answers_404(audit_db: str, registered: Registered) -> None:
     """The service alone (no auditors' package handed in) does not serve the report."""
-    settings = ServiceSettings(database_url=audit_db, token_pepper=PEPPER, tracking_uri=registered.tracking_uri)
+    # demo_mode: the audit log fixture is written under the public demo audit key.
+    settings = ServiceSettings(
+        database_url=audit_db, token_pepper=PEPPER, demo_mode=True, tracking_uri=registered.tracking_uri
+    )
     app = create_app(settings)
     token = app.state.tokens.add("auditor-1", Role.auditor)
     with TestClient(app, raise_server_exceptions=False) as http:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.predictionlog.log import DEMO_AUDIT_KEY
 from pipelines.service.errors import ServiceConfigError
-from pipelines.service.settings import DEMO_TOKEN_PEPPER, load_service_settings
+from pipelines.service.settings import DEMO_TOKEN_PEPPER, load_audit_settings, load_service_settings
 
 
 @pytest.mark.parametrize("pepper", [None, "", "change-me", "CHANGEME", "changethis", "short-secret", "   "])
@@ -30,6 +31,7 @@ def test_demo_mode_accepts_missing_pepper(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_environment_values_and_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SHIPA_SERVICE_TOKEN_PEPPER", "a-real-secret-of-enough-length")
+    monkeypatch.setenv("SHIPA_SERVICE_AUDIT_KEY", "another-real-secret-of-enough-length")
     monkeypatch.setenv("SHIPA_SERVICE_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("SHIPA_SERVICE_CORS_ORIGINS", "https://a.example, https://b.example")
     monkeypatch.setenv("SHIPA_SERVICE_RATE_PER_S", "7.5")
@@ -39,7 +41,9 @@ def test_environment_values_and_defaults(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert settings.cors_origins == ("https://a.example", "https://b.example")
     assert (settings.rate_per_s, settings.burst, settings.host, settings.threads) == (7.5, 9, "127.0.0.1", 1)
     assert settings.content_types == ("application/json", "application/fhir+json")
-    assert "a-real-secret" not in repr(settings)
+    assert "a-real-secret" not in repr(settings) and "another-real-secret" not in repr(settings)
+    assert settings.audit_key_bytes() == b"another-real-secret-of-enough-length"
+    assert settings.audit_checkpoints == tmp_path / "state" / "service.audit-checkpoints.jsonl"
     explicit = load_service_settings(database_url="postgresql+psycopg://svc@db/shipa")
     assert explicit.database_url == "postgresql+psycopg://svc@db/shipa"
 
@@ -70,3 +74,35 @@ def test_batching_and_token_cache_settings(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("SHIPA_SERVICE_INLINE_MAX_BYTES", "-1")
     with pytest.raises(ServiceConfigError, match="SHIPA_SERVICE_INLINE_MAX_BYTES"):
         load_service_settings()
+
+
+@pytest.mark.parametrize("key", [None, "", "change-me", "short-secret", DEMO_AUDIT_KEY.decode()])
+def test_an_unusable_audit_key_is_refused_outside_demo(monkeypatch: pytest.MonkeyPatch, key: str | None) -> None:
+    monkeypatch.setenv("SHIPA_SERVICE_TOKEN_PEPPER", "a-real-secret-of-enough-length")
+    if key is not None:
+        monkeypatch.setenv("SHIPA_SERVICE_AUDIT_KEY", key)
+    for load in (load_service_settings, load_audit_settings):
+        with pytest.raises(ServiceConfigError, match="SHIPA_SERVICE_AUDIT_KEY is empty, a placeholder, the public"):
+            load()
+
+
+def test_the_audit_key_is_its_own_secret_and_verifying_needs_no_pepper(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SHIPA_SERVICE_TOKEN_PEPPER", "a-real-secret-of-enough-length")
+    monkeypatch.setenv("SHIPA_SERVICE_AUDIT_KEY", "a-real-secret-of-enough-length")
+    with pytest.raises(ServiceConfigError, match="SHIPA_SERVICE_AUDIT_KEY must not be the token pepper"):
+        load_service_settings()
+    monkeypatch.delenv("SHIPA_SERVICE_TOKEN_PEPPER")
+    audit = load_audit_settings(database_url=f"sqlite:///{tmp_path / 'x' / 'svc.db'}")
+    assert audit.audit_key_bytes() == b"a-real-secret-of-enough-length"
+    assert audit.audit_checkpoints == tmp_path / "x" / "svc.audit-checkpoints.jsonl"
+    assert load_audit_settings(database_url="postgresql+psycopg://svc@db/shipa").audit_checkpoints == Path(
+        "service-state/service.audit-checkpoints.jsonl"
+    )
+    assert load_audit_settings(database_url="sqlite://").audit_checkpoints is None
+
+
+def test_demo_mode_has_a_public_audit_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPA_SERVICE_DEMO_MODE", "true")
+    assert load_service_settings().audit_key_bytes() == DEMO_AUDIT_KEY
