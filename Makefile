@@ -80,7 +80,7 @@ bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; OMP_NUM_THREADS=1 $(BIN)/python $$b || exit 1; done
 
 # The inference service on 127.0.0.1:8000 over the champions of the embedded MLflow store. Demo mode accepts the
-# documented demo keys for the built-in cohort only; real deployments set SHIPA_SERVICE_TOKEN_PEPPER and
+# documented demo keys for the built-in cohort only; real deployments set SHIPA_SERVICE_TOKEN_PEPPER, SHIPA_SERVICE_AUDIT_KEY and
 # SHIPA_PSEUDONYM_KEY. Create a token first: .venv/bin/shipa tokens add --name me --role admin
 serve: $(STAMP)
 	SHIPA_SERVICE_DEMO_MODE=$${SHIPA_SERVICE_DEMO_MODE:-true} SHIPA_SERVICE_TRACKING_URI=$${SHIPA_SERVICE_TRACKING_URI:-$(MLFLOW_TRACKING_URI)} \

@@ -779,7 +779,14 @@ def test_the_documented_claim_example_is_scored(service: Service) -> None:
 
 def _workers(supervisor: psutil.Process) -> set[int]:
     """The supervisor's worker processes (uvicorn starts them with multiprocessing's spawn)."""
-    return {c.pid for c in supervisor.children() if "multiprocessing.spawn" in " ".join(c.cmdline())}
+    workers = set()
+    for child in supervisor.children():
+        try:
+            if "multiprocessing.spawn" in " ".join(child.cmdline()):
+                workers.add(child.pid)
+        except psutil.Error:  # a worker that just exited (a zombie until the supervisor reaps it)
+            continue
+    return workers
 
 
 def _wait(what: str, done: Callable[[], bool], proc: subprocess.Popen[bytes], timeout: float = 240) -> None:
