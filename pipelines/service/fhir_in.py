@@ -150,11 +150,19 @@ def check_numbers(value: Any, max_number: float, what: str) -> None:
     Raises:
         FhirHTTPError: 422 ``value`` naming the limit and the path of the first such number, never the number.
     """
-    where = _first_path(value, lambda node, _: type(node) in _NUMBERS and not abs(node) < max_number)
-    if where is not None:
-        raise FhirHTTPError(
-            422, "value", f"{what} holds a number of magnitude {max_number:.0e} or more (the limit) at {where}", [where]
-        )
+    level = [value] if type(value) in _CONTAINERS else []
+    while level:  # one level at a time, as check_depth; the path is looked for only once a number is found
+        children = [child for node in level for child in (node.values() if type(node) is dict else node)]
+        numbers = [abs(child) for child in children if type(child) in _NUMBERS]
+        if numbers and max(numbers) >= max_number:
+            where = _first_path(value, lambda node, _: type(node) in _NUMBERS and not abs(node) < max_number)
+            raise FhirHTTPError(
+                422,
+                "value",
+                f"{what} holds a number of magnitude {max_number:.0e} or more (the limit) at {where}",
+                [str(where)],
+            )
+        level = [child for child in children if type(child) in _CONTAINERS]
 
 
 def _json_path(value: Any, depth: int) -> str:
