@@ -5,6 +5,10 @@ per worker (downloaded to the service's state folder, loaded as the registered p
 :class:`ModelSet`. A reload builds a new set beside the old one and swaps the reference in one assignment: a
 request takes one snapshot when it starts and finishes on it, so no request is dropped or sees two versions. A
 model whose champion did not move is reused, not reloaded; one that fails to load keeps its previous version.
+
+A diagnosis champion is served only with the input domain recorded at registration (the pyfunc artifact
+``input_domain``, else the MLmodel metadata ``input_domain``): without one it is not loaded, the reason is logged
+and listed in ``ready()["problems"]`` (and in ``reason`` when nothing else is served).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from fastapi import Depends, Request
 from pipelines.codes import DEFAULT_IIN_SYSTEMS
 from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.fraud.worklist import RiskBands
+from pipelines.imaging.domain import InputDomain, InputDomainError
 from pipelines.service.errors import FhirHTTPError
 from pipelines.service.fhir_out import ModelRef
 
@@ -47,6 +52,10 @@ FRAUD_MODEL = "shipa-fraud"
 CHAMPION = "champion"
 
 
+class NoInputDomainError(Exception):
+    """A diagnosis version without a valid recorded input domain: the service does not serve it."""
+
+
 @dataclass(frozen=True)
 class DiagnosisModel:
     """A served diagnosis champion.
@@ -57,6 +66,9 @@ class DiagnosisModel:
             threshold, scaler and network metadata (its network is the Grad-CAM explainer's own copy).
         features: the model's ``features.json`` (task, observations by LOINC, lookback, scaler).
         ingest_image_size: the side ingest resamples images to before the model's own preprocessing.
+        input_domain: the DICOM headers the model may be used on (recorded at registration); every uploaded
+            header is checked against it before any pixel is decoded
+            (:func:`pipelines.service.input_domain.require_in_domain`).
         explainer: Grad-CAM on the image branch (None for an EHR-only model).
     """
 
@@ -64,6 +76,7 @@ class DiagnosisModel:
     predictor: DiagnosisPredictor
     features: dict[str, Any]
     ingest_image_size: int
+    input_domain: InputDomain
     explainer: SaliencyExplainer | None = None
 
     @property
@@ -275,10 +288,14 @@ def build_diagnosis_model(
             registered value wins); None falls back on the model's own image size.
         device: where the Grad-CAM copy runs.
         explain: build the Grad-CAM explainer.
+
+    Raises:
+        NoInputDomainError: the version has no valid recorded input domain (it must not be served).
     """
     from pipelines.tracking import pyfunc_diagnosis as wrapper
 
     artifacts = loaded.artifacts
+    domain = recorded_input_domain(loaded)
     predictor = wrapper.load_predictor(
         artifacts[wrapper.ARTIFACT_MODEL],
         artifacts[wrapper.ARTIFACT_FEATURES],
@@ -296,8 +313,30 @@ def build_diagnosis_model(
         predictor=predictor,
         features=_read_json(artifacts[wrapper.ARTIFACT_FEATURES]),
         ingest_image_size=int(size),
+        input_domain=domain,
         explainer=explainer,
     )
+
+
+def recorded_input_domain(loaded: LoadedVersion) -> InputDomain:
+    """The input domain registered with a diagnosis version: its ``input_domain`` artifact, else its metadata.
+
+    Raises:
+        NoInputDomainError: neither is there, or the one there is not a valid domain.
+    """
+    from pipelines.tracking import pyfunc_diagnosis as wrapper
+
+    where = f"{loaded.name} version {loaded.version}"
+    path = loaded.artifacts.get(wrapper.ARTIFACT_INPUT_DOMAIN)
+    try:
+        if path is not None:
+            return InputDomain.from_json(Path(path).read_bytes())
+        recorded = loaded.metadata.get(wrapper.METADATA_INPUT_DOMAIN)
+        if isinstance(recorded, Mapping):
+            return InputDomain.from_dict(recorded)
+    except (InputDomainError, OSError) as exc:
+        raise NoInputDomainError(f"{where} has an unusable input domain ({type(exc).__name__}): not served") from None
+    raise NoInputDomainError(f"{where} has no recorded input domain (what it may be used on is unknown): not served")
 
 
 def build_fraud_model(
@@ -431,6 +470,11 @@ class MlflowModelSource:
                     )
                 )
                 diagnosis[model.task] = model
+            except NoInputDomainError as exc:
+                log.error("%s", exc)
+                problems.append(str(exc))
+                if previous is not None:
+                    diagnosis[previous.task] = previous
             except Exception as exc:
                 log.error("loading %s failed: %s", name, type(exc).__name__)
                 problems.append(f"{name} could not be loaded")

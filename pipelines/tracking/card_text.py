@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class CardText:
-    """What a model is for and not for, what goes in and out, where it fails. Plain text, no personal data."""
+    """What a model is for and not for, what goes in and out, where it fails. Plain text, no personal data.
+
+    ``intended_input`` describes the input domain recorded with the model (DICOM attribute -> accepted values,
+    from :meth:`pipelines.imaging.domain.InputDomain.describe`); the service refuses anything outside it.
+    """
 
     task: str
     intended_use: str
@@ -17,10 +22,16 @@ class CardText:
     outputs: dict[str, str] = field(default_factory=dict)
     limitations: tuple[str, ...] = ()
     failure_modes: tuple[str, ...] = ()
+    intended_input: dict[str, str] = field(default_factory=dict)
 
 
-def diagnosis_card_text(task: str = "pneumonia") -> CardText:
-    """The card text of a diagnosis model (``shipa-diagnosis-<task>``): radiographs plus EHR features."""
+def diagnosis_card_text(task: str = "pneumonia", intended_input: Mapping[str, str] | None = None) -> CardText:
+    """The card text of a diagnosis model (``shipa-diagnosis-<task>``): radiographs plus EHR features.
+
+    Args:
+        task: the task name.
+        intended_input: the recorded input domain in words (``InputDomain.describe()``); None: not recorded.
+    """
     return CardText(
         task=f"Binary {task} detection from a frontal chest radiograph and recent EHR observations",
         intended_use=(
@@ -51,6 +62,7 @@ def diagnosis_card_text(task: str = "pneumonia") -> CardText:
             "images with devices, rotation or heavy noise may be scored unreliably",
             "missing laboratory values lower the model's information and its confidence",
         ),
+        intended_input=dict(intended_input or {}),
     )
 
 

@@ -144,6 +144,7 @@ def build_model_card(
         "intended_users": list(text.intended_users),
         "out_of_scope_uses": list(text.out_of_scope_uses),
         "inputs": dict(text.inputs),
+        "intended_input": dict(text.intended_input),
         "outputs": dict(text.outputs),
         "training_data": json.loads(json.dumps(data_summary, sort_keys=True, default=str)),
         "evaluation": {
@@ -201,6 +202,24 @@ def _flat(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return rows
 
 
+def _intended_input(domain: Mapping[str, Any]) -> list[str]:
+    """The "Intended input" section: the DICOM header the service requires (the recorded input domain).
+
+    Absent when no domain is recorded (a fraud model has none; a diagnosis model without one is never served).
+    """
+    if not domain:
+        return []
+    out = ["", "## Intended input", ""]
+    out += [
+        "The service refuses, before decoding any pixel, a DICOM file whose header is outside this domain "
+        '(422 "outside this model\'s intended use", naming the attribute).',
+        "",
+        "| DICOM attribute | accepted |",
+        "| --- | --- |",
+    ]
+    return out + [f"| {k} | {_cell(v)} |" for k, v in domain.items()]
+
+
 def render_markdown(card: Mapping[str, Any]) -> str:
     """The card as Markdown, deterministic for the same card."""
     ev = card["evaluation"]
@@ -213,6 +232,8 @@ def render_markdown(card: Mapping[str, Any]) -> str:
     for title, key in (("Inputs", "inputs"), ("Outputs", "outputs")):
         out += ["", f"## {title}", "", "| name | description |", "| --- | --- |"]
         out += [f"| {k} | {_cell(v)} |" for k, v in sorted(card[key].items())]
+        if key == "inputs":
+            out += _intended_input(card.get("intended_input") or {})
     out += ["", "## Training data", "", "| field | value |", "| --- | --- |"]
     out += [f"| {k} | {_cell(v)} |" for k, v in _flat(card["training_data"])]
     out += [

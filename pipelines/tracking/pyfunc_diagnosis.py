@@ -6,6 +6,12 @@ apart: the EHR vector comes from :func:`pipelines.features.diagnosis.ehr_matrix`
 chain of :func:`pipelines.modeling.data.preprocess_image`, at the model's image size), and the probability is
 temperature-scaled with the evaluation stage's ``calibration.json``.
 
+The model's intended input (:class:`~pipelines.imaging.domain.InputDomain`: SOP classes, modalities, body parts,
+views, photometric interpretations, frames, size, pixel spacing and age the training images had) travels with it
+as the artifact ``input_domain`` (``input_domain.json``) and in the MLmodel metadata (``input_domain``). The
+pyfunc receives pixels, not DICOM headers, so it does not check them itself: the service checks every uploaded
+header against :attr:`DiagnosisPredictor.input_domain` before any pixel is decoded.
+
 Input rows (a pandas DataFrame): ``image`` (a 2-D array or nested list, e.g. the de-identified normalised
 pixel array) or ``image_path`` (an ingest ``.npy``), plus one column per raw EHR feature (``age``,
 ``sex_male`` and each observation name; None/NaN = missing). Output: ``probability`` and ``positive``
@@ -35,6 +41,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from pipelines.features.diagnosis import Scaler
+    from pipelines.imaging.domain import InputDomain
     from pipelines.modeling.options import ModelMeta
 
 log = logging.getLogger(__name__)
@@ -42,6 +49,8 @@ log = logging.getLogger(__name__)
 ARTIFACT_MODEL = "model"
 ARTIFACT_FEATURES = "features"
 ARTIFACT_CALIBRATION = "calibration"
+ARTIFACT_INPUT_DOMAIN = "input_domain"
+METADATA_INPUT_DOMAIN = "input_domain"
 IMAGE = "image"
 IMAGE_PATH = "image_path"
 PROBABILITY = "probability"
@@ -61,6 +70,8 @@ class DiagnosisPredictor:
         temperature: the evaluation stage's temperature for this model's mode.
         threshold: the decision threshold chosen on validation data.
         task: the task name (``pneumonia``).
+        input_domain: the DICOM headers the model may be used on; None for a model registered without one
+            (the service refuses to serve it).
     """
 
     model: nn.Module
@@ -69,6 +80,7 @@ class DiagnosisPredictor:
     temperature: float
     threshold: float
     task: str
+    input_domain: InputDomain | None = None
 
     @property
     def raw_features(self) -> list[str]:
@@ -158,7 +170,12 @@ def _images(frame: pd.DataFrame) -> list[np.ndarray]:
 
 
 def load_predictor(
-    model_dir: Path, features_path: Path, calibration_path: Path, *, device: str = "cpu"
+    model_dir: Path,
+    features_path: Path,
+    calibration_path: Path,
+    *,
+    device: str = "cpu",
+    input_domain_path: Path | None = None,
 ) -> DiagnosisPredictor:
     """Load a trained mode folder (``model.pt``, ``model.json``) with its scaler and calibration.
 
@@ -167,11 +184,14 @@ def load_predictor(
         features_path: the ``features.json`` the model was trained with (task, raw features, scaler).
         calibration_path: the evaluation's ``calibration.json`` (``{mode: {temperature, threshold}}``).
         device: ``cpu`` (the default, as the evaluation ran), ``auto`` or ``cuda[:N]``.
+        input_domain_path: the ``input_domain.json`` recorded with the model; None: the predictor has none.
 
     Raises:
         InputError: the calibration has no entry for the model's mode.
+        InputDomainError: the input domain file is not a valid domain.
     """
     from pipelines.features.diagnosis import Scaler
+    from pipelines.imaging.domain import InputDomain
     from pipelines.modeling.engine import load_model
 
     model, meta = load_model(Path(model_dir), device=device)
@@ -187,11 +207,15 @@ def load_predictor(
         temperature=float(entry["temperature"]),
         threshold=float(entry["threshold"]),
         task=str(features["task"]),
+        input_domain=(
+            InputDomain.from_json(Path(input_domain_path).read_bytes()) if input_domain_path is not None else None
+        ),
     )
 
 
 class DiagnosisPyfunc(PythonModel):
-    """MLflow wrapper of :class:`DiagnosisPredictor`; artifacts: ``model`` (folder), ``features``, ``calibration``.
+    """MLflow wrapper of :class:`DiagnosisPredictor`; artifacts: ``model`` (folder), ``features``, ``calibration``
+    and ``input_domain`` (absent from versions registered before input domains were recorded).
 
     ``model_config={"device": "auto"}`` at load time runs it on a GPU; the default is the CPU, where the
     evaluation's predictions were made.
@@ -220,11 +244,13 @@ class DiagnosisPyfunc(PythonModel):
     @staticmethod
     def _load(context: PythonModelContext) -> DiagnosisPredictor:
         config = context.model_config or {}
+        domain = context.artifacts.get(ARTIFACT_INPUT_DOMAIN)
         return load_predictor(
             Path(context.artifacts[ARTIFACT_MODEL]),
             Path(context.artifacts[ARTIFACT_FEATURES]),
             Path(context.artifacts[ARTIFACT_CALIBRATION]),
             device=str(config.get("device", "cpu")),
+            input_domain_path=Path(domain) if domain else None,
         )
 
     def predict(
@@ -236,8 +262,15 @@ class DiagnosisPyfunc(PythonModel):
         return self._predictor.predict(model_input)
 
 
-def artifact_files(model_dir: Path, features_path: Path, calibration_path: Path, scratch: Path) -> dict[str, str]:
-    """The wrapper's artifacts, copied into ``scratch``: the weights and ``model.json`` only.
+def artifact_files(
+    model_dir: Path,
+    features_path: Path,
+    calibration_path: Path,
+    scratch: Path,
+    input_domain_path: Path | None = None,
+) -> dict[str, str]:
+    """The wrapper's artifacts, copied into ``scratch``: the weights and ``model.json`` only, plus the features,
+    the calibration and (when given) the input domain.
 
     The training folder also holds validation predictions (study ids); they stay out of the registry.
     """
@@ -247,11 +280,14 @@ def artifact_files(model_dir: Path, features_path: Path, calibration_path: Path,
     folder.mkdir(parents=True, exist_ok=True)
     for name in (MODEL_FILE, META_FILE):
         shutil.copy2(Path(model_dir) / name, folder / name)
-    return {
+    files = {
         ARTIFACT_MODEL: str(folder),
         ARTIFACT_FEATURES: str(Path(features_path)),
         ARTIFACT_CALIBRATION: str(Path(calibration_path)),
     }
+    if input_domain_path is not None:
+        files[ARTIFACT_INPUT_DOMAIN] = str(Path(input_domain_path))
+    return files
 
 
 def signature(raw_features: Sequence[str]) -> ModelSignature:

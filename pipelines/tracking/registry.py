@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
@@ -29,11 +30,19 @@ _TASK = re.compile(r"^[a-z0-9][a-z0-9\-]{0,60}$")
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w\-]+))$")
 
 
+DIAGNOSIS_PREFIX = "shipa-diagnosis-"
+
+
+def is_diagnosis_model(name: str) -> bool:
+    """Whether ``name`` is a registered diagnosis model (``shipa-diagnosis-<task>``)."""
+    return name.startswith(DIAGNOSIS_PREFIX)
+
+
 def diagnosis_model_name(task: str) -> str:
     """``shipa-diagnosis-<task>``, e.g. ``shipa-diagnosis-pneumonia``."""
     if not _TASK.match(task):
         raise ValueError(f"task {task!r} must be lower-case letters, digits and dashes")
-    return f"shipa-diagnosis-{task}"
+    return f"{DIAGNOSIS_PREFIX}{task}"
 
 
 FRAUD_MODEL_NAME = "shipa-fraud"
@@ -177,6 +186,18 @@ def _await_ready(client: MlflowClient, name: str, version: str, timeout_s: float
         if status == "FAILED_REGISTRATION" or time.monotonic() > deadline:
             raise TrackingError(f"models:/{name}/{version} registration ended as {status}")
         time.sleep(0.2)
+
+
+def version_metadata(name: str, version: str, *, tracking_uri: str) -> dict[str, Any]:
+    """The free-form metadata logged with a version's model (its MLmodel file; nothing else is downloaded).
+
+    Raises:
+        ModelVersionNotFoundError: the model or version does not exist.
+    """
+    get_version(name, str(version), tracking_uri=tracking_uri)
+    with tracking_uri_scope(tracking_uri):
+        info = mlflow.models.get_model_info(f"models:/{name}/{version}")
+    return dict(info.metadata or {})
 
 
 def set_alias(name: str, alias: str, version: str, *, tracking_uri: str) -> None:

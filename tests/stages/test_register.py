@@ -175,6 +175,12 @@ def test_registered_pyfunc_reproduces_the_evaluation(project: Path, monkeypatch:
     assert np.abs(loaded.predict(blanked.to_pandas())["probability"] - out["probability"]).max() > 1e-3
     metadata = loaded.metadata.metadata  # what the service reads: the ingest side it resamples a DICOM to
     assert (metadata["ingest_image_size"], metadata["image_size"], metadata["mode"]) == (32, 32, "fused")
+    # The input domain features@diagnosis fitted is recorded with the model: metadata, artifact, card, gate.
+    recorded = json.loads((project / "data" / "processed" / "diagnosis" / "input_domain.json").read_text())
+    assert metadata["input_domain"] == recorded and recorded["modalities"] == ["CR", "DX"]
+    assert loaded.unwrap_python_model().predictor.input_domain.to_dict() == recorded
+    reasons = record["gate"]["reasons"]  # type: ignore[index]
+    assert any(r.startswith("pass: input domain recorded: SOPClassUID") and "Modality CR, DX" in r for r in reasons)
     threshold = json.loads((models / "eval" / "calibration.json").read_text())["fused"]["threshold"]
     assert out["positive"].tolist() == (out["probability"] >= threshold).tolist()
 
@@ -190,6 +196,8 @@ def test_registered_pyfunc_reproduces_the_evaluation(project: Path, monkeypatch:
     assert card["training_data"]["train"]["prevalence"] == pytest.approx(summary["train"]["prevalence"])
     assert card["changelog"][0]["gate_decision"] == "promote"
     assert f"{NAME}" in (models / "model_card.md").read_text()
+    assert card["intended_input"]["BodyPartExamined"] == "CHEST"
+    assert "## Intended input" in (models / "model_card.md").read_text()
 
 
 def test_gate_refuses_a_worse_model_and_promotes_a_better_one(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

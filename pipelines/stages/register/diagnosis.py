@@ -1,4 +1,9 @@
-"""Stage ``register@diagnosis``: register the diagnosis model ``evaluate`` reported, behind the promotion gate."""
+"""Stage ``register@diagnosis``: register the diagnosis model ``evaluate`` reported, behind the promotion gate.
+
+The model's input domain (``input_domain.json`` of ``shipa features diagnosis``, fitted on the train split's image
+headers) is recorded with it three ways: the pyfunc artifact ``input_domain``, the MLmodel metadata
+``input_domain`` (which the promotion gate checks) and the model card's "Intended input" section.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ import numpy as np
 import polars as pl
 
 from pipelines.config import DiagnosisRegisterParams
+from pipelines.errors import InputError
 from pipelines.features.diagnosis import Scaler
+from pipelines.imaging.domain import INPUT_DOMAIN_FILE, InputDomain, InputDomainError
 from pipelines.stages.register import Candidate, estimate, read_json, register_candidate
 from pipelines.tracking import pyfunc_diagnosis as wrapper
 from pipelines.tracking.card_text import diagnosis_card_text
@@ -36,6 +43,21 @@ def ingest_image_size(dataset: Path) -> int | None:
     return int(shape[0]) if len(shape) == 2 and shape[0] == shape[1] else None
 
 
+def read_input_domain(processed: Path) -> InputDomain:
+    """The input domain ``shipa features diagnosis`` fitted on the training images.
+
+    Raises:
+        InputError: the file is missing or not a valid input domain.
+    """
+    path = processed / INPUT_DOMAIN_FILE
+    if not path.exists():
+        raise InputError(f"{path}: not found (run `shipa features diagnosis` first)")
+    try:
+        return InputDomain.from_json(path.read_bytes())
+    except InputDomainError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
 def run(
     params: DiagnosisRegisterParams, processed: Path, model_root: Path, *, tracking_uri: str | None = None
 ) -> dict[str, Any]:
@@ -43,7 +65,8 @@ def run(
 
     Args:
         params: the ``register.diagnosis`` section.
-        processed: ``data/processed/diagnosis`` (its ``summary.json`` describes the training data).
+        processed: ``data/processed/diagnosis`` (its ``summary.json`` describes the training data, its
+            ``input_domain.json`` the images the model may be used on).
         model_root: ``models/diagnosis`` (``train/``, ``eval/``, ``metrics.json``; outputs go here too).
         tracking_uri: the MLflow store; None: ``MLFLOW_TRACKING_URI``, else ``<cwd>/mlflow.db``.
     """
@@ -59,12 +82,15 @@ def run(
     scaler = Scaler.from_dict(features["scaler"])
     name = diagnosis_model_name(task)
     ingest_size = ingest_image_size(processed / "dataset.parquet") if mode != "ehr" else None
+    domain = read_input_domain(processed)
 
     def build(scratch: Path) -> Candidate:
         return Candidate(
             name=name,
             python_model=wrapper.DiagnosisPyfunc(),
-            artifacts=wrapper.artifact_files(train_dir / mode, features_path, calibration_path, scratch),
+            artifacts=wrapper.artifact_files(
+                train_dir / mode, features_path, calibration_path, scratch, processed / INPUT_DOMAIN_FILE
+            ),
             input_example=wrapper.input_example(scaler),
             signature=wrapper.signature(scaler.features),
             requirements=wrapper.REQUIREMENTS,
@@ -74,9 +100,10 @@ def run(
                 "network": meta.get("network"),
                 "image_size": meta.get("image_size"),
                 **({"ingest_image_size": ingest_size} if ingest_size else {}),
+                wrapper.METADATA_INPUT_DOMAIN: domain.to_dict(),
             },
             metrics=metrics,
-            text=diagnosis_card_text(task),
+            text=diagnosis_card_text(task, domain.describe()),
             summary=summary,
             description=(
                 f"{name}: {mode} model ({meta.get('network', '?')}, {meta.get('image_size', '?')} px); "
