@@ -8,7 +8,10 @@ A candidate is promoted only when every check passes:
 3. the largest subgroup gap of ``gap_metric`` in each subgroup column is at most ``max_subgroup_gap``;
 4. the primary metric's point estimate is not below the champion's minus ``champion_tolerance`` - compared
    only when both were evaluated on the same test data (equal ``test_data_md5``), since numbers on different
-   test sets are not comparable.
+   test sets are not comparable;
+5. for a model that reads DICOM images (diagnosis), a valid input domain
+   (:class:`~pipelines.imaging.domain.InputDomain`) is recorded with the version: without one the service could
+   not tell what the model may be used on, and it refuses to serve such a version.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pipelines.imaging.domain import InputDomain, InputDomainError
 from pipelines.tracking.errors import GateError
 
 PASS = "pass"
@@ -150,10 +154,32 @@ def _check_champion(
     )
 
 
+def check_input_domain(recorded: Any) -> tuple[bool, str]:
+    """Check 5: ``recorded`` (the version's ``input_domain`` metadata, None when absent) is a valid input domain."""
+    if recorded is None:
+        return False, (
+            "no input domain is recorded with this version: what it may be used on is unknown and the service "
+            "will not serve it (register it with the input_domain.json of `shipa features diagnosis`)"
+        )
+    try:
+        domain = InputDomain.from_dict(recorded)
+    except InputDomainError as exc:
+        return False, f"the recorded input domain cannot be used ({exc})"
+    shown = "; ".join(
+        f"{k} {v}"
+        for k, v in domain.describe().items()
+        if k in ("SOPClassUID", "Modality", "BodyPartExamined", "ViewPosition") or k.startswith("PatientAge")
+    )
+    return True, f"input domain recorded: {shown or 'no attribute constrained'}"
+
+
 def decide(
     candidate_metrics: Mapping[str, Any],
     champion_metrics: Mapping[str, Any] | None,
     thresholds: GateThresholds,
+    *,
+    requires_input_domain: bool = False,
+    input_domain: Mapping[str, Any] | None = None,
 ) -> GateDecision:
     """Decide whether a candidate may become champion.
 
@@ -161,6 +187,8 @@ def decide(
         candidate_metrics: the candidate's ``evaluate_binary`` report, with a top-level ``test_data_md5``.
         champion_metrics: the current champion's report (same shape), or None when there is no champion.
         thresholds: the rules.
+        requires_input_domain: the model reads DICOM images (diagnosis): check 5 applies.
+        input_domain: the input domain recorded with the candidate (``InputDomain.to_dict()``), None when absent.
 
     Returns:
         ``promote`` is true only when every check passes; ``reasons`` has one line per check.
@@ -172,5 +200,7 @@ def decide(
         metric = thresholds.gap_metric or thresholds.primary_metric
         checks.extend(_check_gaps(candidate_metrics, metric, thresholds.max_subgroup_gap))
     checks.append(_check_champion(candidate_metrics, champion_metrics, thresholds))
+    if requires_input_domain:
+        checks.append(check_input_domain(input_domain))
     reasons = [f"{PASS if ok else FAIL}: {text}" for ok, text in checks]
     return GateDecision(promote=all(ok for ok, _ in checks), reasons=reasons, thresholds=thresholds.as_dict())

@@ -3,6 +3,10 @@
 Every decision is recorded three ways before ``champion`` moves: version tags (``shipa.gate.*``), a paragraph
 appended to the version description, and a report (JSON + Markdown) logged to the version's run under
 ``registry/<name>/v<version>/``.
+
+A diagnosis model (``shipa-diagnosis-*``) becomes champion only with a valid input domain in its MLmodel metadata
+(``input_domain``, written by the register stage): the gate fails without one, and an override is refused, since
+the service would not serve it.
 """
 
 from __future__ import annotations
@@ -18,20 +22,28 @@ from typing import Any
 from pipelines.tracking import tags as names
 from pipelines.tracking.client import connect
 from pipelines.tracking.errors import GateError, TrackingError
-from pipelines.tracking.gate import GateDecision, GateThresholds, decide
+from pipelines.tracking.gate import GateDecision, GateThresholds, check_input_domain, decide
 from pipelines.tracking.model_card import card_json, render_markdown
 from pipelines.tracking.registry import (
     VersionInfo,
     append_description,
     champion_version,
     get_version,
+    is_diagnosis_model,
     set_alias,
     set_version_tags,
+    version_metadata,
 )
 
 log = logging.getLogger(__name__)
 
 EVALUATION_FILE = "evaluation.json"
+INPUT_DOMAIN_METADATA = "input_domain"
+
+
+def recorded_input_domain(name: str, version: str, *, tracking_uri: str) -> Any:
+    """The ``input_domain`` metadata logged with a version's model (as logged, unvalidated), or None."""
+    return version_metadata(name, version, tracking_uri=tracking_uri).get(INPUT_DOMAIN_METADATA)
 
 
 def artifact_dir(name: str, version: str) -> str:
@@ -232,6 +244,10 @@ def override(
         raise GateError(f"override of {name} version {version} needs the name of the person responsible")
     if not reason.strip():
         raise GateError(f"override of {name} version {version} needs a reason")
+    if is_diagnosis_model(name):
+        ok, why = check_input_domain(recorded_input_domain(name, str(version), tracking_uri=tracking_uri))
+        if not ok:
+            raise GateError(f"override of {name} version {version} refused: {why}")
     return _record(
         name,
         str(version),
@@ -257,6 +273,8 @@ def gate_version(
 ) -> GateDecision:
     """Attach the candidate's evaluation, compare with the champion's, decide and apply (register stage).
 
+    A diagnosis model's recorded input domain is checked too (see the module docstring).
+
     Returns:
         The decision (already recorded and applied).
     """
@@ -267,6 +285,13 @@ def gate_version(
     if champion is not None and champion != version:
         # A champion without an attached evaluation compares as "test data not recorded", not "no champion".
         champion_metrics = version_evaluation(name, champion, tracking_uri=tracking_uri) or {}
-    decision = decide(candidate_metrics, champion_metrics, thresholds)
+    diagnosis = is_diagnosis_model(name)
+    decision = decide(
+        candidate_metrics,
+        champion_metrics,
+        thresholds,
+        requires_input_domain=diagnosis,
+        input_domain=recorded_input_domain(name, version, tracking_uri=tracking_uri) if diagnosis else None,
+    )
     apply_gate(name, version, decision, tracking_uri=tracking_uri, actor=actor, now=now)
     return decision

@@ -11,8 +11,16 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from pipelines.evaluation.metrics_report import evaluate_binary
+from pipelines.imaging.domain import InputDomain
 
 TEST_DATA_MD5 = "0cc175b9c0f1b6a831c399e269772661"
+
+# The MLmodel metadata of a diagnosis version with a recorded input domain (the gate requires one).
+DIAGNOSIS_METADATA = {
+    "input_domain": InputDomain(
+        modalities=("CR", "DX"), body_parts=("CHEST",), view_positions=("AP", "PA"), age_years=(1.0, 100.0)
+    ).to_dict()
+}
 
 
 def git(repo: Path, *args: str) -> str:

@@ -17,7 +17,7 @@ from pipelines.tracking.promotion import gate_version, override, version_evaluat
 from pipelines.tracking.registry import champion_version, get_version, register_version
 from pipelines.tracking.runs import stage_run
 
-from .helpers import DoublingModel
+from .helpers import DIAGNOSIS_METADATA, DoublingModel
 
 NAME = "shipa-diagnosis-pneumonia"
 RULES = GateThresholds(min_primary_low=0.65, max_ece=0.2, max_subgroup_gap=0.1, champion_tolerance=0.01)
@@ -33,7 +33,7 @@ def _new_version(tracking_uri: str, example: pd.DataFrame) -> str:
         tags={},
         pipeline_run_id=None,
     ) as run:
-        logged = run.log_pyfunc_model(DoublingModel(), input_example=example)
+        logged = run.log_pyfunc_model(DoublingModel(), input_example=example, metadata=DIAGNOSIS_METADATA)
     return register_version(logged.model_uri, NAME, tracking_uri=tracking_uri, run_id=logged.run_id)
 
 

@@ -20,7 +20,7 @@ from pipelines.tracking.registry import register_version
 from pipelines.tracking.runs import stage_run
 from pipelines.tracking.server import mlflow_server, server_command
 
-from .helpers import DoublingModel
+from .helpers import DIAGNOSIS_METADATA, DoublingModel
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def test_register_over_http_and_read_aliases_through_rest(
             tags={"shipa.git_commit": "abc"},
             pipeline_run_id="http-1",
         ) as run:
-            logged = run.log_pyfunc_model(DoublingModel(), input_example=input_example)
+            logged = run.log_pyfunc_model(DoublingModel(), input_example=input_example, metadata=DIAGNOSIS_METADATA)
         version = register_version(logged.model_uri, name, tracking_uri=server.url, run_id=logged.run_id)
         missing = _alias(server.url, name, "champion")
         assert missing.status_code == 400 and "not found" in missing.json()["message"]
