@@ -190,6 +190,20 @@ def test_the_service_gate_refuses_before_any_pixel_is_decoded(domain: InputDomai
     assert getattr(ds, "_pixel_array", None) is None  # pydicom caches a decoded array here: none was made
 
 
+def test_a_real_radiograph_of_another_body_part_is_refused(domain: InputDomain) -> None:
+    """pydicom's CR images of a cervical spine (lateral views): the right SOP class and modality, not a chest."""
+    folder = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests" / "77654033"
+    files = sorted(p for p in folder.glob("CR*/*") if p.is_file())
+    if not files:
+        pytest.skip("pydicom's dicomdirtests CR files are not installed")
+    for path in files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert (ds.Modality, ds.SOPClassUID) == ("CR", "1.2.840.10008.5.1.4.1.1.1")
+        violation = domain.check(ds)
+        assert violation is not None
+        assert violation.message == f"BodyPartExamined 'CSPINE' is {OUTSIDE} (accepted: CHEST)"
+
+
 def test_sop_class_alone_is_not_the_only_wall(domain: InputDomain) -> None:
     """A CT whose SOP class was rewritten to CR is still refused, on its Modality."""
     ds = pydicom.dcmread(_local_testdata("CT_small.dcm"), stop_before_pixels=True)
