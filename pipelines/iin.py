@@ -8,6 +8,7 @@ This module holds only arithmetic on digits; it never stores or logs an IIN.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
 _WEIGHTS_1 = tuple(range(1, 12))
@@ -99,3 +100,18 @@ def agreement_problem(iin: str, birth_date: dt.date | None, sex: str | None) -> 
     if sex in ("male", "female") and info.sex != sex:
         return "IIN sex (digit 7) disagrees with Patient.gender"
     return None
+
+
+_TWELVE_DIGITS = re.compile(r"(?<![0-9])[0-9]{12}(?![0-9])")
+
+
+def iin_shaped(text: str) -> bool:
+    """Whether ``text`` holds twelve digits in a row whose last is the IIN check digit of the first eleven.
+
+    Only the check digit is tested, not the date: a number an IIN could be is never repeated to the caller.
+    """
+    for match in _TWELVE_DIGITS.finditer(text):
+        digits = match.group()
+        if check_digit(digits[:11]) == int(digits[11]):
+            return True
+    return False

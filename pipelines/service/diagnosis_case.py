@@ -25,14 +25,15 @@ from pipelines.codes import DEFAULT_IIN_SYSTEMS
 from pipelines.fhir import dates
 from pipelines.fhir.deid import Pseudonyms
 from pipelines.fhir.pseudonym import Pseudonymizer
+from pipelines.iin import iin_shaped
 from pipelines.imaging.deid import age_at_study
 from pipelines.imaging.dicom import normalize_pixels, parse_da, read_dicom, resample
 from pipelines.imaging.errors import DicomError
 from pipelines.service.errors import FhirHTTPError
 from pipelines.service.fhir_in import (
     Submitted,
-    check_resources,
     deidentify_and_flatten,
+    keep_valid_resources,
     parse_json,
     submitted_resources,
     table_frames,
@@ -54,6 +55,23 @@ DICOM_STATUS: dict[str, tuple[int, str]] = {
 }
 
 
+@dataclass(frozen=True)
+class AnswerRefs:
+    """The references of the clinician's answer, in the request's own terms, so it files into the right chart.
+
+    Attributes:
+        subject: a Reference to the Bundle's Patient as the request referred to it (its fullUrl or
+            ``Patient/<id>``); None without one (the answer then names the patient by pseudonym).
+        study: a Reference to the study: the DICOM StudyInstanceUID as sent, and the Bundle's ImagingStudy of
+            that UID as the request referred to it, when there is one.
+        observations: the request's references of the Observations whose values were used.
+    """
+
+    subject: dict[str, Any] | None = None
+    study: dict[str, Any] | None = None
+    observations: tuple[str, ...] = ()
+
+
 @dataclass
 class DiagnosisCase:
     """The model inputs of one request and the pseudonymous facts the answer needs.
@@ -65,6 +83,9 @@ class DiagnosisCase:
         study_uid: the pseudonymous StudyInstanceUID.
         study_time: the study time in UTC (None when unknown).
         observations: pseudonymous ids of the Observations whose values were used.
+        answer: how the answer names the patient, the study and the Observations used: as the request did.
+        warnings: (FHIRPath, text) of what the answer must tell the caller: resources left out, references
+            replaced by pseudonyms.
     """
 
     image: np.ndarray | None
@@ -73,6 +94,8 @@ class DiagnosisCase:
     study_uid: str | None = None
     study_time: dt.datetime | None = None
     observations: list[str] = field(default_factory=list)
+    answer: AnswerRefs = field(default_factory=AnswerRefs)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def missing(self) -> list[str]:
@@ -209,24 +232,32 @@ def build_case(
         "sex_male": None,
         **dict.fromkeys(observations),
     }
+    warnings: list[tuple[str, str]] = []
+    study_ref = _dicom_study_reference(study_uid_raw, study_uid, warnings)
     if bundle is None:
         age = age_at_study(ds)
         raw["age"] = float(age) if age is not None else None
         raw["sex_male"] = _DICOM_SEX.get(str(ds.get("PatientSex", "") or "").strip().upper())
-        return DiagnosisCase(image, raw, PatientRef(iin_pseudonym), study_uid, dicom_time)
+        answer = AnswerRefs(study=study_ref)
+        return DiagnosisCase(image, raw, PatientRef(iin_pseudonym), study_uid, dicom_time, [], answer, warnings)
 
     submitted = submitted_resources(parse_json(bundle, "the bundle part"), allowed=("Bundle",))
-    check_resources(submitted, iin_systems=iin_systems)
+    submitted, left_out = keep_valid_resources(submitted, iin_systems=iin_systems)
+    warnings += left_out
     flat = deidentify_and_flatten(submitted, Pseudonyms(pseudonymizer, iin_systems=iin_systems))
+    refs = _Refs(submitted, flat.pseudonyms, warnings)
     patients = flat.rows.get("patients", [])
     patient = _the_patient(patients, iin_pseudonym)
     if patient is None:
-        return DiagnosisCase(image, raw, PatientRef(iin_pseudonym), study_uid, dicom_time)
+        answer = AnswerRefs(study=study_ref)
+        return DiagnosisCase(image, raw, PatientRef(iin_pseudonym), study_uid, dicom_time, [], answer, warnings)
     patient_resource = _resource_of(submitted, flat.pseudonyms, "Patient", patient["patient_id"]) or {}
     birth = dates.ymd_bounds(patient_resource.get("birthDate"))
 
     started, event = dicom_time, _ymd(parse_da(ds.get("StudyDate")))
     for row in flat.rows.get("imaging_studies", []):
+        if study_uid and row.get("study_uid") == study_uid and study_ref is not None:
+            study_ref = {**study_ref, "reference": refs.of("ImagingStudy", row["imaging_study_id"])}
         if study_uid and row.get("study_uid") == study_uid and row.get("started") is not None:
             started = row["started"]
             resource = _resource_of(submitted, flat.pseudonyms, "ImagingStudy", row["imaging_study_id"])
@@ -243,6 +274,11 @@ def build_case(
             patient["patient_id"], started, frames.get("observations"), observations, lookback_hours
         )
         raw.update(values)
+    answer = AnswerRefs(
+        subject={"reference": refs.of("Patient", patient["patient_id"]), "type": "Patient"},
+        study=study_ref,
+        observations=tuple(refs.of("Observation", oid) for oid in used),
+    )
     return DiagnosisCase(
         image,
         raw,
@@ -250,7 +286,51 @@ def build_case(
         study_uid,
         started,
         used,
+        answer,
+        warnings,
     )
+
+
+# DICOM UIDs as FHIR identifiers (R4: Identifier.system urn:dicom:uid, value urn:oid:<uid>).
+DICOM_UID_SYSTEM = "urn:dicom:uid"
+
+
+def _dicom_study_reference(
+    uid: str, pseudonymous_uid: str | None, warnings: list[tuple[str, str]]
+) -> dict[str, Any] | None:
+    """The study as the caller's PACS knows it: its StudyInstanceUID as sent (its pseudonym if it holds a number
+    shaped like an IIN, with a warning)."""
+    if not uid:
+        return None
+    value = uid
+    if iin_shaped(uid):
+        value = pseudonymous_uid or ""
+        warnings.append(
+            ("StudyInstanceUID", "the StudyInstanceUID holds a number shaped like an IIN: answered with its pseudonym")
+        )
+    return {"type": "ImagingStudy", "identifier": {"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{value}"}}
+
+
+class _Refs:
+    """How the request referred to each resource (its fullUrl or ``Type/id``), by pseudonymous id; a reference
+    that holds a number shaped like an IIN is answered as ``Type/<pseudonym>`` with a warning."""
+
+    def __init__(self, submitted: Submitted, pseudonyms: list[str], warnings: list[tuple[str, str]]) -> None:
+        self._by_id: dict[tuple[str, str], tuple[str, str]] = {}
+        for (where, resource), pid, ref in zip(submitted.resources, pseudonyms, submitted.references, strict=True):
+            self._by_id[(str(resource.get("resourceType")), pid)] = (where, ref)
+        self._warnings = warnings
+        self._warned: set[str] = set()
+
+    def of(self, rtype: str, pid: str) -> str:
+        where, ref = self._by_id.get((rtype, pid), ("", f"{rtype}/{pid}"))
+        if not iin_shaped(ref):
+            return ref
+        if where not in self._warned:
+            self._warned.add(where)
+            text = f"the {rtype}'s id or fullUrl holds a number shaped like an IIN: answered as {rtype}/<pseudonym>"
+            self._warnings.append((where, text))
+        return f"{rtype}/{pid}"
 
 
 def _the_patient(patients: list[dict[str, Any]], iin_pseudonym: str | None) -> dict[str, Any] | None:

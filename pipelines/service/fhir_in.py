@@ -294,21 +294,34 @@ def _before_birth(resource: dict[str, Any], births: Mapping[str, int], fullurls:
     return Issue(IMPLAUSIBLE_DATE, spec[0], f"{spec[0]} is before the patient's birth date")
 
 
-def check_resources(
+def resource_problems(
     submitted: Submitted,
     validator: SchemaValidator | None = None,
     iin_systems: frozenset[str] = DEFAULT_IIN_SYSTEMS,
-) -> None:
-    """Run ingest's checks on every submitted resource (schema, content, events before the patient's birth).
+    *,
+    limit: int | None = None,
+) -> list[list[tuple[str, str]]]:
+    """Ingest's checks on every submitted resource (schema, content, events before the patient's birth).
 
-    Raises:
-        FhirHTTPError: 422 ``invalid`` listing each problem with its field (at most :data:`MAX_ISSUES`); the
-            diagnostics are ingest's, which never quote a value.
+    Args:
+        submitted: the request's resources.
+        validator: the schema validator (a new one by default).
+        iin_systems: identifier systems whose values are IINs.
+        limit: stop after this many problems in all (the remaining resources get no entry checked).
+
+    Returns:
+        For each resource in request order, its errors as (FHIRPath in the request, diagnostics); the diagnostics
+        are ingest's, which never quote a value.
     """
     validator = validator or SchemaValidator()
     births = _births(submitted)
-    problems: list[tuple[str, str]] = []
+    found: list[list[tuple[str, str]]] = []
+    total = 0
     for where, resource in submitted.resources:
+        problems: list[tuple[str, str]] = []
+        found.append(problems)
+        if limit is not None and total >= limit:
+            continue
         rtype = resource["resourceType"]
         issues = validator.validate(resource)
         if not issues:
@@ -323,13 +336,61 @@ def check_resources(
                 located = _located(issue, where, rtype)
                 detail = issue.diagnostics.replace(issue.expression, located) if issue.expression else issue.diagnostics
                 problems.append((located, f"{issue.defect}: {detail}"))
-        if len(problems) >= MAX_ISSUES:
-            break
+        total += len(problems)
+    return found
+
+
+def check_resources(
+    submitted: Submitted,
+    validator: SchemaValidator | None = None,
+    iin_systems: frozenset[str] = DEFAULT_IIN_SYSTEMS,
+) -> None:
+    """Run ingest's checks on every submitted resource (:func:`resource_problems`); any error refuses the request.
+
+    Raises:
+        FhirHTTPError: 422 ``invalid`` listing each problem with its field (at most :data:`MAX_ISSUES`); the
+            diagnostics are ingest's, which never quote a value.
+    """
+    found = resource_problems(submitted, validator, iin_systems, limit=MAX_ISSUES)
+    problems = [p for per_resource in found for p in per_resource][:MAX_ISSUES]
     if problems:
-        problems = problems[:MAX_ISSUES]
         raise FhirHTTPError(
             422, "invalid", "; ".join(message for _, message in problems), [where for where, _ in problems]
         )
+
+
+def keep_valid_resources(
+    submitted: Submitted,
+    validator: SchemaValidator | None = None,
+    iin_systems: frozenset[str] = DEFAULT_IIN_SYSTEMS,
+) -> tuple[Submitted, list[tuple[str, str]]]:
+    """The submitted resources without those that fail ingest's checks, and a warning for each left out.
+
+    For a request whose resources are context (a diagnosis Bundle's Patient and Observations): one malformed lab
+    value must not cost the clinician the whole answer. A reference to a left-out resource then matches nothing,
+    as if it had not been sent.
+
+    Returns:
+        (the valid resources, with their fullUrls and references; (FHIRPath, text) of each problem of each
+        resource left out, naming the field and why, never its value).
+    """
+    found = resource_problems(submitted, validator, iin_systems)
+    kept = [i for i, problems in enumerate(found) if not problems]
+    warnings = [
+        (where, f"{submitted.resources[i][1]['resourceType']} left out: {text}")
+        for i, problems in enumerate(found)
+        for where, text in problems
+    ]
+    if len(kept) == len(submitted.resources):
+        return submitted, []
+    references = [submitted.references[i] for i in kept] if submitted.references else []
+    kept_refs = {f"{r['resourceType']}/{r.get('id')}" for _, r in (submitted.resources[i] for i in kept)}
+    valid = Submitted(
+        resources=[submitted.resources[i] for i in kept],
+        fullurls={url: ref for url, ref in submitted.fullurls.items() if ref in kept_refs},
+        references=references,
+    )
+    return valid, warnings
 
 
 @dataclass

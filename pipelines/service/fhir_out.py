@@ -81,6 +81,10 @@ class DiagnosisOutcome:
         icd10_prefixes: the codes that define the task (for conclusionCode and the predicted outcome).
         observations: pseudonymous ids of the submitted Observations whose values entered the EHR features.
         saliency_png: the Grad-CAM map as a PNG, when the model has an image branch.
+        subject: the patient as the request referred to them (a Reference); None names them by pseudonym.
+        study: the study as the request's DICOM file and Bundle name it (a Reference); None: by pseudonymous UID.
+        observation_refs: the request's references of ``observations`` (used instead of pseudonymous ids).
+        warnings: (FHIRPath, text) told to the caller in an OperationOutcome entry.
     """
 
     task: str
@@ -94,6 +98,10 @@ class DiagnosisOutcome:
     icd10_prefixes: tuple[str, ...] = ()
     observations: tuple[str, ...] = ()
     saliency_png: bytes | None = None
+    subject: dict[str, Any] | None = None
+    study: dict[str, Any] | None = None
+    observation_refs: tuple[str, ...] = ()
+    warnings: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -188,6 +196,8 @@ def provenance_resource(
 
 
 def _study_reference(outcome: DiagnosisOutcome) -> dict[str, Any] | None:
+    if outcome.study is not None:
+        return outcome.study
     if not outcome.study_uid:
         return None
     return {
@@ -229,7 +239,9 @@ def diagnosis_bundle(outcome: DiagnosisOutcome, lang: Language, recorded: dateti
     recorded = recorded or now_utc()
     effective = instant(outcome.study_time or recorded)
     task = i18n.task_name(outcome.task, lang)
-    subject = outcome.patient.reference()
+    # The clinician's answer speaks of what the clinician sent: their Patient and study, so it files into the chart
+    # it came from (logs and the audit record keep pseudonyms).
+    subject = outcome.subject or outcome.patient.reference()
     device = device_resource(outcome.model, lang)
     code, display = positive_code(outcome.icd10_prefixes)
     outcome_cc = {
@@ -275,7 +287,8 @@ def diagnosis_bundle(outcome: DiagnosisOutcome, lang: Language, recorded: dateti
     basis: list[dict[str, Any]] = [_ref(observation)]
     if study is not None:
         basis.append(study)
-    basis += [{"reference": f"Observation/{oid}"} for oid in outcome.observations]
+    used = outcome.observation_refs or tuple(f"Observation/{oid}" for oid in outcome.observations)
+    basis += [{"reference": ref} for ref in used]
     risk = {
         "resourceType": "RiskAssessment",
         "id": _uuid(),
@@ -330,6 +343,8 @@ def diagnosis_bundle(outcome: DiagnosisOutcome, lang: Language, recorded: dateti
         report["presentedForm"] = [_saliency_png(outcome.saliency_png, lang, recorded)]
     provenance = provenance_resource([report, observation, risk], device, recorded)
     resources = [report, observation, risk, device, provenance]
+    if outcome.warnings:
+        resources.append(warnings_outcome(outcome.warnings))
     return {
         "resourceType": "Bundle",
         "id": _uuid(),
@@ -337,6 +352,15 @@ def diagnosis_bundle(outcome: DiagnosisOutcome, lang: Language, recorded: dateti
         "timestamp": instant(recorded),
         "entry": [_entry(r) for r in resources],
     }
+
+
+def warnings_outcome(warnings: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """An OperationOutcome of warnings (what was left out or replaced, and why) to go with an answer."""
+    issues = [
+        {"severity": "warning", "code": "informational", "diagnostics": text, "expression": [where]}
+        for where, text in warnings
+    ]
+    return {"resourceType": "OperationOutcome", "id": _uuid(), "issue": issues}
 
 
 def _rationale(risk: ClaimRisk, lang: Language) -> str:

@@ -13,14 +13,13 @@ Without a history (no ingest tables configured) the request is its own history.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipelines.codes import DEFAULT_IIN_SYSTEMS
 from pipelines.fhir.deid import Pseudonyms
 from pipelines.fhir.pseudonym import Pseudonymizer
-from pipelines.iin import check_digit
+from pipelines.iin import iin_shaped
 from pipelines.service.errors import FhirHTTPError
 from pipelines.service.fhir_in import Submitted, check_resources, deidentify_and_flatten, submitted_resources
 from pipelines.service.fhir_out import PatientRef
@@ -29,21 +28,6 @@ if TYPE_CHECKING:
     import polars as pl
 
     from pipelines.features.fraud_engine import FraudHistory
-
-
-_TWELVE_DIGITS = re.compile(r"(?<![0-9])[0-9]{12}(?![0-9])")
-
-
-def iin_shaped(text: str) -> bool:
-    """Whether ``text`` holds twelve digits in a row whose last is the IIN check digit of the first eleven.
-
-    Only the check digit is tested, not the date: a number an IIN could be is never repeated to the caller.
-    """
-    for match in _TWELVE_DIGITS.finditer(text):
-        digits = match.group()
-        if check_digit(digits[:11]) == int(digits[11]):
-            return True
-    return False
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,7 @@ import pytest
 from pipelines.config import DEMO_PSEUDONYM_KEY
 from pipelines.fhir.deid import Pseudonyms
 from pipelines.fhir.pseudonym import Pseudonymizer
-from pipelines.iin import make_iin
-from pipelines.service.fraud_case import iin_shaped
+from pipelines.iin import iin_shaped, make_iin
 
 from . import test_model_endpoints as endpoints
 from .helpers import FAKE_IIN, auth

@@ -53,6 +53,7 @@ from pipelines.config import (
     RegisterParams,
 )
 from pipelines.features.fraud import FraudFeatureOptions, build_claim_features
+from pipelines.fhir.deid import Pseudonyms
 from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.iin import make_iin, parse_iin
 from pipelines.predictionlog.db import make_engine
@@ -311,8 +312,7 @@ def test_diagnosis_answers_a_valid_fhir_bundle_in_three_languages(service: Servi
             assert (device["deviceName"][0]["name"], device["version"][0]["value"]) == (DX_NAME, "1")
             png = base64.b64decode(report["presentedForm"][0]["data"])
             assert png[:8] == b"\x89PNG\r\n\x1a\n"
-            pseudonym = Pseudonymizer(DEMO_PSEUDONYM_KEY).id("iin", case.iin)
-            assert report["subject"]["identifier"]["value"] == pseudonym
+            assert report["subject"] == {"reference": f"urn:uuid:{case.patient['id']}", "type": "Patient"}
             conclusions[lang] = report["conclusion"]
     assert len(set(conclusions.values())) == 3
     assert KAZAKH_ONLY & set(conclusions["kk"]) and not KAZAKH_ONLY & set(conclusions["ru"])
@@ -441,8 +441,11 @@ def test_bad_dicom_and_invalid_fhir_name_the_problem(service: Service, case: Cas
         assert response.status_code == status, response.text
         issue = response.json()["issue"][0]
         assert issue["diagnostics"].startswith(reason) and issue["expression"] == ["file"]
-    assert fhir.status_code == 422
-    assert fhir.json()["issue"][0]["expression"] == [f"Bundle.entry[{index}].resource.status"]
+    # A bad EHR resource is left out with a warning naming its field; the diagnosis goes on.
+    assert fhir.status_code == 200, fhir.text
+    left_out = fhir.json()["entry"][-1]["resource"]
+    assert left_out["resourceType"] == "OperationOutcome"
+    assert [i["expression"] for i in left_out["issue"]] == [[f"Bundle.entry[{index}].resource.status"]]
     assert not_json.status_code == 400 and not_json.json()["issue"][0]["code"] == "structure"
     assert unknown.status_code == 404 and "pneumonia" in unknown.json()["issue"][0]["diagnostics"]
     assert someone_else.status_code == 422 and someone_else.json()["issue"][0]["code"] == "business-rule"
@@ -463,6 +466,77 @@ def test_diagnosis_is_audited_with_pseudonym_and_input_hash(service: Service, ca
     assert record.patient_pseudonym == Pseudonymizer(DEMO_PSEUDONYM_KEY).id("iin", case.iin)
     assert record.endpoint == "/diagnosis/{task}" and record.outcome == "0"
     assert set(record.output) >= {"probability", "positive", "threshold", "missing_ehr"}
+
+
+def _diagnose(service: Service, case: Case, bundle: dict[str, Any] | None) -> dict[str, Any]:
+    with httpx.Client(base_url=service.base, timeout=60) as client:
+        response = client.post(
+            "/diagnosis/pneumonia", files=_dx_files(case, bundle), headers=auth(service.tokens["clinician"])
+        )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    _validate(body)
+    return body
+
+
+def test_the_answer_names_the_request_s_own_patient_study_and_observations(service: Service, case: Case) -> None:
+    """The clinician's answer files into the chart it came from; the audit record keeps the pseudonyms."""
+    bundle = _dx_bundle(case)
+    body = _diagnose(service, case, bundle)
+    report, _, risk = (e["resource"] for e in body["entry"][:3])
+    sent_uid = str(pydicom.dcmread(case.dicom, stop_before_pixels=True).StudyInstanceUID)
+    study = next(r for r in case.resources if r["resourceType"] == "ImagingStudy" and r["id"] == case.study_id)
+    assert report["subject"] == {"reference": f"urn:uuid:{case.patient['id']}", "type": "Patient"}
+    assert report["imagingStudy"] == [
+        {
+            "type": "ImagingStudy",
+            "identifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{sent_uid}"},
+            "reference": f"urn:uuid:{study['id']}",
+        }
+    ]
+    sent_observations = {f"urn:uuid:{r['id']}" for r in case.resources if r["resourceType"] == "Observation"}
+    observation = body["entry"][1]
+    basis = [b.get("reference") for b in risk["basis"]]
+    assert basis[:2] == [observation["fullUrl"], f"urn:uuid:{study['id']}"]  # the answer's Observation, the study
+    assert basis[2:] and set(basis[2:]) <= sent_observations  # the request's Observations whose values were used
+    pseudonym = Pseudonymizer(DEMO_PSEUDONYM_KEY).id("iin", case.iin)
+    assert pseudonym not in json.dumps(body) and case.iin not in json.dumps(body)
+    record = list(service.app.state.audit_log.iter_all())[-1]
+    assert record.patient_pseudonym == pseudonym and sent_uid not in record.output_json
+
+
+def test_a_malformed_observation_is_left_out_with_a_warning_and_the_diagnosis_goes_on(
+    service: Service, case: Case
+) -> None:
+    bundle = copy.deepcopy(_dx_bundle(case))
+    k, bad = next((k, e["resource"]) for k, e in enumerate(bundle["entry"]) if "valueQuantity" in e["resource"])
+    bad["valueQuantity"]["value"] = "thirty-nine"
+    body = _diagnose(service, case, bundle)
+    assert [e["resource"]["resourceType"] for e in body["entry"]][-1] == "OperationOutcome"
+    issues = body["entry"][-1]["resource"]["issue"]
+    assert issues and all(i["severity"] == "warning" for i in issues)
+    assert any(
+        i["expression"][0].startswith(f"Bundle.entry[{k}].resource") and "Observation left out" in i["diagnostics"]
+        for i in issues
+    ), issues
+    assert "thirty-nine" not in json.dumps(body)
+    risk = body["entry"][2]["resource"]
+    assert f"urn:uuid:{bad['id']}" not in [b.get("reference") for b in risk["basis"]]
+
+
+def test_a_patient_id_that_is_an_iin_is_answered_as_its_pseudonym(service: Service, case: Case) -> None:
+    bundle = copy.deepcopy(_dx_bundle(case))
+    entry = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    entry["resource"]["id"] = case.iin
+    entry["fullUrl"] = f"http://hospital.example/fhir/Patient/{case.iin}"
+    body = _diagnose(service, case, bundle)
+    text = json.dumps(body)
+    assert case.iin not in text
+    report = body["entry"][0]["resource"]
+    pseudo_id = Pseudonyms(Pseudonymizer(DEMO_PSEUDONYM_KEY)).resource("Patient", case.iin)
+    assert report["subject"] == {"reference": f"Patient/{pseudo_id}", "type": "Patient"}
+    issues = body["entry"][-1]["resource"]["issue"]
+    assert any("shaped like an IIN" in i["diagnostics"] for i in issues), issues
 
 
 # --- fraud --------------------------------------------------------------------------------------------------

@@ -172,6 +172,10 @@ def diagnose(
         icd10_prefixes=model.icd10_prefixes,
         observations=tuple(case.observations),
         saliency_png=_saliency(model, case) if format == "fhir" else None,
+        subject=case.answer.subject,
+        study=case.answer.study,
+        observation_refs=case.answer.observations,
+        warnings=tuple(case.warnings),
     )
     audit.record(
         model_name=ref.name,
@@ -185,6 +189,7 @@ def diagnose(
             "missing_ehr": case.missing,
             "format": format,
             "language": lang,
+            **({"warnings": [where for where, _ in case.warnings]} if case.warnings else {}),
         },
         patient_pseudonym=case.patient.pseudonym,
         input_sha256=digest,
