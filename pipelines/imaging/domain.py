@@ -31,10 +31,11 @@ whether the age is below or above the accepted range).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -333,19 +334,34 @@ class InputDomain(BaseModel):
     def check(self, ds: Dataset) -> DomainViolation | None:
         """The first way ``ds``'s header is outside this domain, or None when it is inside.
 
-        Reads header attributes only: the pixel data is never read or decoded.
+        Reads header attributes only: the pixel data is never read or decoded. Never raises for a hostile header:
+        an attribute whose value pydicom cannot even convert is refused as unreadable.
         """
-        for name, keyword in _CATEGORICAL:
-            accepted = getattr(self, name)
-            if accepted is None:
-                continue
-            problem = self._check_categorical(ds, keyword, accepted)
-            if problem is not None:
-                return problem
-        for problem in (self._check_frames(ds), self._check_size(ds), self._check_spacing(ds), self._check_age(ds)):
+        steps: list[tuple[str, Callable[[], DomainViolation | None]]] = [
+            (keyword, functools.partial(self._check_categorical, ds, keyword, getattr(self, name)))
+            for name, keyword in _CATEGORICAL
+            if getattr(self, name) is not None
+        ]
+        steps += [
+            ("NumberOfFrames", functools.partial(self._check_frames, ds)),
+            ("Rows", functools.partial(self._check_min, ds, "Rows", self.min_rows)),
+            ("Columns", functools.partial(self._check_min, ds, "Columns", self.min_columns)),
+            (SPACING, functools.partial(self._check_spacing, ds)),
+            (AGE, functools.partial(self._check_age, ds)),
+        ]
+        for keyword, step in steps:
+            try:
+                problem = step()
+            except Exception:  # e.g. pydicom's BytesLengthException on a value of the wrong length
+                problem = _outside(keyword, None, self._accepted(keyword), unreadable=True)
             if problem is not None:
                 return problem
         return None
+
+    def _accepted(self, keyword: str) -> str:
+        """What the domain accepts for ``keyword``, in words (as :meth:`describe` says it)."""
+        described = self.describe()
+        return next((v for k, v in described.items() if k.split(" ")[0] == keyword), "a readable value")
 
     def require(self, ds: Dataset) -> None:
         """Raise when ``ds``'s header is outside this domain.
@@ -404,21 +420,18 @@ class InputDomain(BaseModel):
             return _outside("NumberOfFrames", str(frames), accepted)
         return None
 
-    def _check_size(self, ds: Dataset) -> DomainViolation | None:
-        for keyword, minimum in (("Rows", self.min_rows), ("Columns", self.min_columns)):
-            if minimum is None:
-                continue
-            accepted = f"at least {minimum}"
-            try:
-                value = _int_or(ds, keyword, None)
-            except (TypeError, ValueError):
-                return _outside(keyword, None, accepted, unreadable=True)
-            if value is None:
-                problem = self._missing(keyword, accepted)
-                if problem is not None:
-                    return problem
-            elif value < minimum:
-                return _outside(keyword, str(value), accepted)
+    def _check_min(self, ds: Dataset, keyword: str, minimum: int | None) -> DomainViolation | None:
+        if minimum is None:
+            return None
+        accepted = f"at least {minimum}"
+        try:
+            value = _int_or(ds, keyword, None)
+        except (TypeError, ValueError):
+            return _outside(keyword, None, accepted, unreadable=True)
+        if value is None:
+            return self._missing(keyword, accepted)
+        if value < minimum:
+            return _outside(keyword, str(value), accepted)
         return None
 
     def _check_spacing(self, ds: Dataset) -> DomainViolation | None:

@@ -16,12 +16,16 @@ import polars as pl
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 
 from pipelines.config import DiagnosisFeaturesParams
 from pipelines.imaging.dicom import read_dicom
 from pipelines.imaging.domain import (
     INPUT_DOMAIN_FILE,
+    KEYWORDS,
     InputDomain,
     InputDomainError,
     OutOfDomainError,
@@ -292,6 +296,20 @@ def test_messages_quote_only_cleaned_short_values(domain: InputDomain, radiograp
     ds.PatientBirthDate = ""
     older = InputDomain.from_dict({**domain.to_dict(), "age_years": (1.0, 80.0)}).check(ds)
     assert older is not None and "95" not in older.message  # an age above 89 identifies: never quoted
+
+
+@pytest.mark.parametrize("keyword", KEYWORDS)
+def test_a_value_pydicom_cannot_convert_is_refused_not_raised(
+    domain: InputDomain, radiographs: list[Path], keyword: str
+) -> None:
+    """A hostile header (3 bytes where a US value needs 2) is refused as unreadable; the gate never raises."""
+    ds = read_dicom(radiographs[0].read_bytes())
+    tag = Tag(tag_for_keyword(keyword))
+    ds._dict[tag] = RawDataElement(tag, "US", 3, b"\x01\x02\x03", 0, False, True)
+    violation = domain.check(ds)
+    assert violation is not None and violation.attribute == keyword
+    assert violation.message.startswith(f"{keyword} cannot be read: the image is {OUTSIDE} (accepted: ")
+    assert violation.value is None
 
 
 def test_pixel_spacing_outside_the_training_range_is_refused(domain: InputDomain, radiographs: list[Path]) -> None:
