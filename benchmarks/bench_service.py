@@ -415,6 +415,7 @@ def start_shipa(uri: str, work: Path, port: int, history: Path, workers: int) ->
         "SHIPA_SERVICE_PORT": str(port),
         "SHIPA_SERVICE_RATE_PER_S": "1000000",
         "SHIPA_SERVICE_BURST": "1000000",
+        "SHIPA_SERVICE_MAX_CONCURRENT_PER_TOKEN": "1000000",  # every load client shares one token
         "SHIPA_SERVICE_THREADS": "1",
         "SHIPA_SERVICE_LOG_LEVEL": "WARNING",
         "SHIPA_PSEUDONYM_KEY": BENCH_KEY,

@@ -17,6 +17,7 @@ from pipelines.service.middleware import (
     CatchAllMiddleware,
     ContentTypeMiddleware,
     RequestLogMiddleware,
+    TokenConcurrencyMiddleware,
 )
 from pipelines.service.model_source import ModelSource
 from pipelines.service.ratelimit import TokenBucketLimiter
@@ -100,6 +101,7 @@ def create_app(
     app.add_middleware(ContentTypeMiddleware, allowed=settings.content_types)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(TokenConcurrencyMiddleware, limit=settings.max_concurrent_per_token)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

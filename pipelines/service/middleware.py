@@ -1,11 +1,12 @@
 """Pure ASGI middleware: request logging, a catch-all for exceptions and unaudited answers, body size and
-content-type checks.
+content-type checks, and a limit on each token's requests in flight.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) keeps each layer to a few microseconds a request.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import traceback
@@ -203,3 +204,42 @@ class ContentTypeMiddleware:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+class TokenConcurrencyMiddleware:
+    """Answers 429 when one bearer token already has ``limit`` requests in flight in this process.
+
+    The rate limit (a token bucket) bounds requests per second, not their cost: a token could hold many slow
+    requests open at once (large uploads, read slowly) and starve everyone else. Counted by the Authorization
+    header's hash before the token is looked up (so an unknown token is limited too, and no database is asked);
+    a request without one is not counted (it is refused as 401 anyway). Per worker process, like the rate limit.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self._in_flight: dict[bytes, int] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        if header is None:
+            await self.app(scope, receive, send)
+            return
+        key = hashlib.blake2b(header, digest_size=16).digest()
+        count = self._in_flight.get(key, 0)
+        if count >= self.limit:
+            message = f"this token already has {self.limit} requests in progress; retry when one has finished"
+            await error_response(429, message, "throttled", headers={"Retry-After": "1"})(scope, receive, send)
+            return
+        self._in_flight[key] = count + 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            left = self._in_flight[key] - 1
+            if left:
+                self._in_flight[key] = left
+            else:
+                del self._in_flight[key]

@@ -125,6 +125,9 @@ class ServiceSettings(AuditSettings):
     workers: int = Field(
         1, ge=1, le=64, description="server processes sharing the port, each with its own models (about one per core)"
     )
+    max_concurrent_per_token: int = Field(
+        32, ge=1, description="requests one token may have in progress at once, per worker (then: 429)"
+    )
     header_timeout_s: float = Field(
         10.0, gt=0, le=300, description="seconds a client may take to send a request's headers (then: closed)"
     )
