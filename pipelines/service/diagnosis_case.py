@@ -28,6 +28,7 @@ from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.iin import iin_shaped
 from pipelines.imaging.deid import age_at_study
 from pipelines.imaging.dicom import normalize_pixels, parse_da, read_dicom, resample
+from pipelines.imaging.domain import InputDomain
 from pipelines.imaging.errors import DicomError
 from pipelines.service.errors import FhirHTTPError
 from pipelines.service.fhir_in import (
@@ -39,6 +40,7 @@ from pipelines.service.fhir_in import (
     table_frames,
 )
 from pipelines.service.fhir_out import PatientRef
+from pipelines.service.input_domain import require_in_domain
 
 DEFAULT_TIMEZONE = dt.timezone(dt.timedelta(hours=5))  # Kazakhstan
 _DICOM_SEX = {"M": 1.0, "F": 0.0}
@@ -129,12 +131,13 @@ def _ymd(day: dt.date | None) -> int:
     return day.year * 10000 + day.month * 100 + day.day if day else 0
 
 
-def read_image(data: bytes, size: int | None) -> tuple[Any, np.ndarray | None]:
+def read_image(data: bytes, size: int | None, domain: InputDomain | None = None) -> tuple[Any, np.ndarray | None]:
     """(dataset, ingest image or None) of an uploaded DICOM file, checked as ingest checks it.
 
     Args:
         data: the uploaded bytes.
         size: the ingest image side; None skips the pixels (an EHR-only model).
+        domain: the served model's intended input: a header outside it is refused before any pixel is decoded.
 
     The decoding limits of :mod:`pipelines.imaging.dicom` bound the memory one request can make the service use:
     a deflated dataset is inflated to at most 64 MiB, and one frame of at most 5120 x 5120 pixels (within a
@@ -147,6 +150,8 @@ def read_image(data: bytes, size: int | None) -> tuple[Any, np.ndarray | None]:
         ds = read_dicom(data)
         if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
             raise DicomError("dicom_unsupported", "burned-in annotation: the pixels may show identifying text")
+        if domain is not None:
+            require_in_domain(ds, domain)  # a FhirHTTPError (422 not-supported), not caught below
         if size is None:
             return ds, None
         image = resample(normalize_pixels(ds), size)
@@ -203,6 +208,7 @@ def build_case(
     lookback_hours: float,
     ingest_image_size: int | None,
     timezone: dt.tzinfo = DEFAULT_TIMEZONE,
+    input_domain: InputDomain | None = None,
 ) -> DiagnosisCase:
     """The de-identified model inputs of one diagnosis request.
 
@@ -216,12 +222,14 @@ def build_case(
         lookback_hours: the model's lookback.
         ingest_image_size: the ingest image side (None for an EHR-only model).
         timezone: the local time zone of DICOM StudyTime.
+        input_domain: the served model's intended input (checked on the header before any pixel is decoded).
 
     Raises:
-        FhirHTTPError: a bad DICOM file (its reason code), an invalid Bundle (the field), or a Bundle
-            whose Patient is not the DICOM file's patient.
+        FhirHTTPError: a bad DICOM file (its reason code), a file outside the model's intended use (422
+            ``not-supported`` naming the attribute), an invalid Bundle (the field), or a Bundle whose Patient is not
+            the DICOM file's patient.
     """
-    ds, image = read_image(dicom, ingest_image_size)
+    ds, image = read_image(dicom, ingest_image_size, input_domain)
     patient_id_raw = str(ds.get("PatientID", "") or "").strip()
     iin_pseudonym = pseudonymizer.id("iin", patient_id_raw) if patient_id_raw else None
     study_uid_raw = str(ds.get("StudyInstanceUID", "") or "").strip()

@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from mlflow.pyfunc import PythonModel
 
 from pipelines.evaluation.metrics_report import evaluate_binary
+from pipelines.imaging.domain import InputDomain
 from pipelines.predictionlog.log import PredictionLog, PredictionRecord, sha256_hex
 from pipelines.service.settings import default_checkpoints
 from pipelines.tracking.card_text import diagnosis_card_text
@@ -192,7 +193,11 @@ def build_registered(root: Path) -> Registered:
     )
     with stage_run("register@diagnosis", params={"gate.min_primary_low": 0.5}, tags=reg_tags, **common) as run:
         ref = run.log_pyfunc_model(
-            ConstantModel(), input_example=pd.DataFrame({"x": [0.1, 0.2]}), pip_requirements=["mlflow"]
+            ConstantModel(),
+            input_example=pd.DataFrame({"x": [0.1, 0.2]}),
+            pip_requirements=["mlflow"],
+            # A diagnosis version needs a recorded input domain to pass the gate.
+            metadata={"input_domain": InputDomain(modalities=("CR", "DX"), body_parts=("CHEST",)).to_dict()},
         )
         run_tags = {k: v for k, v in reg_tags.items()}
         run_tags["shipa.pipeline_run_id"] = PIPELINE_ID

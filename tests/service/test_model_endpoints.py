@@ -468,6 +468,47 @@ def test_diagnosis_is_audited_with_pseudonym_and_input_hash(service: Service, ca
     assert set(record.output) >= {"probability", "positive", "threshold", "missing_ehr"}
 
 
+def _edited(case: Case, **header: str) -> bytes:
+    ds = pydicom.dcmread(case.dicom)
+    for keyword, value in header.items():
+        setattr(ds, keyword, value)
+    out = io.BytesIO()
+    ds.save_as(out)
+    return out.getvalue()
+
+
+OTHER_MODALITIES = ("CT_small.dcm", "MR_small_RLE.dcm", "liver_1frame.dcm", "rtdose.dcm", "examples_palette.dcm")
+EDITED = ({"ViewPosition": "LL"}, {"PatientAge": "002M"}, {"BodyPartExamined": "HAND"}, {"Modality": "CT"})
+
+
+@pytest.mark.parametrize(
+    "upload",
+    [*OTHER_MODALITIES, *EDITED],
+    ids=[*OTHER_MODALITIES, *(f"{k}={v}" for edit in EDITED for k, v in edit.items())],
+)
+def test_a_study_outside_the_model_s_intended_use_is_refused_and_audited(
+    service: Service, case: Case, upload: str | dict[str, str]
+) -> None:
+    """CT, MR, a segmentation, an RT dose grid, palette colour, and radiographs edited to say lateral, infant, hand
+    or CT: a 422 naming the attribute, before any pixel is decoded, with no probability, and one audit record."""
+    from pydicom.data import get_testdata_file
+
+    data = Path(str(get_testdata_file(upload))).read_bytes() if isinstance(upload, str) else _edited(case, **upload)
+    attribute = "SOPClassUID" if isinstance(upload, str) else next(iter(upload))
+    before = sum(1 for _ in service.app.state.audit_log.iter_all())
+    with httpx.Client(base_url=service.base, timeout=60) as client:
+        response = client.post(
+            "/diagnosis/pneumonia", files={"file": ("x.dcm", data)}, headers=auth(service.tokens["clinician"])
+        )
+    assert response.status_code == 422, response.text
+    issue = response.json()["issue"][0]
+    assert issue["code"] == "not-supported" and "outside this model's intended use" in issue["diagnostics"]
+    assert issue["diagnostics"].startswith(attribute), issue["diagnostics"]
+    assert "probability" not in response.text.lower()
+    records = list(service.app.state.audit_log.iter_all())
+    assert len(records) == before + 1 and records[-1].outcome == "4" and records[-1].model_name == DX_NAME
+
+
 def _diagnose(service: Service, case: Case, bundle: dict[str, Any] | None) -> dict[str, Any]:
     with httpx.Client(base_url=service.base, timeout=60) as client:
         response = client.post(

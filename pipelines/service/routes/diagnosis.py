@@ -137,6 +137,7 @@ def diagnose(
             observations=model.observations,
             lookback_hours=model.lookback_hours,
             ingest_image_size=model.ingest_image_size if model.uses_image else None,
+            input_domain=model.input_domain,  # the study must be what the model was made for, image or not
         )
     except FhirHTTPError as exc:
         _audit_rejection(audit, model, digest, exc)
