@@ -112,9 +112,14 @@ def run(params: DiagnosisFeaturesParams, interim: Path, out_dir: Path, *, key: s
     """
     task = task_of(params)
     df = dx.build_dataset(interim / "tables", interim / "images", task)
-    df, scaler = dx.finalize(df, _split_of(params, df, interim / "tables", key), task)
+    split_of = _split_of(params, df, interim / "tables", key)
+    # Studies of patients under the intended minimum age are outside the model's intended use (the model card):
+    # left out of training and evaluation alike, after the split, so every other study keeps its split.
+    too_young = pl.col("age_years").is_not_null() & (pl.col("age_years") < INTENDED_MIN_AGE_YEARS)
+    outside = df.filter(too_young).height
+    df, scaler = dx.finalize(df.filter(~too_young), split_of, task)
     value_cols, flag_cols = dx.ehr_columns(task.raw_features)
-    summary = _summary(df)
+    summary = {**_summary(df), "studies_outside_intended_use": outside}
     domain = fit_input_domain(df, interim / "tables")
     with atomic_dir(out_dir) as tmp:
         df.write_parquet(tmp / "dataset.parquet")
