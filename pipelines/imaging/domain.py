@@ -30,7 +30,6 @@ whether the age is below or above the accepted range).
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import json
 import math
@@ -45,6 +44,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
 from pipelines.errors import InputError
+from pipelines.imaging.dicom import parse_da
 
 SCHEMA_VERSION = 1
 # The file a domain is stored in beside a processed dataset and among a registered model's artifacts.
@@ -544,16 +544,6 @@ def _spacing(ds: Dataset) -> tuple[float, float] | None:
     return None
 
 
-def _date(value: Any) -> dt.date | None:
-    text = str(value or "").strip()
-    if len(text) != 8 or not text.isdigit():
-        return None
-    try:
-        return dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
-    except ValueError:
-        return None
-
-
 def age_from_as(text: str) -> float | None:
     """A DICOM AS value (``041Y``, ``006M``, ``002W``, ``010D``) in years, or None when malformed."""
     text = text.strip().upper()
@@ -571,8 +561,8 @@ def _ages(ds: Dataset) -> list[float]:
         if age is None:
             raise ValueError("PatientAge is not a DICOM age string")
         ages.append(age)
-    born = _date(ds.get("PatientBirthDate"))
-    on = _date(ds.get("StudyDate")) or _date(ds.get("SeriesDate")) or _date(ds.get("ContentDate"))
+    born = parse_da(ds.get("PatientBirthDate"))
+    on = parse_da(ds.get("StudyDate")) or parse_da(ds.get("SeriesDate")) or parse_da(ds.get("ContentDate"))
     if born is not None and on is not None:
         # A birth date after the study is a contradiction: it counts as an age below any range.
         ages.append((on - born).days / 365.25 if born <= on else -1.0)
