@@ -11,6 +11,7 @@ from pipelines.config import DiagnosisFeaturesParams
 from pipelines.errors import InputError
 from pipelines.features.diagnosis import Scaler, ehr_matrix
 from pipelines.features.splits import grouped_split
+from pipelines.stages.features.diagnosis import INTENDED_MIN_AGE_YEARS
 from pipelines.stages.features.diagnosis import run as run_diagnosis
 
 
@@ -23,7 +24,11 @@ def test_dataset_rows_labels_and_no_patient_in_two_splits(tiny_cohort: Path, tmp
     summary = run_diagnosis(DiagnosisFeaturesParams(), tiny_cohort / "data" / "interim", out)
     df = _dataset(out)
     studies = pl.read_parquet(tiny_cohort / "data" / "interim" / "tables" / "imaging_studies.parquet")
-    assert df.height == studies.height == summary["studies"]
+    # Every study, but those of patients under the intended minimum age (left out after the split, counted).
+    young = studies.filter(pl.col("age_at_event") < INTENDED_MIN_AGE_YEARS)
+    assert summary["studies_outside_intended_use"] == young.height
+    assert df.height == studies.height - young.height == summary["studies"]
+    studies = studies.filter(~pl.col("imaging_study_id").is_in(young["imaging_study_id"].to_list()))
     # The label is the pneumonia Condition on the imaging encounter.
     cond = pl.read_parquet(tiny_cohort / "data" / "interim" / "tables" / "conditions.parquet")
     pneumonia_encounters = set(cond.filter(pl.col("icd10_code").str.starts_with("J1"))["encounter_id"])

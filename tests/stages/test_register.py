@@ -74,21 +74,24 @@ def _git(root: Path, *args: str) -> str:
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def _shuffle_labels(src: Path, dst: Path, seed: int = 0) -> None:
-    """A copy of the processed dataset with train and val labels permuted (test labels, so its md5, kept)."""
+def _invert_labels(src: Path, dst: Path) -> None:
+    """A copy of the processed dataset with train and val labels inverted (test labels, so its md5, kept).
+
+    Inverted rather than permuted: on the tiny cohort's few test studies a random permutation can happen to keep
+    enough signal to score like the real model, while a model taught the opposite is always worse.
+    """
     shutil.copytree(src, dst)
     df = pl.read_parquet(src / "dataset.parquet")
-    fit = (df["split"] != "test").to_numpy()
-    labels = df["label"].to_numpy().copy()
-    labels[fit] = np.random.default_rng(seed).permutation(labels[fit])
-    df.with_columns(pl.Series("label", labels, dtype=df["label"].dtype)).write_parquet(dst / "dataset.parquet")
+    fit = pl.col("split") != "test"
+    label = pl.when(fit).then(1 - pl.col("label")).otherwise(pl.col("label")).cast(df["label"].dtype)
+    df.with_columns(label.alias("label")).write_parquet(dst / "dataset.parquet")
 
 
 @pytest.fixture(scope="module")
 def project(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git + DVC project with the tiny cohort's features and two trained, evaluated variants.
 
-    ``variants/good`` is trained on the real labels, ``variants/shuffled`` on permuted ones; both were
+    ``variants/good`` is trained on the real labels, ``variants/inverted`` on inverted ones; both were
     evaluated on the same (real) test split.
     """
     from dvc.repo import Repo
@@ -107,12 +110,12 @@ def project(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
         processed = root / "data" / "processed" / "diagnosis"
         features_dx.run(DiagnosisFeaturesParams(), tiny_cohort / "data" / "interim", processed)
-        _shuffle_labels(processed, root / "variants" / "shuffled-processed")
+        _invert_labels(processed, root / "variants" / "inverted-processed")
         train_params = DiagnosisTrainParams(
             image_size=32, epochs=6, lr=0.005, batch_size=16, patience=10, modes=("fused",), num_threads=1
         )
         eval_params = EvaluateParams(n_boot=50, min_group_size=5)
-        for variant, data in (("good", processed), ("shuffled", root / "variants" / "shuffled-processed")):
+        for variant, data in (("good", processed), ("inverted", root / "variants" / "inverted-processed")):
             out = root / "variants" / variant
             train_dx.run(train_params, data, out / "train", progress=False)
             evaluate_dx.run(eval_params, data, out / "train", out / "eval", out / "metrics.json")
@@ -202,10 +205,10 @@ def test_registered_pyfunc_reproduces_the_evaluation(project: Path, monkeypatch:
 
 def test_gate_refuses_a_worse_model_and_promotes_a_better_one(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(project)
-    good, shuffled = _auroc(project, "good"), _auroc(project, "shuffled")
-    assert good > shuffled + 0.1  # the premise: shuffled labels teach nothing
+    good, inverted = _auroc(project, "good"), _auroc(project, "inverted")
+    assert good > inverted + 0.1  # the premise: inverted labels teach the opposite
 
-    _install(project, "shuffled")
+    _install(project, "inverted")
     first = _register(project, LENIENT)  # nothing to compare with: a weak first champion
     assert first["champion"] == "1"
 
@@ -215,7 +218,7 @@ def test_gate_refuses_a_worse_model_and_promotes_a_better_one(project: Path, mon
     assert better["champion"] == "2"
     assert any(r.startswith("pass: auroc") and "champion's" in r for r in better["gate"]["reasons"])  # type: ignore[index]
 
-    _install(project, "shuffled")
+    _install(project, "inverted")
     worse = _register(project, LENIENT.model_copy(update={"min_primary_low": 0.6, "champion_tolerance": 0.02}))
     assert (worse["version"], worse["gate"]["decision"], worse["champion"]) == ("3", "refuse", "2")  # type: ignore[index]
     assert alias_version(NAME, "challenger", tracking_uri=_uri()) == "3"
