@@ -4,6 +4,7 @@ diagnosis/fraud routes), settings on a temporary SQLite file."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -173,3 +174,20 @@ def served(app: FastAPI, settings: ServiceSettings, *, start_timeout: float = 20
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def serve_env(state: Path, history: Path) -> tuple[str, dict[str, str]]:
+    """(database URL, environment) of a ``shipa serve`` subprocess in demo mode over the tiny cohort's history."""
+    db = f"sqlite:///{state / 'service.db'}"
+    env = {
+        **os.environ,
+        "SHIPA_SERVICE_DEMO_MODE": "true",
+        "SHIPA_SERVICE_TOKEN_PEPPER": PEPPER,
+        "SHIPA_SERVICE_STATE_DIR": str(state),
+        "SHIPA_SERVICE_DATABASE_URL": db,
+        "SHIPA_SERVICE_FRAUD_HISTORY": str(history),
+        "SHIPA_SERVICE_LOG_LEVEL": "WARNING",
+        "OMP_NUM_THREADS": "1",
+    }
+    env.pop("SHIPA_PSEUDONYM_KEY", None)  # the demo key, as the tiny cohort was ingested
+    return db, env

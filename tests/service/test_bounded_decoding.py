@@ -11,7 +11,6 @@ header declaring 65535 x 65535 pixels.
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from pipelines.predictionlog.db import make_engine
 from pipelines.predictionlog.roles import Role
 from pipelines.service.tokens import TokenStore
 
-from .helpers import PEPPER, auth, free_port
+from .helpers import PEPPER, auth, free_port, serve_env
 from .test_model_endpoints import Registry, registry  # noqa: F401 - the module-scoped fixture, reused
 
 MB = 1e6
@@ -67,20 +66,9 @@ def server(registry: Registry, tiny_cohort: Path, tmp_path_factory: pytest.TempP
     work = tmp_path_factory.mktemp("bounded-decoding")
     state = work / "state"
     state.mkdir()
-    db = f"sqlite:///{state / 'service.db'}"
+    db, env = serve_env(state, tiny_cohort / "data" / "interim" / "tables")
     token = TokenStore(make_engine(db), PEPPER.encode()).add("clinician-1", Role.clinician)
     port = free_port()
-    env = {
-        **os.environ,
-        "SHIPA_SERVICE_DEMO_MODE": "true",
-        "SHIPA_SERVICE_TOKEN_PEPPER": PEPPER,
-        "SHIPA_SERVICE_STATE_DIR": str(state),
-        "SHIPA_SERVICE_DATABASE_URL": db,
-        "SHIPA_SERVICE_FRAUD_HISTORY": str(tiny_cohort / "data" / "interim" / "tables"),
-        "SHIPA_SERVICE_LOG_LEVEL": "WARNING",
-        "OMP_NUM_THREADS": "1",
-    }
-    env.pop("SHIPA_PSEUDONYM_KEY", None)  # the demo key, as the tiny cohort was ingested
     args = ["serve", "--workers", "1", "--port", str(port), "--tracking-uri", registry.uri]
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], cwd=work, env=env)
     base = f"http://127.0.0.1:{port}"

@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -78,7 +77,7 @@ from pipelines.synth.writers import read_resources
 from pipelines.tracking.client import tracking_uri_scope
 from pipelines.tracking.registry import FRAUD_MODEL_NAME
 
-from .helpers import PEPPER, auth, free_port, served
+from .helpers import PEPPER, auth, free_port, serve_env, served
 
 DX_NAME = "shipa-diagnosis-pneumonia"
 FRAUD_NON_INPUTS = ("claim_id", "provider_id", "patient_id", "created", "label", "split")
@@ -923,21 +922,11 @@ def test_two_workers_serve_one_chain_and_a_reload_replaces_both(
     from pipelines.service.tokens import TokenStore
 
     state = tmp_path / "state"
-    db = f"sqlite:///{state / 'service.db'}"
     state.mkdir()
+    db, env = serve_env(state, tiny_cohort / "data" / "interim" / "tables")
     tokens = TokenStore(make_engine(db), PEPPER.encode())
     investigator, admin = tokens.add("inv-1", Role.investigator), tokens.add("admin-1", Role.admin)
     port = free_port()
-    env = {
-        **os.environ,
-        "SHIPA_SERVICE_DEMO_MODE": "true",
-        "SHIPA_SERVICE_TOKEN_PEPPER": PEPPER,
-        "SHIPA_SERVICE_STATE_DIR": str(state),
-        "SHIPA_SERVICE_DATABASE_URL": db,
-        "SHIPA_SERVICE_FRAUD_HISTORY": str(tiny_cohort / "data" / "interim" / "tables"),
-        "SHIPA_SERVICE_LOG_LEVEL": "WARNING",
-    }
-    env.pop("SHIPA_PSEUDONYM_KEY", None)  # the demo key, as the tiny cohort was ingested
     args = ["serve", "--workers", "2", "--port", str(port), "--tracking-uri", registry.uri]
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], cwd=tmp_path, env=env)
     base = f"http://127.0.0.1:{port}"
