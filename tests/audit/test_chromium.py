@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
+from headless_chromium import CHROMIUM, MISSING, page_messages, run_chromium
 
 from pipelines.audit.common import METRICS_TABLE_ID
 from pipelines.audit.document import Table
@@ -21,20 +21,7 @@ from pipelines.predictionlog.log import PredictionLog
 
 from .helpers import NAME, Registered
 
-CHROMIUM = Path("/usr/bin/chromium")
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--hide-scrollbars",
-    "--enable-logging=stderr",
-    "--v=0",
-]
 # Counts what rendered into the title, which --dump-dom returns: decoded images, metrics-table rows, resources
 # fetched over the network (data: URIs are not fetches).
 PROBE = (
@@ -51,23 +38,13 @@ window.addEventListener("load", function () {
 </script>"""
 )
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium package at /usr/bin/chromium")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=MISSING)
 
 
 def _artifacts_dir() -> Path:
     folder = Path(os.environ.get("SHIPA_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-
-
-def _page_messages(stderr: str) -> list[str]:
-    """Console messages and network errors of the page (not Chromium's own start-up warnings)."""
-    return [line for line in stderr.splitlines() if ":CONSOLE" in line or "net::" in line or "Failed to load" in line]
 
 
 def test_report_renders_in_headless_chromium(registered: Registered, audit_log: PredictionLog, tmp_path: Path) -> None:
@@ -90,17 +67,17 @@ def test_report_renders_in_headless_chromium(registered: Registered, audit_log: 
     probed = html.replace(CSP, CSP + "; script-src 'unsafe-inline'").replace("</body>", PROBE + "</body>")
     probe_page = tmp_path / "probe.html"
     probe_page.write_text(probed, encoding="utf-8")
-    dom = _chromium(["--virtual-time-budget=5000", "--dump-dom", probe_page.as_uri()], tmp_path / "profile-dom")
+    dom = run_chromium(["--virtual-time-budget=5000", "--dump-dom", probe_page.as_uri()], tmp_path / "profile-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     title = re.search(r"<title>(.*?)</title>", dom.stdout)
     assert title is not None
     assert title.group(1) == f"probe images={n_images}/{n_images} rows={n_metrics} fetched=0"
     assert n_images == 4 and n_metrics > 5
-    assert _page_messages(dom.stderr) == []
+    assert page_messages(dom.stderr) == []
 
     shot = _artifacts_dir() / "audit-report.png"
     shot.unlink(missing_ok=True)
-    render = _chromium(["--window-size=1280,2000", f"--screenshot={shot}", page.as_uri()], tmp_path / "profile-shot")
+    render = run_chromium(["--window-size=1280,2000", f"--screenshot={shot}", page.as_uri()], tmp_path / "profile-shot")
     assert render.returncode == 0, render.stderr[-2000:]
-    assert _page_messages(render.stderr) == []
+    assert page_messages(render.stderr) == []
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ComputedRadiographyImageStorage, ExplicitVRLittleEndian
+from pydicom.dataset import Dataset
+from pydicom.uid import ComputedRadiographyImageStorage
+
+from . import hostile
 
 
 def _make_dataset(
@@ -42,19 +43,7 @@ def _make_dataset(
     if window is not None:
         ds.WindowCenter, ds.WindowWidth = window
     ds.PixelData = stack.astype("<u2").tobytes()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
-    return ds
-
-
-def _to_bytes(ds: Dataset) -> bytes:
-    """The dataset as a DICOM file (preamble, DICM, file meta)."""
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return hostile.with_file_meta(ds)
 
 
 @pytest.fixture
@@ -66,4 +55,4 @@ def make_dataset() -> Callable[..., Dataset]:
 @pytest.fixture
 def to_bytes() -> Callable[[Dataset], bytes]:
     """Serialiser of a dataset to DICOM file bytes."""
-    return _to_bytes
+    return hostile.to_bytes

@@ -46,6 +46,11 @@ def radiograph(rows: int = 64, columns: int = 64, bits: int = 16, pixels: bool =
         dtype = "<u2" if bits == 16 else "u1"
         values = (np.arange(rows * columns) % (2**bits)).astype(dtype).reshape(rows, columns)
         ds.PixelData = values.tobytes()
+    return with_file_meta(ds)
+
+
+def with_file_meta(ds: Dataset) -> Dataset:
+    """``ds`` with the file meta of an explicit VR little endian file of its SOP class and instance."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

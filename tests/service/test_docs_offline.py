@@ -7,16 +7,15 @@ The browser test needs Debian's chromium (``/usr/bin/chromium``, installed by ``
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from headless_chromium import CHROMIUM, MISSING, page_messages, run_chromium
 
 from pipelines.service.routes.docs import CSP, STATIC_PREFIX
 
-CHROMIUM = Path("/usr/bin/chromium")
 EXTERNAL = re.compile(r"""(?:src|href)=["'](?:https?:)?//""")
 
 
@@ -47,34 +46,20 @@ def test_the_swagger_start_up_disables_the_online_validator(client: TestClient) 
     assert 'url: "/openapi.json"' in script and "validatorUrl: null" in script
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium package at /usr/bin/chromium")
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=MISSING)
 def test_swagger_ui_renders_the_operations_offline_in_headless_chromium(live_server: str, tmp_path: Path) -> None:
     operations = [op for op in httpx.get(f"{live_server}/openapi.json").json()["paths"]]
     assert len(operations) >= 5
-    cmd = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--enable-logging=stderr",
-        "--v=0",
+    args = [
         # Every name but the service's loopback address fails to resolve: a CDN fetch would fail and be logged.
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-        f"--user-data-dir={tmp_path / 'profile'}",
         "--virtual-time-budget=20000",
         "--dump-dom",
         f"{live_server}/docs",
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    result = run_chromium(args, tmp_path / "profile")
     dom = result.stdout
     rendered = set(re.findall(r'class="opblock-summary-path"[^>]*data-path="([^"]+)"', dom))
     rendered |= set(re.findall(r'data-path="([^"]+)"[^>]*class="opblock-summary-path"', dom))
     assert rendered == set(operations), (sorted(rendered), result.stderr[-2000:])
-    page_errors = [
-        line for line in result.stderr.splitlines() if ":CONSOLE" in line or "net::ERR" in line or "Refused to" in line
-    ]
-    assert page_errors == [], page_errors
+    assert page_messages(result.stderr) == []
