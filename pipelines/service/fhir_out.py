@@ -17,6 +17,7 @@ from typing import Any
 from pipelines import codes
 from pipelines.service import i18n
 from pipelines.service.i18n import Language
+from pipelines.service.outcome import issue, operation_outcome
 
 PATIENT_PSEUDONYM_SYSTEM = "https://shipa.kz/fhir/sid/patient-pseudonym"
 STUDY_PSEUDONYM_SYSTEM = "urn:dicom:uid"
@@ -354,13 +355,14 @@ def diagnosis_bundle(outcome: DiagnosisOutcome, lang: Language, recorded: dateti
     }
 
 
+def warning_issues(warnings: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    """OperationOutcome issues of an answer's warnings ((FHIRPath, text): what was left out or replaced, and why)."""
+    return [issue("informational", text, severity="warning", expression=[where]) for where, text in warnings]
+
+
 def warnings_outcome(warnings: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    """An OperationOutcome of warnings (what was left out or replaced, and why) to go with an answer."""
-    issues = [
-        {"severity": "warning", "code": "informational", "diagnostics": text, "expression": [where]}
-        for where, text in warnings
-    ]
-    return {"resourceType": "OperationOutcome", "id": _uuid(), "issue": issues}
+    """An OperationOutcome of an answer's warnings, to go in its Bundle."""
+    return {**operation_outcome(warning_issues(warnings)), "id": _uuid()}
 
 
 def _rationale(risk: ClaimRisk, lang: Language) -> str:

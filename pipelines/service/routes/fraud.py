@@ -4,7 +4,6 @@ in; a RiskAssessment per claim (probability, qualitative band, reasons in the re
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -37,7 +36,6 @@ from pipelines.service.mlflow_source import (
     current_models,
     current_pseudonymizer,
 )
-from pipelines.service.outcome import issue, operation_outcome
 from pipelines.service.schemas import ERROR_RESPONSES, OperationOutcomeOut
 from pipelines.service.settings import ServiceSettings
 
@@ -165,15 +163,14 @@ def _render(
     """The answer; ``warnings`` (expression, text) become ``warnings`` of the compact view, or an OperationOutcome
     entry of the Bundle."""
     headers = {"Content-Language": lang}
-    issues = [issue("informational", text, severity="warning", expression=[at]) for at, text in warnings]
     if fmt == "json":
         compact = fhir_out.fraud_compact(risks, model.ref, lang)
-        if issues:
-            compact["warnings"] = issues
+        if warnings:
+            compact["warnings"] = fhir_out.warning_issues(warnings)
         return JSONResponse(compact, headers=headers)
     bundle = fhir_out.fraud_bundle(risks, model.ref, lang)
-    if issues:
-        bundle["entry"].append({"resource": {**operation_outcome(issues), "id": str(uuid.uuid4())}})
+    if warnings:
+        bundle["entry"].append({"resource": fhir_out.warnings_outcome(warnings)})
     return JSONResponse(bundle, media_type=fhir_out.FHIR_JSON, headers=headers)
 
 
