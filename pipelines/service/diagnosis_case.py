@@ -259,16 +259,18 @@ def build_case(
     if patient is None:
         answer = AnswerRefs(study=study_ref)
         return DiagnosisCase(image, raw, PatientRef(iin_pseudonym), study_uid, dicom_time, [], answer, warnings)
-    patient_resource = _resource_of(submitted, flat.pseudonyms, "Patient", patient["patient_id"]) or {}
+    patient_resource = refs.resource("Patient", patient["patient_id"]) or {}
     birth = dates.ymd_bounds(patient_resource.get("birthDate"))
 
     started, event = dicom_time, _ymd(parse_da(ds.get("StudyDate")))
     for row in flat.rows.get("imaging_studies", []):
-        if study_uid and row.get("study_uid") == study_uid and study_ref is not None:
+        if not study_uid or row.get("study_uid") != study_uid:
+            continue
+        if study_ref is not None:  # the Bundle's ImagingStudy of the file's study, as the request referred to it
             study_ref = {**study_ref, "reference": refs.of("ImagingStudy", row["imaging_study_id"])}
-        if study_uid and row.get("study_uid") == study_uid and row.get("started") is not None:
+        if row.get("started") is not None:
             started = row["started"]
-            resource = _resource_of(submitted, flat.pseudonyms, "ImagingStudy", row["imaging_study_id"])
+            resource = refs.resource("ImagingStudy", row["imaging_study_id"])
             bounds = dates.ymd_bounds(resource.get("started")) if resource else None
             event = bounds[0] if bounds else event
             break
@@ -320,18 +322,24 @@ def _dicom_study_reference(
 
 
 class _Refs:
-    """How the request referred to each resource (its fullUrl or ``Type/id``), by pseudonymous id; a reference
-    that holds a number shaped like an IIN is answered as ``Type/<pseudonym>`` with a warning."""
+    """The request's resources by (type, pseudonymous id): the raw resource, and how the request referred to it
+    (its fullUrl or ``Type/id``); a reference that holds a number shaped like an IIN is answered as
+    ``Type/<pseudonym>`` with a warning."""
 
     def __init__(self, submitted: Submitted, pseudonyms: list[str], warnings: list[tuple[str, str]]) -> None:
-        self._by_id: dict[tuple[str, str], tuple[str, str]] = {}
+        self._by_id: dict[tuple[str, str], tuple[str, str, dict[str, Any]]] = {}
         for (where, resource), pid, ref in zip(submitted.resources, pseudonyms, submitted.references, strict=True):
-            self._by_id[(str(resource.get("resourceType")), pid)] = (where, ref)
+            self._by_id.setdefault((str(resource.get("resourceType")), pid), (where, ref, resource))
         self._warnings = warnings
         self._warned: set[str] = set()
 
+    def resource(self, rtype: str, pid: str) -> dict[str, Any] | None:
+        """The submitted (raw) resource of type ``rtype`` whose pseudonymous id is ``pid``."""
+        found = self._by_id.get((rtype, pid))
+        return found[2] if found else None
+
     def of(self, rtype: str, pid: str) -> str:
-        where, ref = self._by_id.get((rtype, pid), ("", f"{rtype}/{pid}"))
+        where, ref, _ = self._by_id.get((rtype, pid), ("", f"{rtype}/{pid}", {}))
         if not iin_shaped(ref):
             return ref
         if where not in self._warned:
@@ -361,11 +369,3 @@ def _the_patient(patients: list[dict[str, Any]], iin_pseudonym: str | None) -> d
         "the bundle's Patient is not the patient of the DICOM file (their IINs differ)",
         ["Bundle.entry.resource.identifier"],
     )
-
-
-def _resource_of(submitted: Submitted, pseudonyms: list[str], rtype: str, pid: str) -> dict[str, Any] | None:
-    """The submitted (raw) resource of type ``rtype`` whose pseudonymous id is ``pid``."""
-    for (_, resource), value in zip(submitted.resources, pseudonyms, strict=True):
-        if value == pid and resource.get("resourceType") == rtype:
-            return resource
-    return None
