@@ -9,7 +9,8 @@ UIDs), and the replay is checked against the file (PixelSpacing from the field o
 Printed, for positives and negatives separately:
 
 - heat share inside the lungs (sum of the map inside / sum of the map) for the service's Grad-CAM as served
-  (``SaliencyExplainer``: MONAI's default normalizer, which maps the largest value to 0) and upright, for upright
+  (``SaliencyExplainer``, scaled by its peak) and with MONAI's default normalizer (which maps the largest value
+  to 0: what the service served before the fix), for upright
   Grad-CAM at other layers, for an occlusion map, and for the best a map of that resolution can do (the lung mask
   itself pooled to the layer's grid and upsampled the way MONAI does);
 - the lung area share (what heat spread evenly would give) and the heat share in an 8-px frame at the border;
@@ -28,6 +29,7 @@ import copy
 import hashlib
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -165,9 +167,17 @@ def _upright(x: torch.Tensor) -> torch.Tensor:
     return (x - lo) / (hi - lo).clamp_min(1e-12)
 
 
-def _gradcam_maps(module: nn.Module, layer: str, images: torch.Tensor, ehr: torch.Tensor | None) -> np.ndarray:
-    """Grad-CAM maps ``(N, S, S)`` in [0, 1] (upright), one image at a time as the service computes them."""
-    cam = GradCAM(nn_module=module, target_layers=layer, postprocessing=_upright)
+def _gradcam_maps(
+    module: nn.Module,
+    layer: str,
+    images: torch.Tensor,
+    ehr: torch.Tensor | None,
+    postprocessing: Callable[[torch.Tensor], torch.Tensor] | None = _upright,
+) -> np.ndarray:
+    """Grad-CAM maps ``(N, S, S)`` in [0, 1], one image at a time as the service computes them (upright unless
+    ``postprocessing`` is None: MONAI's default normalizer, which flips them)."""
+    extra = {} if postprocessing is None else {"postprocessing": postprocessing}
+    cam = GradCAM(nn_module=module, target_layers=layer, **extra)
     maps = []
     for i in range(len(images)):
         kwargs = {} if ehr is None else {"ehr": ehr[i : i + 1]}
@@ -234,9 +244,11 @@ def main() -> None:
         [explainer.saliency(images[i], None if ehr is None else ehr[i : i + 1]) for i in range(len(frame))]
     )
     layer_name = explainer.target_layer.split(".")[-3]
-    rows.append((f"service Grad-CAM as served ({layer_name})", service))
-    rows.append(("service Grad-CAM upright (1 - served)", 1.0 - service))
     wrapped = _LogitAsClass(copy.deepcopy(net)).eval()
+    # What the service served before the fix: MONAI's default normalizer, which maps each map's max to 0.
+    before = _gradcam_maps(wrapped, explainer.target_layer, images, ehr, postprocessing=None)
+    rows.append((f"MONAI default normalizer ({layer_name}, old)", before))
+    rows.append((f"service Grad-CAM as served ({layer_name})", service))
     for module in wrapped.modules():  # hooks on norm5 meet the ReLU after it: no in-place ops on hooked outputs
         if isinstance(module, torch.nn.ReLU):
             module.inplace = False
@@ -264,7 +276,7 @@ def main() -> None:
             f"{name:<44} {np.nanmean(s[pos]):6.3f} {np.nanmean(s[neg]):6.3f}   "
             f"{np.nanmean(b[pos]):10.3f} {np.nanmean(b[neg]):6.3f}"
         )
-    for name, maps in (("as served", service), ("upright", 1.0 - service)):
+    for name, maps in (("with MONAI's default normalizer (old)", before), ("as served", service)):
         peak = maps.reshape(len(frame), -1).argmax(axis=1)
         in_lung = lung.reshape(len(frame), -1)[np.arange(len(frame)), peak]
         print(
@@ -274,11 +286,12 @@ def main() -> None:
 
     cells = service.reshape(len(frame), 4, size // 4, 4, size // 4).mean(axis=(2, 4))
     lung_cells = lung.reshape(len(frame), 4, size // 4, 4, size // 4).mean(axis=(2, 4))
-    print("mean heat per 16-px cell, positives: as served | upright | lung share of the cell")
+    old_cells = before.reshape(len(frame), 4, size // 4, 4, size // 4).mean(axis=(2, 4))
+    print("mean heat per 16-px cell, positives: old (MONAI default) | as served | lung share of the cell")
     for r in range(4):
+        old = " ".join(f"{v:4.2f}" for v in old_cells[pos].mean(axis=0)[r])
         served = " ".join(f"{v:4.2f}" for v in cells[pos].mean(axis=0)[r])
-        upright = " ".join(f"{1.0 - v:4.2f}" for v in cells[pos].mean(axis=0)[r])
-        print(f"  {served} | {upright} | {' '.join(f'{v:4.2f}' for v in lung_cells.mean(axis=0)[r])}")
+        print(f"  {old} | {served} | {' '.join(f'{v:4.2f}' for v in lung_cells.mean(axis=0)[r])}")
 
     # Occlusion sensitivity: the probability drop when one 8-px patch is replaced by the mean negative image.
     template = torch.from_numpy(images[neg, 0].numpy().mean(axis=0))

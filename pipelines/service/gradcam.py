@@ -3,6 +3,11 @@
 The map is computed on a private copy of the network: GradCAM registers forward and backward hooks on its
 target layer (and turns in-place activations off), which must not touch the copy that answers predictions.
 One explainer serves one request at a time (the hooks keep per-call state); the caller holds its lock.
+
+The map is scaled by its own peak (:func:`scale_to_peak`): MONAI's default post-processing maps each map's
+(min, max) to (1, 0) and so flips it (its docstring says so; Project-MONAI/tutorials#1796), which made the served
+maps light up the regions the model found least important, the image's corners and border
+(``docs/gradcam.md``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,14 @@ class _LogitAsClass(nn.Module):
     def forward(self, image: torch.Tensor, ehr: torch.Tensor | None = None) -> torch.Tensor:
         logits: torch.Tensor = self.net(image, ehr)
         return logits.reshape(-1, 1)
+
+
+def scale_to_peak(cam: torch.Tensor) -> torch.Tensor:
+    """Each map divided by its own maximum: the most important region is 1, no importance (ReLU's 0) stays 0."""
+    flat = cam.reshape(cam.shape[0], -1)
+    peak = flat.max(dim=1).values.clamp_min(torch.finfo(cam.dtype).tiny)
+    scaled: torch.Tensor = (flat.clamp_min(0.0) / peak[:, None]).reshape(cam.shape)
+    return scaled
 
 
 def last_conv_layer(module: nn.Module, prefix: str = "") -> str:
@@ -66,7 +79,7 @@ class SaliencyExplainer:
         for parameter in self._wrapped.parameters():
             parameter.requires_grad_(True)
         self.target_layer = last_conv_layer(image_net, prefix="net.image_net.")
-        self._cam = GradCAM(nn_module=self._wrapped, target_layers=self.target_layer)
+        self._cam = GradCAM(nn_module=self._wrapped, target_layers=self.target_layer, postprocessing=scale_to_peak)
         self.lock = threading.Lock()
 
     def saliency(self, image: torch.Tensor, ehr: torch.Tensor | None) -> np.ndarray:

@@ -210,6 +210,32 @@ def test_gradcam_map_of_the_image_branch_leaves_the_network_alone() -> None:
     assert picture.format == "PNG" and picture.size == (256, 256) and picture.mode == "RGB"
 
 
+class _RegionNet(torch.nn.Module):
+    """A network whose logit reads only the top-left 8 x 8 pixels of the image, through one identity convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        conv = torch.nn.Conv2d(1, 1, kernel_size=1)
+        with torch.no_grad():
+            conv.weight.fill_(1.0)
+            conv.bias.zero_()
+        self.image_net = torch.nn.Sequential(conv)
+
+    def forward(self, image: torch.Tensor, ehr: torch.Tensor | None = None) -> torch.Tensor:
+        return self.image_net(image)[:, 0, :8, :8].mean(dim=(1, 2))
+
+
+def test_gradcam_heat_sits_where_the_model_looks() -> None:
+    """The map's peak is the region the logit reads (MONAI's default post-processing put it everywhere else)."""
+    image = torch.full((1, 32, 32), 0.05)
+    image[0, :8, :8] = 1.0  # the bright region is the one the logit reads
+    cam = SaliencyExplainer(_RegionNet()).saliency(image, None)
+    assert cam.shape == (32, 32) and cam.max() == pytest.approx(1.0)
+    row, column = np.unravel_index(int(cam.argmax()), cam.shape)
+    assert row < 8 and column < 8
+    assert cam[:8, :8].mean() > 0.9 and cam[16:, 16:].max() < 0.1
+
+
 def _patient(pid: str = "p1") -> dict[str, Any]:
     return {
         "resourceType": "Patient",
