@@ -32,6 +32,7 @@ from pipelines.imaging.domain import (
     OutOfDomainError,
     age_from_as,
 )
+from pipelines.imaging.errors import DicomError
 from pipelines.service.errors import FhirHTTPError
 from pipelines.service.input_domain import require_in_domain
 from pipelines.stages.features import diagnosis as features_dx
@@ -338,3 +339,44 @@ def test_the_default_cohorts_test_split_passes_the_recorded_domain() -> None:
     ages = dict(zip(dataset["image_path"].to_list(), dataset["age_years"].to_list(), strict=True))
     assert all(ages[p] >= features_dx.INTENDED_MIN_AGE_YEARS for p, _ in test)
     assert [(p, v.message) for p, ds in test if (v := domain.check(ds)) is not None] == []
+
+
+# --- every file of the pydicom-data package ---------------------------------------------------------------------
+
+
+def _pydicom_files() -> list[Path]:
+    """Every DICOM file of pydicom's own test files and of the pydicom-data package."""
+    data_store = pytest.importorskip("data_store", reason="the pydicom-data package (a dev dependency) is absent")
+    folders = [Path(pydicom.__file__).parent / "data" / "test_files", Path(data_store.__file__).parent / "data"]
+    return sorted(p for folder in folders for p in folder.glob("*.dcm"))
+
+
+def test_every_pydicom_and_pydicom_data_image_is_refused_from_its_header(domain: InputDomain) -> None:
+    """CT, enhanced CT, MR (plain, RLE, JPEG 2000, 10 frames), SEG, RT dose, ultrasound (RGB, YBR, palette, 120
+    frames), NM, secondary captures and two real CR radiographs (an extremity, and a chest one whose pixel spacing
+    is not recorded): every file with pixel data gets the service's 422 naming the attribute, nothing decoded."""
+    refused: dict[str, str] = {}
+    for path in _pydicom_files():
+        try:
+            ds = read_dicom(path.read_bytes())
+        except DicomError:  # the package also holds deliberately unreadable files
+            continue
+        if "PixelData" not in ds:
+            continue
+        with pytest.raises(FhirHTTPError) as caught:
+            require_in_domain(ds, domain)
+        assert caught.value.status_code == 422 and caught.value.code == "not-supported"
+        assert OUTSIDE in caught.value.diagnostics
+        assert getattr(ds, "_pixel_array", None) is None
+        refused[path.name] = caught.value.diagnostics.split(" ", 1)[0]
+    assert len(refused) >= 120
+    assert refused["MR_small_RLE.dcm"] == "SOPClassUID"  # MR, RLE
+    assert refused["693_UNCI.dcm"] == "SOPClassUID"  # CT
+    assert refused["eCT_Supplemental.dcm"] == "SOPClassUID"  # enhanced CT, 2 frames
+    assert refused["emri_small_jpeg_2k_lossless.dcm"] == "SOPClassUID"  # enhanced MR, 10 frames
+    assert refused["liver.dcm"] == "SOPClassUID"  # segmentation
+    assert refused["rtdose.dcm"] == "SOPClassUID"  # RT dose grid
+    assert refused["gdcm-US-ALOKA-16.dcm"] == "SOPClassUID"  # palette-colour ultrasound
+    assert refused["color3d_jpeg_baseline.dcm"] == "SOPClassUID"  # 120-frame ultrasound
+    assert refused["RG3_UNCI.dcm"] == "BodyPartExamined"  # a CR of the tibia
+    assert refused["RG1_UNCI.dcm"] == "PixelSpacing"  # a chest CR without pixel spacing
