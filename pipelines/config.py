@@ -306,6 +306,20 @@ class EvaluateParams(_Section):
     fraud_k: int = Field(
         150, ge=1, description="fraud review-queue size for precision/recall/money@k", json_schema_extra=FRAUD_ONLY
     )
+    ood_max_false_refusal: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="image OOD score: share of in-domain studies it may refuse (its threshold targets half)",
+        json_schema_extra=DIAGNOSIS_ONLY,
+    )
+    ood_min_catch: float = Field(
+        0.95,
+        gt=0,
+        le=1,
+        description="image OOD score: share of other-modality calibration images it should refuse",
+        json_schema_extra=DIAGNOSIS_ONLY,
+    )
 
 
 class GateParams(_Section):

@@ -337,17 +337,36 @@ async def fraud_scoring(request: Request) -> FraudScoring:
 # --- diagnosis ----------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class DiagnosisScore:
+    """The pyfunc's answer for one study: the calibrated probability, the positive call and, for a model that
+    reads the image, its out-of-distribution score and whether it is above the model's threshold."""
+
+    probability: float
+    positive: bool
+    ood_score: float | None = None
+    out_of_distribution: bool = False
+
+
 def score_diagnosis_batch(
     _key: Hashable, payloads: Sequence[tuple[DiagnosisModel, dict[str, Any]]]
-) -> list[tuple[float, bool]]:
+) -> list[DiagnosisScore]:
     """Predict the model rows (EHR values and the image) of several requests in one call of the registered pyfunc."""
     import pandas as pd
+
+    from pipelines.tracking.pyfunc_diagnosis import OOD_SCORE, OUT_OF_DISTRIBUTION
 
     model = payloads[0][0]
     columns = list(payloads[0][1])
     frame = pd.DataFrame({c: [row[c] for _, row in payloads] for c in columns})
     out = model.predict(frame)
-    return [(float(p), bool(q)) for p, q in zip(out["probability"], out["positive"], strict=True)]
+    n = len(out)
+    ood = out[OOD_SCORE].tolist() if OOD_SCORE in out.columns else [None] * n
+    refused = out[OUT_OF_DISTRIBUTION].tolist() if OUT_OF_DISTRIBUTION in out.columns else [False] * n
+    return [
+        DiagnosisScore(float(p), bool(q), None if o is None else float(o), bool(r))
+        for p, q, o, r in zip(out["probability"], out["positive"], ood, refused, strict=True)
+    ]
 
 
 class DiagnosisScoring:
@@ -363,7 +382,7 @@ class DiagnosisScoring:
     def __init__(self, *, max_images: int) -> None:
         # No batch window: uploads are read in AnyIO's threads, which never announce themselves as incoming
         # (MicroBatcher.incoming runs on the loop), so a window would never be waited for.
-        self.batcher: MicroBatcher[tuple[DiagnosisModel, dict[str, Any]], tuple[float, bool]] = MicroBatcher(
+        self.batcher: MicroBatcher[tuple[DiagnosisModel, dict[str, Any]], DiagnosisScore] = MicroBatcher(
             score_diagnosis_batch, max_items=max_images, max_wait_s=0.0, name="diagnosis"
         )
 
@@ -372,8 +391,8 @@ class DiagnosisScoring:
         """With ``SHIPA_SERVICE_BATCH_MAX_IMAGES``."""
         return cls(max_images=settings.batch_max_images)
 
-    async def predict(self, model: DiagnosisModel, row: dict[str, Any]) -> tuple[float, bool]:
-        """The probability and the positive call for one model row (its columns: see the diagnosis pyfunc)."""
+    async def predict(self, model: DiagnosisModel, row: dict[str, Any]) -> DiagnosisScore:
+        """The pyfunc's answer for one model row (its columns: see the diagnosis pyfunc)."""
         return await self.batcher.submit((id(model), tuple(row)), (model, row))
 
     def close(self) -> None:

@@ -7,8 +7,9 @@ request takes one snapshot when it starts and finishes on it, so no request is d
 model whose champion did not move is reused, not reloaded; one that fails to load keeps its previous version.
 
 A diagnosis champion is served only with the input domain recorded at registration (the pyfunc artifact
-``input_domain``, else the MLmodel metadata ``input_domain``): without one it is not loaded, the reason is logged
-and listed in ``ready()["problems"]`` (and in ``reason`` when nothing else is served).
+``input_domain``, else the MLmodel metadata ``input_domain``) and, when it reads the image, with its image
+out-of-distribution score (the artifact ``image_ood``): without them it is not loaded, the reason is logged and
+listed in ``ready()["problems"]`` (and in ``reason`` when nothing else is served).
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ FRAUD_MODEL = "shipa-fraud"
 CHAMPION = "champion"
 
 
-class NoInputDomainError(Exception):
-    """A diagnosis version without a valid recorded input domain: the service does not serve it."""
+class NotServableError(Exception):
+    """A diagnosis version without what serving it safely needs (a valid recorded input domain and, for a model
+    that reads the pixels, an image out-of-distribution score): the service does not serve it."""
 
 
 @dataclass(frozen=True)
@@ -290,17 +292,25 @@ def build_diagnosis_model(
         explain: build the Grad-CAM explainer.
 
     Raises:
-        NoInputDomainError: the version has no valid recorded input domain (it must not be served).
+        NotServableError: the version has no valid recorded input domain, or reads the image without an image
+            OOD score (it must not be served).
     """
     from pipelines.tracking import pyfunc_diagnosis as wrapper
 
     artifacts = loaded.artifacts
     domain = recorded_input_domain(loaded)
+    served = loaded.python_model.predictor if isinstance(loaded.python_model, wrapper.DiagnosisPyfunc) else None
+    if served is not None and served.meta.mode != "ehr" and served.image_ood is None:
+        raise NotServableError(
+            f"{loaded.name} version {loaded.version} reads the image but has no image out-of-distribution score "
+            "(a study whose header lies would be scored): not served"
+        )
     predictor = wrapper.load_predictor(
         artifacts[wrapper.ARTIFACT_MODEL],
         artifacts[wrapper.ARTIFACT_FEATURES],
         artifacts[wrapper.ARTIFACT_CALIBRATION],
         device=device,
+        image_ood_path=artifacts.get(wrapper.ARTIFACT_IMAGE_OOD),
     )
     size = loaded.metadata.get("ingest_image_size") or ingest_image_size or predictor.meta.image_size
     explainer = None
@@ -322,7 +332,7 @@ def recorded_input_domain(loaded: LoadedVersion) -> InputDomain:
     """The input domain registered with a diagnosis version: its ``input_domain`` artifact, else its metadata.
 
     Raises:
-        NoInputDomainError: neither is there, or the one there is not a valid domain.
+        NotServableError: neither is there, or the one there is not a valid domain.
     """
     from pipelines.tracking import pyfunc_diagnosis as wrapper
 
@@ -335,8 +345,8 @@ def recorded_input_domain(loaded: LoadedVersion) -> InputDomain:
         if isinstance(recorded, Mapping):
             return InputDomain.from_dict(recorded)
     except (InputDomainError, OSError) as exc:
-        raise NoInputDomainError(f"{where} has an unusable input domain ({type(exc).__name__}): not served") from None
-    raise NoInputDomainError(f"{where} has no recorded input domain (what it may be used on is unknown): not served")
+        raise NotServableError(f"{where} has an unusable input domain ({type(exc).__name__}): not served") from None
+    raise NotServableError(f"{where} has no recorded input domain (what it may be used on is unknown): not served")
 
 
 def build_fraud_model(
@@ -470,7 +480,7 @@ class MlflowModelSource:
                     )
                 )
                 diagnosis[model.task] = model
-            except NoInputDomainError as exc:
+            except NotServableError as exc:
                 log.error("%s", exc)
                 problems.append(str(exc))
                 if previous is not None:

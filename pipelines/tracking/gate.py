@@ -11,7 +11,10 @@ A candidate is promoted only when every check passes:
    test sets are not comparable;
 5. for a model that reads DICOM images (diagnosis), a valid input domain
    (:class:`~pipelines.imaging.domain.InputDomain`) is recorded with the version: without one the service could
-   not tell what the model may be used on, and it refuses to serve such a version.
+   not tell what the model may be used on, and it refuses to serve such a version;
+6. for a diagnosis model that reads the pixels (``fused`` or ``image`` mode), an image out-of-distribution score
+   (:class:`~pipelines.evaluation.ood.ImageOOD`) is recorded with it: without one a study whose header lies
+   would be scored, and the service refuses to serve such a version.
 """
 
 from __future__ import annotations
@@ -173,6 +176,21 @@ def check_input_domain(recorded: Any) -> tuple[bool, str]:
     return True, f"input domain recorded: {shown or 'no attribute constrained'}"
 
 
+def check_image_ood(recorded: Any) -> tuple[bool, str]:
+    """Check 6: ``recorded`` (the version's ``image_ood`` metadata, None when absent) has a finite threshold."""
+    threshold = recorded.get("threshold") if isinstance(recorded, Mapping) else None
+    if not isinstance(threshold, int | float) or not math.isfinite(threshold):
+        return False, (
+            "no image out-of-distribution score is recorded with this version: a study whose header lies would be "
+            "scored, and the service will not serve it (register it with the image_ood file of `shipa evaluate`)"
+        )
+    test = recorded.get("test", {}) if isinstance(recorded.get("test"), Mapping) else {}
+    return True, (
+        f"image OOD score recorded: threshold {threshold:.1f}, refuses {test.get('refused', '?')} of "
+        f"{test.get('n', '?')} test images"
+    )
+
+
 def decide(
     candidate_metrics: Mapping[str, Any],
     champion_metrics: Mapping[str, Any] | None,
@@ -180,6 +198,8 @@ def decide(
     *,
     requires_input_domain: bool = False,
     input_domain: Mapping[str, Any] | None = None,
+    requires_image_ood: bool = False,
+    image_ood: Mapping[str, Any] | None = None,
 ) -> GateDecision:
     """Decide whether a candidate may become champion.
 
@@ -189,6 +209,8 @@ def decide(
         thresholds: the rules.
         requires_input_domain: the model reads DICOM images (diagnosis): check 5 applies.
         input_domain: the input domain recorded with the candidate (``InputDomain.to_dict()``), None when absent.
+        requires_image_ood: the model reads the pixels (a fused or image diagnosis model): check 6 applies.
+        image_ood: the image OOD summary recorded with the candidate, None when absent.
 
     Returns:
         ``promote`` is true only when every check passes; ``reasons`` has one line per check.
@@ -202,5 +224,7 @@ def decide(
     checks.append(_check_champion(candidate_metrics, champion_metrics, thresholds))
     if requires_input_domain:
         checks.append(check_input_domain(input_domain))
+    if requires_image_ood:
+        checks.append(check_image_ood(image_ood))
     reasons = [f"{PASS if ok else FAIL}: {text}" for ok, text in checks]
     return GateDecision(promote=all(ok for ok, _ in checks), reasons=reasons, thresholds=thresholds.as_dict())

@@ -5,8 +5,9 @@ appended to the version description, and a report (JSON + Markdown) logged to th
 ``registry/<name>/v<version>/``.
 
 A diagnosis model (``shipa-diagnosis-*``) becomes champion only with a valid input domain in its MLmodel metadata
-(``input_domain``, written by the register stage): the gate fails without one, and an override is refused, since
-the service would not serve it.
+(``input_domain``, written by the register stage) and, when it reads the pixels, an image out-of-distribution
+score (``image_ood``): the gate fails without them, and an override is refused, since the service would not
+serve it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from pipelines.tracking import tags as names
 from pipelines.tracking.client import connect
 from pipelines.tracking.errors import GateError, TrackingError
-from pipelines.tracking.gate import GateDecision, GateThresholds, check_input_domain, decide
+from pipelines.tracking.gate import GateDecision, GateThresholds, check_image_ood, check_input_domain, decide
 from pipelines.tracking.model_card import card_json, render_markdown
 from pipelines.tracking.registry import (
     VersionInfo,
@@ -39,11 +40,17 @@ log = logging.getLogger(__name__)
 
 EVALUATION_FILE = "evaluation.json"
 INPUT_DOMAIN_METADATA = "input_domain"
+IMAGE_OOD_METADATA = "image_ood"
 
 
 def recorded_input_domain(name: str, version: str, *, tracking_uri: str) -> Any:
     """The ``input_domain`` metadata logged with a version's model (as logged, unvalidated), or None."""
     return version_metadata(name, version, tracking_uri=tracking_uri).get(INPUT_DOMAIN_METADATA)
+
+
+def reads_pixels(metadata: Mapping[str, Any]) -> bool:
+    """Whether a diagnosis version's model reads the image (its ``mode`` metadata is not ``ehr``)."""
+    return bool(metadata.get("mode", "fused") != "ehr")
 
 
 def artifact_dir(name: str, version: str) -> str:
@@ -245,9 +252,13 @@ def override(
     if not reason.strip():
         raise GateError(f"override of {name} version {version} needs a reason")
     if is_diagnosis_model(name):
-        ok, why = check_input_domain(recorded_input_domain(name, str(version), tracking_uri=tracking_uri))
-        if not ok:
-            raise GateError(f"override of {name} version {version} refused: {why}")
+        metadata = version_metadata(name, str(version), tracking_uri=tracking_uri)
+        checks = [check_input_domain(metadata.get(INPUT_DOMAIN_METADATA))]
+        if reads_pixels(metadata):
+            checks.append(check_image_ood(metadata.get(IMAGE_OOD_METADATA)))
+        for ok, why in checks:
+            if not ok:
+                raise GateError(f"override of {name} version {version} refused: {why}")
     return _record(
         name,
         str(version),
@@ -286,12 +297,15 @@ def gate_version(
         # A champion without an attached evaluation compares as "test data not recorded", not "no champion".
         champion_metrics = version_evaluation(name, champion, tracking_uri=tracking_uri) or {}
     diagnosis = is_diagnosis_model(name)
+    metadata = version_metadata(name, version, tracking_uri=tracking_uri) if diagnosis else {}
     decision = decide(
         candidate_metrics,
         champion_metrics,
         thresholds,
         requires_input_domain=diagnosis,
-        input_domain=recorded_input_domain(name, version, tracking_uri=tracking_uri) if diagnosis else None,
+        input_domain=metadata.get(INPUT_DOMAIN_METADATA),
+        requires_image_ood=diagnosis and reads_pixels(metadata),
+        image_ood=metadata.get(IMAGE_OOD_METADATA),
     )
     apply_gate(name, version, decision, tracking_uri=tracking_uri, actor=actor, now=now)
     return decision

@@ -12,10 +12,17 @@ as the artifact ``input_domain`` (``input_domain.json``) and in the MLmodel meta
 pyfunc receives pixels, not DICOM headers, so it does not check them itself: the service checks every uploaded
 header against :attr:`DiagnosisPredictor.input_domain` before any pixel is decoded.
 
+When the header lies, the pixels are checked too: the image out-of-distribution score of the evaluation stage
+(:class:`~pipelines.evaluation.ood.ImageOOD`, artifact ``image_ood``) is computed from the same forward pass,
+and the output gets two more columns, ``ood_score`` and ``out_of_distribution`` (the score is above the
+threshold chosen at evaluation). The service refuses such a study (422) without showing its probability; a batch
+user of the pyfunc reads the column.
+
 Input rows (a pandas DataFrame): ``image`` (a 2-D array or nested list, e.g. the de-identified normalised
 pixel array) or ``image_path`` (an ingest ``.npy``), plus one column per raw EHR feature (``age``,
 ``sex_male`` and each observation name; None/NaN = missing). Output: ``probability`` and ``positive``
-(probability at or above the evaluation's threshold).
+(probability at or above the evaluation's threshold), plus ``ood_score`` and ``out_of_distribution`` for a
+model with an image OOD score.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from pipelines.errors import InputError
 if TYPE_CHECKING:
     from torch import nn
 
+    from pipelines.evaluation.ood import ImageOOD
     from pipelines.features.diagnosis import Scaler
     from pipelines.imaging.domain import InputDomain
     from pipelines.modeling.options import ModelMeta
@@ -51,6 +59,10 @@ ARTIFACT_FEATURES = "features"
 ARTIFACT_CALIBRATION = "calibration"
 ARTIFACT_INPUT_DOMAIN = "input_domain"
 METADATA_INPUT_DOMAIN = "input_domain"
+ARTIFACT_IMAGE_OOD = "image_ood"
+METADATA_IMAGE_OOD = "image_ood"
+OOD_SCORE = "ood_score"
+OUT_OF_DISTRIBUTION = "out_of_distribution"
 IMAGE = "image"
 IMAGE_PATH = "image_path"
 PROBABILITY = "probability"
@@ -72,6 +84,8 @@ class DiagnosisPredictor:
         task: the task name (``pneumonia``).
         input_domain: the DICOM headers the model may be used on; None for a model registered without one
             (the service refuses to serve it).
+        image_ood: the image out-of-distribution score; None for an EHR model or a version registered without
+            one (the service refuses to serve an image model without it).
     """
 
     model: nn.Module
@@ -81,6 +95,7 @@ class DiagnosisPredictor:
     threshold: float
     task: str
     input_domain: InputDomain | None = None
+    image_ood: ImageOOD | None = None
 
     @property
     def raw_features(self) -> list[str]:
@@ -100,9 +115,20 @@ class DiagnosisPredictor:
         frame = pd.DataFrame(frame).reset_index(drop=True)
         images = _images(frame) if self.meta.mode != "ehr" else None
         ehr = self._ehr(frame) if self.meta.ehr_columns else None
-        probs = predict_arrays(self.model, self.meta, images, ehr, n=len(frame))
+        scores: np.ndarray | None = None
+        if self.image_ood is not None and images is not None:
+            from pipelines.modeling.embedding import predict_with_embeddings
+
+            probs, embeddings = predict_with_embeddings(self.model, self.meta, images, ehr)
+            scores = self.image_ood.scores(embeddings)
+        else:
+            probs = predict_arrays(self.model, self.meta, images, ehr, n=len(frame))
         calibrated = apply_temperature(logit(probs, eps=LOGIT_EPS), self.temperature)
-        return pd.DataFrame({PROBABILITY: calibrated, POSITIVE: calibrated >= self.threshold})
+        out = pd.DataFrame({PROBABILITY: calibrated, POSITIVE: calibrated >= self.threshold})
+        if self.image_ood is not None and scores is not None:
+            out[OOD_SCORE] = scores
+            out[OUT_OF_DISTRIBUTION] = scores > self.image_ood.threshold
+        return out
 
     def _ehr(self, frame: pd.DataFrame) -> np.ndarray:
         from pipelines.features.diagnosis import ehr_columns, ehr_matrix
@@ -176,6 +202,7 @@ def load_predictor(
     *,
     device: str = "cpu",
     input_domain_path: Path | None = None,
+    image_ood_path: Path | None = None,
 ) -> DiagnosisPredictor:
     """Load a trained mode folder (``model.pt``, ``model.json``) with its scaler and calibration.
 
@@ -185,11 +212,13 @@ def load_predictor(
         calibration_path: the evaluation's ``calibration.json`` (``{mode: {temperature, threshold}}``).
         device: ``cpu`` (the default, as the evaluation ran), ``auto`` or ``cuda[:N]``.
         input_domain_path: the ``input_domain.json`` recorded with the model; None: the predictor has none.
+        image_ood_path: the evaluation's ``image_ood_<mode>.npz``; None: the predictor has none.
 
     Raises:
-        InputError: the calibration has no entry for the model's mode.
+        InputError: the calibration has no entry for the model's mode, or the image OOD file is unusable.
         InputDomainError: the input domain file is not a valid domain.
     """
+    from pipelines.evaluation.ood import ImageOOD
     from pipelines.features.diagnosis import Scaler
     from pipelines.imaging.domain import InputDomain
     from pipelines.modeling.engine import load_model
@@ -210,12 +239,14 @@ def load_predictor(
         input_domain=(
             InputDomain.from_json(Path(input_domain_path).read_bytes()) if input_domain_path is not None else None
         ),
+        image_ood=ImageOOD.load(Path(image_ood_path)) if image_ood_path is not None else None,
     )
 
 
 class DiagnosisPyfunc(PythonModel):
-    """MLflow wrapper of :class:`DiagnosisPredictor`; artifacts: ``model`` (folder), ``features``, ``calibration``
-    and ``input_domain`` (absent from versions registered before input domains were recorded).
+    """MLflow wrapper of :class:`DiagnosisPredictor`; artifacts: ``model`` (folder), ``features``, ``calibration``,
+    ``input_domain`` and ``image_ood`` (each of the last two absent from versions registered before it was
+    recorded; ``image_ood`` also from EHR-only models).
 
     ``model_config={"device": "auto"}`` at load time runs it on a GPU; the default is the CPU, where the
     evaluation's predictions were made.
@@ -245,12 +276,14 @@ class DiagnosisPyfunc(PythonModel):
     def _load(context: PythonModelContext) -> DiagnosisPredictor:
         config = context.model_config or {}
         domain = context.artifacts.get(ARTIFACT_INPUT_DOMAIN)
+        ood = context.artifacts.get(ARTIFACT_IMAGE_OOD)
         return load_predictor(
             Path(context.artifacts[ARTIFACT_MODEL]),
             Path(context.artifacts[ARTIFACT_FEATURES]),
             Path(context.artifacts[ARTIFACT_CALIBRATION]),
             device=str(config.get("device", "cpu")),
             input_domain_path=Path(domain) if domain else None,
+            image_ood_path=Path(ood) if ood else None,
         )
 
     def predict(
@@ -268,9 +301,10 @@ def artifact_files(
     calibration_path: Path,
     scratch: Path,
     input_domain_path: Path | None = None,
+    image_ood_path: Path | None = None,
 ) -> dict[str, str]:
     """The wrapper's artifacts, copied into ``scratch``: the weights and ``model.json`` only, plus the features,
-    the calibration and (when given) the input domain.
+    the calibration and (when given) the input domain and the image OOD score.
 
     The training folder also holds validation predictions (study ids); they stay out of the registry.
     """
@@ -287,6 +321,8 @@ def artifact_files(
     }
     if input_domain_path is not None:
         files[ARTIFACT_INPUT_DOMAIN] = str(Path(input_domain_path))
+    if image_ood_path is not None:
+        files[ARTIFACT_IMAGE_OOD] = str(Path(image_ood_path))
     return files
 
 
@@ -303,7 +339,14 @@ def signature(raw_features: Sequence[str]) -> ModelSignature:
     ]
     return ModelSignature(
         inputs=Schema(inputs),  # type: ignore[arg-type]
-        outputs=Schema([ColSpec("double", PROBABILITY), ColSpec("boolean", POSITIVE)]),
+        outputs=Schema(
+            [
+                ColSpec("double", PROBABILITY),
+                ColSpec("boolean", POSITIVE),
+                ColSpec("double", OOD_SCORE, required=False),
+                ColSpec("boolean", OUT_OF_DISTRIBUTION, required=False),
+            ]
+        ),
     )
 
 

@@ -59,7 +59,7 @@ from pipelines.predictionlog.db import make_engine
 from pipelines.predictionlog.log import PredictionLog
 from pipelines.predictionlog.roles import Role
 from pipelines.service.assemble import build_app
-from pipelines.service.batching import DiagnosisScoring, FraudScoring, score_diagnosis_batch
+from pipelines.service.batching import DiagnosisScore, DiagnosisScoring, FraudScoring, score_diagnosis_batch
 from pipelines.service.diagnosis_case import build_case
 from pipelines.service.fraud_case import build_claim_records
 from pipelines.service.mlflow_source import ClaimScores, MlflowModelSource
@@ -358,15 +358,17 @@ def test_concurrent_diagnosis_requests_share_model_calls_and_answer_as_alone(ser
     alone = [score_diagnosis_batch("k", [(model, row)])[0] for row in rows]
     scoring = DiagnosisScoring(max_images=8)
 
-    async def together() -> list[tuple[float, bool]]:
+    async def together() -> list[DiagnosisScore]:
         return await asyncio.gather(*(scoring.predict(model, row) for row in rows * 2))
 
     shared = asyncio.run(together())
     assert (scoring.batcher.batches, scoring.batcher.largest) == (1, 4)  # one network call for the four images
     scoring.close()
-    assert alone[0][0] != pytest.approx(alone[1][0], abs=1e-6)  # the two rows differ (EHR values or none)
-    for (p_shared, pos_shared), (p_alone, pos_alone) in zip(shared, alone * 2, strict=True):
-        assert p_shared == pytest.approx(p_alone, abs=1e-6) and pos_shared == pos_alone
+    assert alone[0].probability != pytest.approx(alone[1].probability, abs=1e-6)  # the rows differ (EHR or none)
+    assert alone[0].ood_score == pytest.approx(alone[1].ood_score)  # the image's score does not read the EHR
+    for got, expected in zip(shared, alone * 2, strict=True):
+        assert got.probability == pytest.approx(expected.probability, abs=1e-6) and got.positive == expected.positive
+        assert got.ood_score == pytest.approx(expected.ood_score, rel=1e-5) and not got.out_of_distribution
 
     # Over HTTP: concurrent uploads all answer what one upload alone answers, through the app's batcher.
     headers = auth(service.tokens["clinician"])

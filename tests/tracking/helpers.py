@@ -19,7 +19,9 @@ TEST_DATA_MD5 = "0cc175b9c0f1b6a831c399e269772661"
 DIAGNOSIS_METADATA = {
     "input_domain": InputDomain(
         modalities=("CR", "DX"), body_parts=("CHEST",), view_positions=("AP", "PA"), age_years=(1.0, 100.0)
-    ).to_dict()
+    ).to_dict(),
+    # What the register stage records of an image model's OOD score (pipelines.stages.register.diagnosis).
+    "image_ood": {"threshold": 512.5, "val": {"n": 237, "refused": 0}, "test": {"n": 316, "refused": 1}},
 }
 
 

@@ -28,6 +28,7 @@ from .helpers import DIAGNOSIS_METADATA, DoublingModel
 NAME = "shipa-diagnosis-pneumonia"
 RULES = GateThresholds(min_primary_low=0.6)
 NO_DOMAIN = "fail: no input domain is recorded with this version"
+NO_OOD = "fail: no image out-of-distribution score is recorded with this version"
 
 
 def _version(tracking_uri: str, example: pd.DataFrame, name: str, metadata: dict[str, Any] | None) -> str:
@@ -63,7 +64,7 @@ def test_a_diagnosis_version_without_a_domain_is_refused_and_cannot_be_overridde
     assert recorded_input_domain(NAME, bare, tracking_uri=tracking_uri) is None
     decision = gate_version(NAME, bare, good_report, RULES, tracking_uri=tracking_uri)
     assert not decision.promote
-    assert [f for f in decision.failures if f.startswith(NO_DOMAIN)] == decision.failures
+    assert [f.split(":")[0] + ":" + f.split(":")[1] for f in decision.failures] == [NO_DOMAIN, NO_OOD]
     assert champion_version(NAME, tracking_uri=tracking_uri) is None
     assert get_version(NAME, bare, tracking_uri=tracking_uri).tags["shipa.gate.reasons"].count(NO_DOMAIN) == 1
     with pytest.raises(GateError, match=f"override of {NAME} version {bare} refused: no input domain is recorded"):
@@ -77,6 +78,38 @@ def test_a_diagnosis_version_without_a_domain_is_refused_and_cannot_be_overridde
     )
     assert gate_version(NAME, recorded, good_report, RULES, tracking_uri=tracking_uri).promote
     assert champion_version(NAME, tracking_uri=tracking_uri) == recorded
+
+
+def test_decide_requires_an_image_ood_score_only_when_asked(good_report: dict[str, Any]) -> None:
+    domain = DIAGNOSIS_METADATA["input_domain"]
+    ehr_only = decide(good_report, None, RULES, requires_input_domain=True, input_domain=domain)
+    assert ehr_only.promote and not any("out-of-distribution" in r for r in ehr_only.reasons)
+    missing = decide(good_report, None, RULES, requires_input_domain=True, input_domain=domain, requires_image_ood=True)
+    assert not missing.promote
+    assert missing.failures == [
+        f"{NO_OOD}: a study whose header lies would be scored, and the service will not serve it "
+        "(register it with the image_ood file of `shipa evaluate`)"
+    ]
+    infinite = decide(good_report, None, RULES, requires_image_ood=True, image_ood={"threshold": float("inf")})
+    assert infinite.failures and infinite.failures[0].startswith(NO_OOD)
+    ok = decide(good_report, None, RULES, requires_image_ood=True, image_ood=DIAGNOSIS_METADATA["image_ood"])
+    assert ok.promote
+    assert ok.reasons[-1] == "pass: image OOD score recorded: threshold 512.5, refuses 1 of 316 test images"
+
+
+def test_an_image_version_without_an_ood_score_is_refused_and_cannot_be_overridden(
+    tracking_uri: str, input_example: pd.DataFrame, good_report: dict[str, Any]
+) -> None:
+    no_ood = _version(tracking_uri, input_example, NAME, {"input_domain": DIAGNOSIS_METADATA["input_domain"]})
+    decision = gate_version(NAME, no_ood, good_report, RULES, tracking_uri=tracking_uri)
+    assert not decision.promote and decision.failures[0].startswith(NO_OOD)
+    with pytest.raises(GateError, match="refused: no image out-of-distribution score is recorded"):
+        override(NAME, no_ood, tracking_uri=tracking_uri, person="Dr. A. Seitkali", reason="urgent")
+    ehr = _version(
+        tracking_uri, input_example, NAME, {"input_domain": DIAGNOSIS_METADATA["input_domain"], "mode": "ehr"}
+    )
+    assert gate_version(NAME, ehr, good_report, RULES, tracking_uri=tracking_uri).promote  # reads no pixels
+    assert champion_version(NAME, tracking_uri=tracking_uri) == ehr
 
 
 def test_the_fraud_model_needs_no_image_domain(

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from pipelines.predictionlog.log import AuditOutcome
 from pipelines.service import cdshooks, fhir_out
-from pipelines.service.batching import DiagnosisScoring, diagnosis_scoring
+from pipelines.service.batching import DiagnosisScore, DiagnosisScoring, diagnosis_scoring
 from pipelines.service.deps import ClinicianPrincipal, RequestAudit, RequestAuditDep
 from pipelines.service.diagnosis_case import DiagnosisCase, build_case
 from pipelines.service.errors import FhirHTTPError
@@ -34,7 +34,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": OperationOutcomeOut, "description": "no model is served for the task"},
     422: {
         "model": OperationOutcomeOut,
-        "description": "unusable DICOM (reason code) or invalid FHIR (the field)",
+        "description": (
+            "unusable DICOM (reason code), invalid FHIR (the field), or a study outside the model's intended use "
+            "(code not-supported: a header attribute, or an image unlike the training images)"
+        ),
     },
     503: {"model": OperationOutcomeOut, "description": "models not loaded"},
 }
@@ -75,12 +78,22 @@ def _saliency(model: DiagnosisModel, case: DiagnosisCase) -> bytes | None:
         return None
 
 
-def _predict(model: DiagnosisModel, case: DiagnosisCase, scoring: DiagnosisScoring) -> tuple[float, bool]:
+def _predict(model: DiagnosisModel, case: DiagnosisCase, scoring: DiagnosisScoring) -> DiagnosisScore:
     """The model's answer for the case, in a call shared with concurrent requests (from this request's thread)."""
     row: dict[str, Any] = dict(case.raw)
     if case.image is not None:
         row["image"] = case.image
     return anyio.from_thread.run(scoring.predict, model, row)
+
+
+def out_of_distribution_error(score: DiagnosisScore, threshold: float) -> FhirHTTPError:
+    """The 422 of an image whose pixels do not look like the training radiographs (whatever its header says)."""
+    return FhirHTTPError(
+        422,
+        "not-supported",
+        "the image is outside this model's intended use: it does not look like the radiographs the model was "
+        f"trained on (image out-of-distribution score {score.ood_score:.1f} above the threshold {threshold:.1f})",
+    )
 
 
 def _audit_rejection(audit: RequestAudit, model: DiagnosisModel, digest: str, exc: FhirHTTPError) -> None:
@@ -147,7 +160,7 @@ def diagnose(
         raise
     ref = model.ref
     try:
-        probability, positive = _predict(model, case, scoring)
+        score = _predict(model, case, scoring)
     except Exception as exc:
         log.error("diagnosis model %s failed: %s", ref.name, type(exc).__name__)
         audit.record(
@@ -161,6 +174,14 @@ def diagnose(
             input_sha256=digest,
         )
         raise FhirHTTPError(500, "exception", "the model could not score this study; the failure is audited") from None
+    ood = model.predictor.image_ood if model.uses_image else None
+    if score.out_of_distribution and ood is not None:
+        # Refused like a header outside the domain: no probability leaves the service, and the audit keeps only
+        # the score that refused it.
+        refusal = out_of_distribution_error(score, ood.threshold)
+        _audit_rejection(audit, model, digest, refusal)
+        raise refusal
+    probability, positive = score.probability, score.positive
     outcome = fhir_out.DiagnosisOutcome(
         task=model.task,
         probability=probability,

@@ -2,7 +2,9 @@
 
 The model's input domain (``input_domain.json`` of ``shipa features diagnosis``, fitted on the train split's image
 headers) is recorded with it three ways: the pyfunc artifact ``input_domain``, the MLmodel metadata
-``input_domain`` (which the promotion gate checks) and the model card's "Intended input" section.
+``input_domain`` (which the promotion gate checks) and the model card's "Intended input" section. An image model's
+out-of-distribution score (``eval/image_ood_<mode>.npz`` of ``shipa evaluate diagnosis``) goes with it as the
+artifact ``image_ood``, its summary (threshold, counts) as the metadata ``image_ood``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import polars as pl
 
 from pipelines.config import DiagnosisRegisterParams
 from pipelines.errors import InputError
+from pipelines.evaluation.ood import ImageOOD, ood_file
 from pipelines.features.diagnosis import Scaler
 from pipelines.imaging.domain import INPUT_DOMAIN_FILE, InputDomain, InputDomainError
 from pipelines.stages.register import Candidate, estimate, read_json, register_candidate
@@ -58,6 +61,42 @@ def read_input_domain(processed: Path) -> InputDomain:
         raise InputError(f"{path}: {exc}") from None
 
 
+def ood_metadata(ood: ImageOOD) -> dict[str, Any]:
+    """The MLmodel metadata of an image OOD score: its threshold and counts (the names of the calibration images
+    stay in the artifact's summary)."""
+    summary = dict(ood.summary)
+    summary["calibration"] = {k: v for k, v in summary.get("calibration", {}).items() if k != "images"}
+    return summary
+
+
+def ood_card_line(ood: ImageOOD) -> dict[str, str]:
+    """The model card's line on the image OOD score (what the service refuses when the pixels are not alike)."""
+    s = ood.summary
+    val, test, cal = s.get("val", {}), s.get("test", {}), s.get("calibration", {})
+    return {
+        "Image appearance": (
+            f"the image's embedding within the training radiographs' range (Mahalanobis score <= "
+            f"{ood.threshold:.1f}); refuses {test.get('refused', '?')} of {test.get('n', '?')} test and "
+            f"{val.get('refused', '?')} of {val.get('n', '?')} validation images, and {cal.get('caught', '?')} of "
+            f"{cal.get('n', '?')} calibration images of other modalities"
+        )
+    }
+
+
+def read_image_ood(eval_dir: Path, mode: str) -> tuple[Path, ImageOOD] | None:
+    """The image OOD score ``evaluate`` fitted for ``mode`` (None for the EHR-only model, which reads no image).
+
+    Raises:
+        InputError: an image model's file is missing or unusable.
+    """
+    if mode == "ehr":
+        return None
+    path = eval_dir / ood_file(mode)
+    if not path.exists():
+        raise InputError(f"{path}: not found (run `shipa evaluate diagnosis` first)")
+    return path, ImageOOD.load(path)
+
+
 def run(
     params: DiagnosisRegisterParams, processed: Path, model_root: Path, *, tracking_uri: str | None = None
 ) -> dict[str, Any]:
@@ -83,13 +122,19 @@ def run(
     name = diagnosis_model_name(task)
     ingest_size = ingest_image_size(processed / "dataset.parquet") if mode != "ehr" else None
     domain = read_input_domain(processed)
+    ood = read_image_ood(model_root / "eval", mode)
 
     def build(scratch: Path) -> Candidate:
         return Candidate(
             name=name,
             python_model=wrapper.DiagnosisPyfunc(),
             artifacts=wrapper.artifact_files(
-                train_dir / mode, features_path, calibration_path, scratch, processed / INPUT_DOMAIN_FILE
+                train_dir / mode,
+                features_path,
+                calibration_path,
+                scratch,
+                processed / INPUT_DOMAIN_FILE,
+                ood[0] if ood else None,
             ),
             input_example=wrapper.input_example(scaler),
             signature=wrapper.signature(scaler.features),
@@ -101,9 +146,10 @@ def run(
                 "image_size": meta.get("image_size"),
                 **({"ingest_image_size": ingest_size} if ingest_size else {}),
                 wrapper.METADATA_INPUT_DOMAIN: domain.to_dict(),
+                **({wrapper.METADATA_IMAGE_OOD: ood_metadata(ood[1])} if ood else {}),
             },
             metrics=metrics,
-            text=diagnosis_card_text(task, domain.describe()),
+            text=diagnosis_card_text(task, {**domain.describe(), **(ood_card_line(ood[1]) if ood else {})}),
             summary=summary,
             description=(
                 f"{name}: {mode} model ({meta.get('network', '?')}, {meta.get('image_size', '?')} px); "
