@@ -12,7 +12,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install deps run serve test test-browser test-fast lint format typecheck bench lock clean-data help mlflow-ui
+.PHONY: install deps run serve test test-browser test-servers test-fast lint format typecheck bench lock clean-data help mlflow-ui
 
 help:
 	@echo "make run     - set up .venv and run the whole pipeline (dvc repro) on the built-in cohort"
@@ -61,7 +61,17 @@ test-browser:
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "chromium is not installed: the browser test will be skipped"
 
-test: $(STAMP) test-browser
+# The PACS tests run a real Orthanc with its DICOMweb plugin (Debian's packages); the PostgreSQL tests a real
+# postgres (Debian's postgresql). Installed when we can (root with apt), else those tests skip with the reason.
+# policy-rc.d keeps apt from starting the system-wide Orthanc: the tests start their own on a free port.
+ORTHANC ?= /usr/sbin/Orthanc
+test-servers:
+	@test -x $(ORTHANC) && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& { [ -e /usr/sbin/policy-rc.d ] || printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; } \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb postgresql >/dev/null; } \
+		|| echo "orthanc or postgresql is not installed: the PACS or PostgreSQL tests will be skipped"
+
+test: $(STAMP) test-browser test-servers
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest
 
 test-fast: $(STAMP)
