@@ -42,6 +42,12 @@ def diagnosis_cards(outcome: DiagnosisOutcome, lang: Language) -> dict[str, Any]
         model=outcome.model.name,
         version=outcome.model.version,
     )
+    if outcome.warnings:
+        # What was left out of the request (a malformed lab value, an IIN-shaped id) changes what the card means:
+        # the clinician sees it here as the Bundle answer shows it in an OperationOutcome. The reasons name FHIR
+        # paths and stay in English; the heading follows the language.
+        lines = "\n".join(f"- {where}: {why}" for where, why in outcome.warnings)
+        detail = f"{detail}\n\n{i18n.text('card.warnings', lang)}\n{lines}"
     card = {
         "uuid": str(uuid.uuid4()),
         "summary": _clip(summary),

@@ -78,6 +78,11 @@ TEXTS: dict[str, dict[Language, str]] = {
         "ru": "{conclusion}\n\nМодель: {model}, версия {version}. Результат не является диагнозом: его проверяет врач.",
         "en": "{conclusion}\n\nModel: {model}, version {version}. This is not a diagnosis: a physician reviews it.",
     },
+    "card.warnings": {
+        "kk": "Сұраудың кейбір бөліктері ескерілмеді:",
+        "ru": "Часть запроса не учтена:",
+        "en": "Parts of the request were left out:",
+    },
     "fraud.no_reason": {
         "kk": "Айқын себеп жоқ: шот әдеттегі шоттардан ерекшеленбейді.",
         "ru": "Явных причин нет: счёт не отличается от обычных.",

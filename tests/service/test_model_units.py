@@ -125,6 +125,26 @@ def test_cds_hooks_card(probability: float, positive: bool, indicator: str) -> N
         assert card["detail"]
 
 
+def test_cds_hooks_card_tells_what_was_left_out_of_the_request() -> None:
+    import dataclasses
+
+    warned = dataclasses.replace(
+        outcome(), warnings=(("Observation.valueQuantity.value", "not a number: the value was left out"),)
+    )
+    headings = {
+        "kk": "Сұраудың кейбір бөліктері ескерілмеді:",
+        "ru": "Часть запроса не учтена:",
+        "en": "Parts of the request were left out:",
+    }
+    for lang, heading in headings.items():
+        (card,) = cdshooks.diagnosis_cards(warned, lang)["cards"]  # type: ignore[arg-type]
+        assert card["detail"].endswith(
+            f"\n\n{heading}\n- Observation.valueQuantity.value: not a number: the value was left out"
+        )
+        (plain,) = cdshooks.diagnosis_cards(outcome(), lang)["cards"]  # type: ignore[arg-type]
+        assert heading not in plain["detail"]
+
+
 def test_fraud_bundle_is_valid_with_bands_and_reasons() -> None:
     reasons = (
         {
