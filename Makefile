@@ -54,11 +54,12 @@ run: deps
 	@echo
 	@$(BIN)/shipa results
 
-# The audit report's browser test needs Debian's chromium; install it when we can (root with apt), else it skips.
+# The browser tests need Debian's chromium (and chromium-driver for the pages a clinician types into); install them
+# when we can (root with apt), else they skip.
 CHROMIUM ?= /usr/bin/chromium
 test-browser:
-	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	@test -x $(CHROMIUM) && test -x /usr/bin/chromedriver || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
 		|| echo "chromium is not installed: the browser test will be skipped"
 
 # The PACS tests run a real Orthanc with its DICOMweb plugin (Debian's packages); the PostgreSQL tests a real
