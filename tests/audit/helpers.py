@@ -196,8 +196,11 @@ def build_registered(root: Path) -> Registered:
             ConstantModel(),
             input_example=pd.DataFrame({"x": [0.1, 0.2]}),
             pip_requirements=["mlflow"],
-            # A diagnosis version needs a recorded input domain to pass the gate.
-            metadata={"input_domain": InputDomain(modalities=("CR", "DX"), body_parts=("CHEST",)).to_dict()},
+            # A diagnosis version needs a recorded input domain and an image OOD score to pass the gate.
+            metadata={
+                "input_domain": InputDomain(modalities=("CR", "DX"), body_parts=("CHEST",)).to_dict(),
+                "image_ood": {"threshold": 500.0, "test": {"n": 40, "refused": 0}},
+            },
         )
         run_tags = {k: v for k, v in reg_tags.items()}
         run_tags["shipa.pipeline_run_id"] = PIPELINE_ID
