@@ -284,12 +284,16 @@ def _validated_row(record: PredictionRecord) -> dict[str, Any]:
         "output_json": output_json,
         "latency_us": max(0, round(record.latency_ms * 1000)),
         "outcome": outcome.value,
-        "outcome_desc": record.outcome_desc[:500] if record.outcome_desc else None,
+        # A failure's text may quote the input (a DICOM value padded with NUL): kept, with the NUL made visible.
+        "outcome_desc": record.outcome_desc[:500].replace("\x00", "\ufffd") if record.outcome_desc else None,
     }
     for name, limit in _STRING_LIMITS.items():
         value = row.get(name)
         if isinstance(value, str) and (len(value) > limit or (not value and name in _REQUIRED_TEXT)):
             raise ValueError(f"{name} must be 1-{limit} characters")
+        # PostgreSQL refuses NUL in text (and would fail every record of the group commit); SQLite would keep it.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError(f"{name} must not contain NUL characters")
     return row
 
 

@@ -115,6 +115,8 @@ class TokenStore:
         Raises:
             TokenError: no active token has that name.
         """
+        if "\x00" in name:  # no token has one (add refuses it); PostgreSQL would refuse the query outright
+            raise TokenError(f"no active token named {name!r}")
         with self._engine.begin() as conn:
             result = conn.execute(
                 update(tokens_table)
