@@ -79,6 +79,16 @@ def _server_user() -> str | None:
     raise PostgresUnavailable("running as root and neither a 'postgres' nor a 'nobody' user exists for initdb")
 
 
+def _temp_parent(user: str | None) -> str | None:
+    """Where to make the server's folder: the usual temporary folder, unless the server user cannot reach it
+    (TMPDIR under /root, say), then /tmp."""
+    if user is None:
+        return None
+    usual = Path(tempfile.gettempdir()).resolve()
+    reachable = all(folder.stat().st_mode & 0o001 for folder in (usual, *usual.parents))
+    return None if reachable else "/tmp"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port free on ``host`` right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -130,7 +140,7 @@ class PostgresServer:
         """
         bin_dir = find_bin_dir()
         user = _server_user()
-        root = Path(tempfile.mkdtemp(prefix="shipa-postgres-"))
+        root = Path(tempfile.mkdtemp(prefix="shipa-postgres-", dir=_temp_parent(user)))
         server = cls(bin_dir, root, 0, user)
         try:
             server._initdb()
