@@ -126,6 +126,7 @@ def build_app(
     from pipelines.service.fraud_history import HistorySource
     from pipelines.service.mlflow_source import MlflowModelSource
     from pipelines.service.routes import diagnosis, fraud
+    from pipelines.service.routes.clinic import router as clinic_router
 
     apply_thread_settings(settings.threads)  # before torch is imported by the models
     fastcheck.install()  # before the R4B model classes are built; the stock library on another fhir_core version
@@ -146,6 +147,7 @@ def build_app(
     app.state.fraud_scoring = FraudScoring.from_settings(settings)
     app.include_router(diagnosis.router)
     app.include_router(fraud.router)
+    app.include_router(clinic_router)  # the clinicians' page, a client of the diagnosis route above
     if load:
         try:
             state = provider.reload()
