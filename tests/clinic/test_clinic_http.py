@@ -80,9 +80,12 @@ def test_sign_in_sets_an_encrypted_http_only_strict_cookie(service: Service) -> 
     assert "Decision support: flag studies likely to show pneumonia" in page.text  # the served model's card
     assert f"{DX_NAME}, version 1" in page.text
     assert page.headers["content-security-policy"] == CSP and page.headers["x-frame-options"] == "DENY"
-    assert (
-        css.status_code == 200 and css.headers["content-type"].startswith("text/css") and ":focus-visible" in css.text
-    )
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert ":focus-visible" in css.text
+    fields_of_page = re.findall(r'<(?:input|select)(?![^>]*type="hidden")[^>]*\bid="([^"]+)"', page.text)
+    assert fields_of_page == ["task", "file", "bundle"]
+    for field_id in [*fields_of_page, "token", "lang"]:  # every field has its label (the sign-in form's too)
+        assert f'<label for="{field_id}">' in page.text + form.text, field_id
 
 
 def test_the_cookie_is_secure_when_the_request_came_over_https(service: Service) -> None:  # noqa: F811
