@@ -40,6 +40,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"tracking"}),
     frozenset({"predictionlog"}),
     frozenset({"service", "audit"}),
+    frozenset({"release"}),
     frozenset({"stages"}),
     frozenset({"cli"}),
 )

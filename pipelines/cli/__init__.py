@@ -13,7 +13,7 @@ import os
 
 import typer
 
-from pipelines.cli import audit, fraud, registry, service, stages
+from pipelines.cli import audit, fraud, registry, release, service, stages
 from pipelines.config import get_settings
 from pipelines.logging_setup import configure_logging
 
@@ -37,6 +37,7 @@ def _main() -> None:
 
 stages.mount(app)
 registry.mount(app)
+release.mount(app)
 app.add_typer(fraud.app, name="fraud")
 app.command()(service.serve)
 app.add_typer(service.tokens_app, name="tokens")

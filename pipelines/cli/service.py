@@ -6,11 +6,13 @@ FastAPI, uvicorn and the model libraries are imported only when ``serve`` runs.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pipelines.cli.common import DatabaseUrlOpt, JsonOpt, guard
+from pipelines.cli.release import serve_release
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -43,6 +45,12 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    release: Annotated[
+        Path | None, typer.Option("--release", help="serve this release bundle's models (verified first)")
+    ] = None,
+    trusted_key: Annotated[
+        Path | None, typer.Option("--trusted-key", help="the publisher's public key a --release must be signed by")
+    ] = None,
 ) -> None:
     """Serve the champion models (diagnosis, fraud) over HTTP: FHIR in and out, tokens and roles, prediction log.
 
@@ -52,6 +60,8 @@ def serve(
     from pipelines.audit.served import html_report
     from pipelines.service.assemble import serve as run_service  # FastAPI is imported only when serving
 
+    if release is not None:  # verified like `shipa install` before anything in it is used
+        tracking_uri = serve_release(release, trusted_key, tracking_uri)
     guard(
         lambda: run_service(
             host=host,
