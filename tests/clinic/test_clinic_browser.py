@@ -37,10 +37,10 @@ SIGN_OUT = {"kk": "Шығу", "ru": "Выйти", "en": "Sign out"}
 MAX_TABS = 20
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs Selenium 4 (a dev dependency)")
+from selenium.webdriver.chrome.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -133,8 +133,9 @@ def test_sign_in_and_score_a_chest_radiograph_with_the_keyboard_only(
     shot = _shot(driver, "radiograph-en")
     assert 0.0 <= probability <= 1.0
     assert call.split(" (")[0] in ("Positive", "Negative") and "(threshold 0." in call
-    assert overlay.get_attribute("src").startswith("data:image/png;base64,")
-    assert int(overlay.get_property("naturalWidth")) > 0  # the browser decoded the PNG (the CSP allowed it)
+    assert str(overlay.get_attribute("src")).startswith("data:image/png;base64,")
+    width = overlay.get_property("naturalWidth")
+    assert isinstance(width, int) and width > 0  # the browser decoded the PNG (the CSP allowed it)
     assert driver.find_element(By.ID, "result-heading").text == "Result"
     assert shot.stat().st_size > 10_000
     assert _page_problems(driver, service.base) == ([], [])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,6 +30,7 @@ from pipelines.service.i18n import Language
 from pipelines.service.routes.clinic import COOKIE, CSP, TEXTS
 
 from .pages import OVERLAY, csrf_of, ct_file, fields, sign_in, upload
+from .tls import served_over_tls
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Hand-written, not read from the catalog: each language's page must hold its own words.
@@ -93,6 +95,20 @@ def test_the_cookie_is_secure_when_the_request_came_over_https(service: Service)
     with _client(service) as client:
         form = client.get("/clinic/login", headers={"X-Forwarded-Proto": "https"})
     assert "secure" in [p.strip().lower() for p in _set_cookie(form).split(";")]
+
+
+def test_over_uvicorn_s_own_tls_the_cookie_is_secure_and_sign_in_works(
+    service: Service,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    with served_over_tls(service.app, service.app.state.settings, tmp_path) as client:
+        form = client.get("/clinic/login")
+        signed = sign_in(client, service.tokens["clinician"])
+        page = client.get("/clinic")
+    for response in (form, signed):
+        flags = [p.strip().lower() for p in _set_cookie(response).split(";")]
+        assert "secure" in flags and "httponly" in flags and "samesite=strict" in flags
+    assert signed.status_code == 303 and page.status_code == 200 and "Signed in as clinician-1" in page.text
 
 
 def test_a_wrong_token_or_another_role_gets_the_form_again(service: Service) -> None:  # noqa: F811
