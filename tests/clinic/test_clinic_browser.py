@@ -108,9 +108,9 @@ def _shot(driver: WebDriver, name: str) -> Path:
 
 def _page_problems(driver: WebDriver, base: str) -> tuple[list[str], list[str]]:
     """Console errors since the last call, and every URL the browser requested outside the service."""
-    severe = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    severe = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]  # type: ignore[no-untyped-call]
     outside = []
-    for entry in driver.get_log("performance"):
+    for entry in driver.get_log("performance"):  # type: ignore[no-untyped-call]
         message = json.loads(entry["message"])["message"]
         if message["method"] == "Network.requestWillBeSent":
             url = message["params"]["request"]["url"]
