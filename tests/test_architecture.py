@@ -35,7 +35,7 @@ TOP = "<top>"
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({TOP, "evaluation"}),
     frozenset({"synth", "fhir", "features"}),
-    frozenset({"imaging", "fraud"}),
+    frozenset({"imaging", "fraud", "pacs"}),
     frozenset({"modeling"}),
     frozenset({"tracking"}),
     frozenset({"predictionlog"}),

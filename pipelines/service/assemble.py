@@ -125,7 +125,7 @@ def build_app(
     from pipelines.service.batching import FraudScoring
     from pipelines.service.fraud_history import HistorySource
     from pipelines.service.mlflow_source import MlflowModelSource
-    from pipelines.service.routes import diagnosis, fraud
+    from pipelines.service.routes import diagnosis, fraud, pacs
     from pipelines.service.routes.clinic import router as clinic_router
 
     apply_thread_settings(settings.threads)  # before torch is imported by the models
@@ -146,6 +146,7 @@ def build_app(
     app.state.iin_systems = iin_systems_of(params_path)
     app.state.fraud_scoring = FraudScoring.from_settings(settings)
     app.include_router(diagnosis.router)
+    app.include_router(pacs.router)
     app.include_router(fraud.router)
     app.include_router(clinic_router)  # the clinicians' page, a client of the diagnosis route above
     if load:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -11,6 +11,9 @@ from sqlalchemy.engine import make_url
 
 from pipelines.predictionlog.log import DEMO_AUDIT_KEY
 from pipelines.service.errors import ServiceConfigError
+
+if TYPE_CHECKING:
+    from pipelines.pacs.client import DicomWebConfig
 
 ENV_PREFIX = "SHIPA_SERVICE_"
 DEFAULT_STATE_DIR = Path("service-state")
@@ -105,7 +108,42 @@ class AuditSettings(BaseSettings):
         return value.encode("utf-8")
 
 
-class ServiceSettings(AuditSettings):
+class DicomWebSettings(BaseSettings):
+    """The hospital PACS over DICOMweb, from ``SHIPA_SERVICE_DICOMWEB_*``: read by the service (``POST
+    /diagnosis/{task}/studies/{uid}``) and by ``shipa watch``. Without a URL the PACS route answers 501.
+    The token or the password is a secret of the environment, never written to a file or a log."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    dicomweb_url: str | None = Field(None, description="the PACS's DICOMweb root, e.g. http://pacs:8042/dicom-web")
+    dicomweb_token: SecretStr | None = Field(None, description="a bearer token for the PACS (else user/password)")
+    dicomweb_user: str | None = Field(None, description="HTTP basic-auth user for the PACS")
+    dicomweb_password: SecretStr | None = Field(None, description="HTTP basic-auth password for the PACS")
+    dicomweb_timeout_s: float = Field(30.0, gt=0, le=600, description="PACS connect and read timeout in seconds")
+    dicomweb_max_instances: int = Field(
+        64, ge=1, le=10_000, description="most instances of a study whose headers are read to find one to score"
+    )
+    dicomweb_max_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="most bytes received from the PACS for one request"
+    )
+
+    def dicomweb_config(self) -> DicomWebConfig | None:
+        """The PACS these settings name, with its credentials; None without ``SHIPA_SERVICE_DICOMWEB_URL``."""
+        from pipelines.pacs.client import DicomWebConfig
+
+        if not self.dicomweb_url:
+            return None
+        return DicomWebConfig(
+            url=self.dicomweb_url,
+            token=self.dicomweb_token.get_secret_value() if self.dicomweb_token else None,
+            username=self.dicomweb_user,
+            password=self.dicomweb_password.get_secret_value() if self.dicomweb_password else None,
+            timeout_s=self.dicomweb_timeout_s,
+            max_bytes=self.dicomweb_max_bytes,
+        )
+
+
+class ServiceSettings(AuditSettings, DicomWebSettings):
     """Deployment settings of the inference service, read from ``SHIPA_SERVICE_*`` environment variables.
 
     ``database_url`` defaults to an SQLite file ``service.db`` under ``state_dir``; any SQLAlchemy URL works

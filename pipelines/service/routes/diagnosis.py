@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import anyio.from_thread
@@ -13,6 +14,7 @@ from fastapi import APIRouter, Depends, File, Header, Path, Query, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.predictionlog.log import AuditOutcome
 from pipelines.service import cdshooks, fhir_out
 from pipelines.service.batching import DiagnosisScore, DiagnosisScoring, diagnosis_scoring
@@ -51,7 +53,7 @@ def input_digest(dicom: bytes, bundle: bytes | None) -> str:
     return digest.hexdigest()
 
 
-def _model(models: ModelsDep, task: str) -> DiagnosisModel:
+def served_model(models: ModelsDep, task: str) -> DiagnosisModel:
     model = models.diagnosis.get(task)
     if model is None:
         served = ", ".join(sorted(models.diagnosis)) or "none"
@@ -96,15 +98,145 @@ def out_of_distribution_error(score: DiagnosisScore, threshold: float) -> FhirHT
     )
 
 
-def _audit_rejection(audit: RequestAudit, model: DiagnosisModel, digest: str, exc: FhirHTTPError) -> None:
+def _audit_rejection(
+    audit: RequestAudit,
+    model: DiagnosisModel,
+    digest: str,
+    exc: FhirHTTPError,
+    context: dict[str, Any] | None = None,
+) -> None:
     audit.record(
         model_name=model.ref.name,
         model_version=model.ref.version,
         model_alias=model.ref.alias,
-        output={"error": exc.code, "status": exc.status_code},
+        output={"error": exc.code, "status": exc.status_code, **(context or {})},
         outcome=AuditOutcome.minor_failure,
         outcome_desc=exc.diagnostics[:500],
         input_sha256=digest,
+    )
+
+
+@dataclass(frozen=True)
+class Diagnosed:
+    """One study scored: the answer and what its audit record needs.
+
+    Attributes:
+        model: the served model that answered.
+        case: the de-identified model inputs.
+        outcome: the prediction, ready for :func:`fhir_out.diagnosis_bundle` or the CDS Hooks cards.
+        digest: the audited input hash.
+    """
+
+    model: DiagnosisModel
+    case: DiagnosisCase
+    outcome: fhir_out.DiagnosisOutcome
+    digest: str
+
+
+def run_diagnosis(
+    model: DiagnosisModel,
+    dicom: bytes,
+    bundle_bytes: bytes | None,
+    *,
+    audit: RequestAudit,
+    pseudonymizer: Pseudonymizer,
+    iin_systems: frozenset[str],
+    scoring: DiagnosisScoring,
+    saliency: bool,
+    context: dict[str, Any] | None = None,
+) -> Diagnosed:
+    """The diagnosis path every route shares: de-identify and check the study, score it, refuse an image unlike
+    the training images, and make the answer (with the Grad-CAM overlay when ``saliency``).
+
+    A refusal or a model failure is audited here (the request's one record) and raised; an answer is not: the
+    caller records it with :func:`record_answer` once it has done its own part. ``context`` (pseudonymous facts
+    of the route, e.g. the PACS study's pseudonym) is added to the output of those records.
+
+    Raises:
+        FhirHTTPError: the upload route's refusals (DICOM reason code, outside the input domain, invalid Bundle,
+            image out of distribution) and 500 when the model fails.
+        ValidationError: an invalid FHIR Bundle (audited; answered 422 by the service's handler).
+    """
+    digest = input_digest(dicom, bundle_bytes)
+    try:
+        case = build_case(
+            dicom,
+            bundle_bytes,
+            pseudonymizer=pseudonymizer,
+            iin_systems=iin_systems,
+            observations=model.observations,
+            lookback_hours=model.lookback_hours,
+            ingest_image_size=model.ingest_image_size if model.uses_image else None,
+            input_domain=model.input_domain,  # the study must be what the model was made for, image or not
+        )
+    except FhirHTTPError as exc:
+        _audit_rejection(audit, model, digest, exc, context)
+        raise
+    except ValidationError:
+        _audit_rejection(audit, model, digest, FhirHTTPError(422, "invalid", "invalid FHIR Bundle"), context)
+        raise
+    ref = model.ref
+    try:
+        score = _predict(model, case, scoring)
+    except Exception as exc:
+        log.error("diagnosis model %s failed: %s", ref.name, type(exc).__name__)
+        audit.record(
+            model_name=ref.name,
+            model_version=ref.version,
+            model_alias=ref.alias,
+            output={"error": type(exc).__name__, **(context or {})},
+            patient_pseudonym=case.patient.pseudonym,
+            outcome=AuditOutcome.serious_failure,
+            outcome_desc="the model failed on this input",
+            input_sha256=digest,
+        )
+        raise FhirHTTPError(500, "exception", "the model could not score this study; the failure is audited") from None
+    ood = model.predictor.image_ood if model.uses_image else None
+    if score.out_of_distribution and ood is not None:
+        # Refused like a header outside the domain: no probability leaves the service, and the audit keeps only
+        # the score that refused it.
+        refusal = out_of_distribution_error(score, ood.threshold)
+        _audit_rejection(audit, model, digest, refusal, context)
+        raise refusal
+    outcome = fhir_out.DiagnosisOutcome(
+        task=model.task,
+        probability=score.probability,
+        threshold=float(model.predictor.threshold),
+        positive=score.positive,
+        model=ref,
+        patient=case.patient,
+        study_uid=case.study_uid,
+        study_time=case.study_time,
+        icd10_prefixes=model.icd10_prefixes,
+        observations=tuple(case.observations),
+        saliency_png=_saliency(model, case) if saliency else None,
+        subject=case.answer.subject,
+        study=case.answer.study,
+        observation_refs=case.answer.observations,
+        warnings=tuple(case.warnings),
+    )
+    return Diagnosed(model, case, outcome, digest)
+
+
+def record_answer(audit: RequestAudit, diagnosed: Diagnosed, extra: dict[str, Any]) -> None:
+    """The audit record of an answered diagnosis: the probability, threshold and missing EHR, plus ``extra``
+    (the answer's format and language, and a route's own facts)."""
+    ref, case, outcome = diagnosed.model.ref, diagnosed.case, diagnosed.outcome
+    audit.record(
+        model_name=ref.name,
+        model_version=ref.version,
+        model_alias=ref.alias,
+        output={
+            "task": outcome.task,
+            "probability": round(outcome.probability, 6),
+            "positive": outcome.positive,
+            "threshold": round(outcome.threshold, 6),
+            "missing_ehr": case.missing,
+            **extra,
+            **({"warnings": [where for where, _ in case.warnings]} if case.warnings else {}),
+        },
+        patient_pseudonym=case.patient.pseudonym,
+        input_sha256=diagnosed.digest,
     )
 
 
@@ -138,84 +270,21 @@ def diagnose(
     bundle_bytes = bundle.file.read() if bundle is not None else None
     digest = input_digest(dicom, bundle_bytes)
     audit.input_sha256 = digest  # the record of a refusal below carries it too (RequestAudit.settle)
-    model = _model(models, task)
+    model = served_model(models, task)
     audit.model = (model.ref.name, model.ref.version, model.ref.alias)
     lang: Language = negotiate_language(accept_language)
-    try:
-        case = build_case(
-            dicom,
-            bundle_bytes,
-            pseudonymizer=pseudonymizer,
-            iin_systems=iin_systems,
-            observations=model.observations,
-            lookback_hours=model.lookback_hours,
-            ingest_image_size=model.ingest_image_size if model.uses_image else None,
-            input_domain=model.input_domain,  # the study must be what the model was made for, image or not
-        )
-    except FhirHTTPError as exc:
-        _audit_rejection(audit, model, digest, exc)
-        raise
-    except ValidationError:
-        _audit_rejection(audit, model, digest, FhirHTTPError(422, "invalid", "invalid FHIR Bundle"))
-        raise
-    ref = model.ref
-    try:
-        score = _predict(model, case, scoring)
-    except Exception as exc:
-        log.error("diagnosis model %s failed: %s", ref.name, type(exc).__name__)
-        audit.record(
-            model_name=ref.name,
-            model_version=ref.version,
-            model_alias=ref.alias,
-            output={"error": type(exc).__name__},
-            patient_pseudonym=case.patient.pseudonym,
-            outcome=AuditOutcome.serious_failure,
-            outcome_desc="the model failed on this input",
-            input_sha256=digest,
-        )
-        raise FhirHTTPError(500, "exception", "the model could not score this study; the failure is audited") from None
-    ood = model.predictor.image_ood if model.uses_image else None
-    if score.out_of_distribution and ood is not None:
-        # Refused like a header outside the domain: no probability leaves the service, and the audit keeps only
-        # the score that refused it.
-        refusal = out_of_distribution_error(score, ood.threshold)
-        _audit_rejection(audit, model, digest, refusal)
-        raise refusal
-    probability, positive = score.probability, score.positive
-    outcome = fhir_out.DiagnosisOutcome(
-        task=model.task,
-        probability=probability,
-        threshold=float(model.predictor.threshold),
-        positive=positive,
-        model=ref,
-        patient=case.patient,
-        study_uid=case.study_uid,
-        study_time=case.study_time,
-        icd10_prefixes=model.icd10_prefixes,
-        observations=tuple(case.observations),
-        saliency_png=_saliency(model, case) if format == "fhir" else None,
-        subject=case.answer.subject,
-        study=case.answer.study,
-        observation_refs=case.answer.observations,
-        warnings=tuple(case.warnings),
+    diagnosed = run_diagnosis(
+        model,
+        dicom,
+        bundle_bytes,
+        audit=audit,
+        pseudonymizer=pseudonymizer,
+        iin_systems=iin_systems,
+        scoring=scoring,
+        saliency=format == "fhir",
     )
-    audit.record(
-        model_name=ref.name,
-        model_version=ref.version,
-        model_alias=ref.alias,
-        output={
-            "task": model.task,
-            "probability": round(probability, 6),
-            "positive": positive,
-            "threshold": round(outcome.threshold, 6),
-            "missing_ehr": case.missing,
-            "format": format,
-            "language": lang,
-            **({"warnings": [where for where, _ in case.warnings]} if case.warnings else {}),
-        },
-        patient_pseudonym=case.patient.pseudonym,
-        input_sha256=digest,
-    )
+    outcome = diagnosed.outcome
+    record_answer(audit, diagnosed, {"format": format, "language": lang})
     if format == "cds-hooks":
         return JSONResponse(cdshooks.diagnosis_cards(outcome, lang), headers={"Content-Language": lang})
     return JSONResponse(
