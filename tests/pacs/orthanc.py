@@ -76,8 +76,13 @@ class Orthanc:
 
 
 @contextlib.contextmanager
-def running_orthanc(folder: Path, start_timeout: float = 30.0) -> Iterator[Orthanc]:
-    """Start Orthanc with its configuration, storage and index under ``folder``; stop it afterwards."""
+def running_orthanc(
+    folder: Path, start_timeout: float = 30.0, users: dict[str, str] | None = None
+) -> Iterator[Orthanc]:
+    """Start Orthanc with its configuration, storage and index under ``folder``; stop it afterwards.
+
+    ``users`` (name -> password) turns HTTP basic authentication on; without, none is asked.
+    """
     require_orthanc()
     folder.mkdir(parents=True, exist_ok=True)
     http_port, dicom_port = free_port(), free_port()
@@ -88,7 +93,8 @@ def running_orthanc(folder: Path, start_timeout: float = 30.0) -> Iterator[Ortha
         "HttpPort": http_port,
         "DicomPort": dicom_port,
         "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
+        "AuthenticationEnabled": bool(users),
+        "RegisteredUsers": users or {},
         "Plugins": [str(DICOMWEB_PLUGIN)],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
     }
@@ -98,6 +104,7 @@ def running_orthanc(folder: Path, start_timeout: float = 30.0) -> Iterator[Ortha
     with log.open("wb") as out:
         process = subprocess.Popen([str(ORTHANC), str(config_path)], stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{http_port}"
+    auth = next(iter(users.items())) if users else None
     server = Orthanc(base, f"{base}/dicom-web", process, log)
     try:
         deadline = time.monotonic() + start_timeout
@@ -107,7 +114,7 @@ def running_orthanc(folder: Path, start_timeout: float = 30.0) -> Iterator[Ortha
                     f"Orthanc exited with {process.returncode}: {log.read_text(errors='replace')[-2000:]}"
                 )
             try:
-                if httpx.get(f"{base}/dicom-web/studies", timeout=1).status_code == 200:
+                if httpx.get(f"{base}/dicom-web/studies", timeout=1, auth=auth).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

@@ -37,7 +37,7 @@ from pipelines.cli.pacs import app as watch_app
 from pipelines.config import DEMO_PSEUDONYM_KEY
 from pipelines.fhir.pseudonym import Pseudonymizer
 from pipelines.pacs.client import DicomWebConfig, PacsClient
-from pipelines.pacs.errors import NoUsableInstance, StudyTooLarge
+from pipelines.pacs.errors import NoUsableInstance, PacsRefused, StudyTooLarge
 from pipelines.pacs.retrieve import retrieve_for_model
 from pipelines.pacs.watch import study_key
 from pipelines.predictionlog.roles import Role
@@ -320,3 +320,18 @@ def test_watch_once_scores_a_new_study_exactly_once(
     monkeypatch.delenv("SHIPA_WATCH_TOKEN")
     missing = runner.invoke(watch_app, ["--once", "--service", pacs_service.base])
     assert missing.exit_code != 0 and "SHIPA_WATCH_TOKEN is not set" in missing.output
+
+
+def test_basic_auth_credentials_reach_the_pacs_and_a_wrong_password_is_refused(tmp_path: Path) -> None:
+    with running_orthanc(tmp_path / "orthanc", users={"shipa": "a-test-password"}) as server:
+        good = DicomWebConfig(server.dicomweb, username="shipa", password="a-test-password")
+        with PacsClient(good) as client:
+            assert client.search_studies({"ModalitiesInStudy": "CR"}) == []
+        for bad in (
+            DicomWebConfig(server.dicomweb, username="shipa", password="wrong"),
+            DicomWebConfig(server.dicomweb),
+        ):
+            with PacsClient(bad) as client, pytest.raises(PacsRefused, match="HTTP 401") as refused:
+                client.search_studies({})
+            assert refused.value.status == 401 and "wrong" not in str(refused.value)
+        assert "a-test-password" not in repr(good)
