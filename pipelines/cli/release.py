@@ -241,12 +241,11 @@ def releases(releases_dir: ReleasesDirOpt = DEFAULT_RELEASES_DIR, as_json: JsonO
     if not entries:
         typer.echo(f"no release is installed (recorded in {_releases_dir(releases_dir)})")
         return
-    typer.echo(f"{'INSTALLED':<26} {'NAME':<14} {'VERSION':<20} {'MANIFEST':<17} {'MODELS':<40} PATH")
-    for e in entries:
-        models = ", ".join(e.models)
-        typer.echo(
-            f"{e.installed_at:<26} {e.name:<14} {e.version:<20} {e.manifest_sha256[:16]:<17} {models:<40} {e.path}"
-        )
+    header = ("INSTALLED", "NAME", "VERSION", "MANIFEST", "MODELS", "PATH")
+    rows = [(e.installed_at, e.name, e.version, e.manifest_sha256[:16], ", ".join(e.models), e.path) for e in entries]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        typer.echo("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]))
 
 
 def serve_release(bundle: Path, trusted_key: Path | None, tracking_uri: str | None = None) -> str:

@@ -28,7 +28,8 @@ def venv_python(venv: Path) -> Path:
 
 
 def _run(cmd: list[str], what: str) -> None:
-    log.info("%s: %s", what, shlex.join(cmd))
+    log.info("%s", what)
+    log.debug("%s", shlex.join(cmd))  # one path per wheel: hundreds of them
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-_TAIL_LINES:])

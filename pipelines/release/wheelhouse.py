@@ -89,7 +89,8 @@ def list_wheels(folder: Path) -> list[Wheel]:
 
 def _pip(args: list[str], what: str) -> None:
     cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
-    log.info("%s: %s", what, shlex.join(cmd))
+    log.info("%s", what)
+    log.debug("%s", shlex.join(cmd))  # one path per wheel: hundreds of them
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-_PIP_TAIL_LINES:])

@@ -238,6 +238,15 @@ def test_install_builds_a_venv_offline_from_the_wheelhouse_and_releases_lists_it
     assert lines[0].split()[:4] == ["INSTALLED", "NAME", "VERSION", "MANIFEST"]
     assert "shipa" in lines[1] and "2026.12.01" in lines[1] and f"{NAME}/2" in lines[1]
 
+    # Installed again beside it (a second venv): listed newest first.
+    venv2 = tmp_path / "venv2"
+    again = runner.invoke(
+        app, ["install", str(bundle), "--trusted-key", str(publisher.public_key), "--venv", str(venv2)]
+    )
+    assert again.exit_code == 0, again.output
+    listed = json.loads(runner.invoke(app, ["releases", "--json"]).stdout)["installed"]
+    assert [e["venv"] for e in listed] == [str(venv2.resolve()), str(venv.resolve())]
+
 
 def test_a_wheelhouse_missing_a_dependency_is_never_released_nor_installed(
     publisher: Publisher, app_wheel_only: Path, copy: Path, tmp_path: Path
