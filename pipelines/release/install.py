@@ -1,8 +1,10 @@
 """Install a verified release: a new venv, filled from the bundle's wheelhouse with no package index.
 
-Every wheel of the wheelhouse is installed (``pip install --no-index --find-links <bundle>/wheels <every wheel>``):
-the wheelhouse is exactly the pinned dependency set, so the venv is too, and pip fails (nothing is fetched) when a
-dependency is missing from it.
+With the project's own wheel in the wheelhouse, that wheel and the torch build are installed and pip takes their
+dependencies from the wheelhouse (``pip install --no-index --find-links <bundle>/wheels <shipa wheel> <torch
+wheel>``): the wheelhouse holds one version of each distribution, the lock's, so the venv gets the pinned runtime
+set and none of the lock's development tools (pytest, ruff, mypy ...). A wheelhouse without the project's wheel is
+installed whole. Either way pip fails (nothing is fetched) when a dependency is missing.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from pipelines.release.build import WHEELS
 from pipelines.release.errors import ReleaseError
 from pipelines.release.verify import VerifiedBundle
+from pipelines.release.wheelhouse import wheel_of
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,18 @@ _TAIL_LINES = 15
 def venv_python(venv: Path) -> Path:
     """The interpreter of a venv (POSIX layout)."""
     return Path(venv) / "bin" / "python"
+
+
+PROJECT = "shipa"
+TORCH = "torch"
+
+
+def install_targets(wheels: list[Path]) -> list[Path]:
+    """The wheels to name to pip: the project's and torch's when the project's is there, else all of them."""
+    names = {w: wheel_of(w).name for w in wheels}
+    if PROJECT not in names.values():
+        return wheels
+    return [w for w in wheels if names[w] in (PROJECT, TORCH)]
 
 
 def _run(cmd: list[str], what: str) -> None:
@@ -37,10 +52,10 @@ def _run(cmd: list[str], what: str) -> None:
 
 
 def install_wheelhouse(bundle: VerifiedBundle, venv: Path) -> list[str]:
-    """Create ``venv`` and install every wheel of the verified bundle's wheelhouse into it, offline.
+    """Create ``venv`` and install the verified bundle's wheelhouse into it, offline (see the module docstring).
 
     Returns:
-        The wheel file names installed.
+        The wheel file names named to pip (their dependencies come from the wheelhouse too).
 
     Raises:
         ReleaseError: the venv exists already, the bundle has no wheelhouse, or venv / pip failed.
@@ -51,6 +66,10 @@ def install_wheelhouse(bundle: VerifiedBundle, venv: Path) -> list[str]:
         raise ReleaseError(f"{wheels_dir}: the release has no wheelhouse to install from")
     if Path(venv).exists():
         raise ReleaseError(f"{venv} exists already: a release is installed into a new venv")
+    targets = install_targets(wheels)
+    what = (
+        f"all {len(wheels)} wheels" if targets == wheels else f"{', '.join(w.name for w in targets)} with dependencies"
+    )
     _run([sys.executable, "-m", "venv", str(venv)], f"creating the venv {venv}")
     _run(
         [
@@ -62,8 +81,8 @@ def install_wheelhouse(bundle: VerifiedBundle, venv: Path) -> list[str]:
             "--no-index",
             "--find-links",
             str(wheels_dir),
-            *(str(w) for w in wheels),
+            *(str(w) for w in targets),
         ],
-        f"installing {len(wheels)} wheels into {venv} (pip --no-index)",
+        f"installing {what} into {venv} (pip --no-index)",
     )
-    return [w.name for w in wheels]
+    return [w.name for w in targets]

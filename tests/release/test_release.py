@@ -22,6 +22,7 @@ from pipelines.cli.release import serve_release
 from pipelines.release.build import BuiltRelease, WheelhouseOptions, build_release
 from pipelines.release.errors import ReleaseError
 from pipelines.release.hashing import sha256_file
+from pipelines.release.install import install_targets
 from pipelines.release.keys import load_private_key, load_public_key
 from pipelines.release.manifest import write_signed_manifest
 from pipelines.release.verify import verify_bundle
@@ -305,6 +306,14 @@ def test_serve_release_needs_a_trusted_key_and_no_other_store(bundle: Path) -> N
         app, ["serve", "--release", str(bundle), "--trusted-key", "k.pub", "--tracking-uri", "sqlite:///x.db"]
     )
     _refused(both, 2, "give --release or --tracking-uri, not both")
+
+
+def test_with_the_project_wheel_only_it_and_torch_are_named_to_pip() -> None:
+    names = ["pytest-9.2.0-py3-none-any.whl", "shipa-0.1.0-py3-none-any.whl"]
+    names.append("torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl")
+    wheels = [Path("wheels") / n for n in names]
+    assert [w.name for w in install_targets(wheels)] == names[1:]  # dev tools stay out of the hospital's venv
+    assert install_targets(wheels[:1]) == wheels[:1]  # no project wheel: the whole wheelhouse
 
 
 def test_the_torch_build_comes_from_the_makefile_and_the_lock_leaves_it_out() -> None:
