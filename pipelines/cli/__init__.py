@@ -13,7 +13,7 @@ import os
 
 import typer
 
-from pipelines.cli import audit, fraud, registry, release, service, stages
+from pipelines.cli import audit, fraud, pacs, registry, release, service, stages
 from pipelines.config import get_settings
 from pipelines.logging_setup import configure_logging
 
@@ -40,6 +40,7 @@ registry.mount(app)
 release.mount(app)
 app.add_typer(fraud.app, name="fraud")
 app.command()(service.serve)
+app.command()(pacs.watch)
 app.add_typer(service.tokens_app, name="tokens")
 app.add_typer(audit.app, name="audit")
 

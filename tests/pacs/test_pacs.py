@@ -231,7 +231,7 @@ def test_a_ct_study_is_refused_from_its_headers_and_nothing_is_stored(pacs_servi
     assert missing.status_code == 404 and "does not hold this study" in missing.json()["issue"][0]["diagnostics"]
 
 
-def test_a_stopped_pacs_is_a_502_and_no_pacs_is_a_501(
+def test_a_stopped_pacs_is_a_502_and_no_pacs_is_a_404(
     pacs_service: Service,
     case: Case,  # noqa: F811
     tmp_path: Path,
@@ -254,7 +254,7 @@ def test_a_stopped_pacs_is_a_502_and_no_pacs_is_a_501(
 
     with pacs_at(pacs_service, None):
         response = _post(pacs_service, study_uid)
-    assert response.status_code == 501
+    assert response.status_code == 404
     assert "SHIPA_SERVICE_DICOMWEB_URL" in response.json()["issue"][0]["diagnostics"]
 
 

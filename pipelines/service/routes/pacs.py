@@ -1,7 +1,7 @@
 """``POST /diagnosis/{task}/studies/{StudyInstanceUID}`` (clinician): a study pulled from the hospital PACS over
 DICOMweb, scored exactly as an upload is, and the result stored back into the study.
 
-The PACS is ``SHIPA_SERVICE_DICOMWEB_URL`` (without it the route answers 501), signed in with
+The PACS is ``SHIPA_SERVICE_DICOMWEB_URL`` (without it the route answers 404: no PACS is deployed), signed in with
 ``SHIPA_SERVICE_DICOMWEB_TOKEN`` (bearer) or ``SHIPA_SERVICE_DICOMWEB_USER``/``_PASSWORD`` (basic). The route
 reads the headers of the study's instances (QIDO-RS, WADO-RS metadata; at most
 ``SHIPA_SERVICE_DICOMWEB_MAX_INSTANCES``), retrieves the first one inside the model's input domain (WADO-RS;
@@ -50,7 +50,10 @@ STUDY_UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
 STORED_DESCRIPTION = "Shipa results stored in the PACS (preliminary, for clinician review)"
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": OperationOutcomeOut, "description": "no model is served for the task, or the PACS lacks the study"},
+    404: {
+        "model": OperationOutcomeOut,
+        "description": "no model is served for the task, no PACS is configured, or the PACS lacks the study",
+    },
     422: {
         "model": OperationOutcomeOut,
         "description": (
@@ -58,7 +61,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
             "DICOM file, an image unlike the training images, or a study over the retrieval bounds"
         ),
     },
-    501: {"model": OperationOutcomeOut, "description": "no PACS is configured (SHIPA_SERVICE_DICOMWEB_URL)"},
     502: {"model": OperationOutcomeOut, "description": "the PACS could not be reached, failed, or refused"},
     503: {"model": OperationOutcomeOut, "description": "models not loaded"},
 }
@@ -68,13 +70,14 @@ def dicomweb_config(settings: ServiceSettings) -> DicomWebConfig:
     """The PACS the settings name.
 
     Raises:
-        FhirHTTPError: 501 (not-supported) when ``SHIPA_SERVICE_DICOMWEB_URL`` is not set.
+        FhirHTTPError: 404 (not-found) when ``SHIPA_SERVICE_DICOMWEB_URL`` is not set: the service has no PACS,
+            which is how it is deployed, not a server fault (and never a 5xx).
     """
     config = settings.dicomweb_config()
     if config is None:
         raise FhirHTTPError(
-            501,
-            "not-supported",
+            404,
+            "not-found",
             f"no PACS is configured for this service: set {ENV_PREFIX}DICOMWEB_URL to the PACS's DICOMweb root",
         )
     return config
