@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+from pathlib import Path
 from typing import ClassVar
 
 import uvicorn
@@ -110,7 +111,13 @@ def uvicorn_config(app: FastAPI, settings: ServiceSettings, *, port: int | None 
         access_log=False,
         server_header=False,
         lifespan="on",
+        ssl_certfile=_text(settings.ssl_certfile),  # SHIPA_SERVICE_SSL_CERTFILE and _KEYFILE; none: plain http
+        ssl_keyfile=_text(settings.ssl_keyfile),
     )
+
+
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def restart_other_workers() -> bool:
@@ -161,4 +168,6 @@ def run_workers(factory: str, settings: ServiceSettings, overrides: dict[str, st
         server_header=False,
         lifespan="on",
         timeout_worker_healthcheck=WORKER_START_TIMEOUT_S,
+        ssl_certfile=_text(settings.ssl_certfile),  # SHIPA_SERVICE_SSL_CERTFILE and _KEYFILE; none: plain http
+        ssl_keyfile=_text(settings.ssl_keyfile),
     )

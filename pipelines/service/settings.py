@@ -191,6 +191,8 @@ class ServiceSettings(AuditSettings, DicomWebSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    ssl_certfile: Path | None = Field(None, description="TLS certificate (PEM) uvicorn serves with; with ssl_keyfile")
+    ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM) of ssl_certfile")
     log_level: str = "INFO"
     service_name: str = Field("shipa-service", min_length=1, description="AuditEvent.source.observer display")
 
@@ -213,10 +215,20 @@ class ServiceSettings(AuditSettings, DicomWebSettings):
                 f"set a random secret ({_NEW_SECRET}) or {ENV_PREFIX}DEMO_MODE=true for a demo"
             )
         problems += super()._secret_problems()
+        problems += self._tls_problems()
         if pepper.strip() and pepper.strip() == self.audit_key.get_secret_value().strip():
             # One leaked secret would then both forge tokens and rewrite the audit chain.
             problems.append(f"{ENV_PREFIX}AUDIT_KEY must not be the token pepper: give each its own secret")
         return problems
+
+    def _tls_problems(self) -> list[str]:
+        # Checked at start, so a wrong path is one clear line, not a TLS handshake failure for every client.
+        files = {"SSL_CERTFILE": self.ssl_certfile, "SSL_KEYFILE": self.ssl_keyfile}
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            return [f"{ENV_PREFIX}SSL_CERTFILE and {ENV_PREFIX}SSL_KEYFILE go together: set both or neither"]
+        return [
+            f"{ENV_PREFIX}{name} is not a readable file" for name, path in files.items() if path and not _readable(path)
+        ]
 
     def pepper(self) -> bytes:
         """The token-hashing pepper; the documented demo pepper when demo mode runs without one."""
@@ -224,6 +236,14 @@ class ServiceSettings(AuditSettings, DicomWebSettings):
         if self.demo_mode and not value.strip():
             value = DEMO_TOKEN_PEPPER
         return value.encode("utf-8")
+
+
+def _readable(path: Path) -> bool:
+    try:
+        with Path(path).open("rb"):
+            return True
+    except OSError:
+        return False
 
 
 _S = TypeVar("_S", bound=AuditSettings)

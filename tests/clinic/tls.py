@@ -53,9 +53,11 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
 def served_over_tls(app: FastAPI, settings: ServiceSettings, folder: Path) -> Iterator[httpx.Client]:
     """A second uvicorn for ``app`` (already started elsewhere: no lifespan) with TLS; yields a client trusting it."""
     cert, key = self_signed(folder)
-    config = uvicorn_config(app, settings, port=free_port())
+    # As SHIPA_SERVICE_SSL_CERTFILE and _KEYFILE set them: the service's own uvicorn configuration serves TLS.
+    tls = settings.model_copy(update={"ssl_certfile": cert, "ssl_keyfile": key})
+    config = uvicorn_config(app, tls, port=free_port())
+    assert (config.ssl_certfile, config.ssl_keyfile) == (str(cert), str(key))
     config.lifespan = "off"  # the app's lifespan belongs to the plain-http server of the same app
-    config.ssl_certfile, config.ssl_keyfile = str(cert), str(key)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -106,3 +106,29 @@ def test_the_audit_key_is_its_own_secret_and_verifying_needs_no_pepper(
 def test_demo_mode_has_a_public_audit_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHIPA_SERVICE_DEMO_MODE", "true")
     assert load_service_settings().audit_key_bytes() == DEMO_AUDIT_KEY
+
+
+def test_tls_files_go_together_and_must_be_readable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pipelines.service.server import uvicorn_config
+
+    monkeypatch.setenv("SHIPA_SERVICE_DEMO_MODE", "true")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("certificate")
+    key.write_text("key")
+    monkeypatch.setenv("SHIPA_SERVICE_SSL_CERTFILE", str(cert))
+    with pytest.raises(
+        ServiceConfigError, match="SHIPA_SERVICE_SSL_CERTFILE and SHIPA_SERVICE_SSL_KEYFILE go together"
+    ):
+        load_service_settings()
+    monkeypatch.setenv("SHIPA_SERVICE_SSL_KEYFILE", str(tmp_path / "missing.pem"))
+    with pytest.raises(ServiceConfigError, match="SHIPA_SERVICE_SSL_KEYFILE is not a readable file") as err:
+        load_service_settings()
+    assert "missing.pem" not in str(err.value)
+    monkeypatch.setenv("SHIPA_SERVICE_SSL_KEYFILE", str(key))
+    settings = load_service_settings()
+    config = uvicorn_config(None, settings)  # type: ignore[arg-type]
+    assert (config.ssl_certfile, config.ssl_keyfile) == (str(cert), str(key))
+    monkeypatch.delenv("SHIPA_SERVICE_SSL_CERTFILE")
+    monkeypatch.delenv("SHIPA_SERVICE_SSL_KEYFILE")
+    plain = uvicorn_config(None, load_service_settings())  # type: ignore[arg-type]
+    assert plain.ssl_certfile is None and plain.ssl_keyfile is None
