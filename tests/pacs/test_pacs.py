@@ -335,3 +335,39 @@ def test_basic_auth_credentials_reach_the_pacs_and_a_wrong_password_is_refused(t
                 client.search_studies({})
             assert refused.value.status == 401 and "wrong" not in str(refused.value)
         assert "a-test-password" not in repr(good)
+
+
+def test_a_clinician_picks_a_study_from_the_pacs_list_and_sees_its_result(
+    pacs_service: Service,
+    orthanc: Orthanc,
+    case: Case,  # noqa: F811
+) -> None:
+    """The PACS list (``GET /pacs/studies``, no patient name or identifier) and the page's pick of one study."""
+    from clinic.pages import csrf_of, fields, sign_in
+
+    source = pydicom.dcmread(case.dicom)
+    study_uid = str(source.StudyInstanceUID)
+    orthanc.push(case.dicom.read_bytes())
+    with httpx.Client(base_url=pacs_service.base, timeout=120) as client:
+        listed = client.get("/pacs/studies", headers=auth(pacs_service.tokens["clinician"]))
+        assert listed.status_code == 200, listed.text
+        (study,) = [s for s in listed.json()["studies"] if s["study_uid"] == study_uid]
+        assert study["date"] == str(source.StudyDate) and {"CR", "DX"} & set(study["modalities"])
+        for secret in (str(source.PatientID), str(source.PatientName)):
+            assert secret not in listed.text
+        investigator = client.get("/pacs/studies", headers=auth(pacs_service.tokens["investigator"]))
+        assert investigator.status_code == 403
+
+        assert sign_in(client, pacs_service.tokens["clinician"]).status_code == 303
+        page = client.get("/clinic")
+        assert 'id="pacs-studies"' in page.text and f'value="{study_uid}"' in page.text
+        before = len(orthanc.series(study_uid))
+        fields_ = fields(csrf=csrf_of(page.text), lang="en", task="pneumonia", study_uid=study_uid)
+        result = client.post("/clinic/pacs", files=fields_)
+        assert result.status_code == 200, result.text
+        assert 'id="probability"' in result.text and 'id="overlay"' in result.text
+        assert len(orthanc.series(study_uid)) == before + 2  # its Structured Report and overlay were filed
+        forged = client.post(
+            "/clinic/pacs", files=fields(csrf="x" * 43, lang="en", task="pneumonia", study_uid=study_uid)
+        )
+        assert forged.status_code == 403

@@ -59,6 +59,7 @@ _KDF_INFO: Final = b"shipa clinic session cookie key v1"
 _NONCE_BYTES: Final = 12
 _MAX_COOKIE_CHARS: Final = 2048
 _TASK_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+_UID_CHARS: Final = frozenset("0123456789.")  # a DICOM UID
 _PNG_MAGIC: Final = b"\x89PNG\r\n\x1a\n"
 _INTERNAL_BASE: Final = "http://shipa.internal"
 
@@ -113,6 +114,21 @@ TEXTS: Final[dict[str, dict[Language, str]]] = {
     "upload.submit": {"kk": "Талдау", "ru": "Проанализировать", "en": "Analyse"},
     "upload.no_file": {"kk": "DICOM файлын таңдаңыз.", "ru": "Выберите файл DICOM.", "en": "Choose a DICOM file."},
     "model.heading": {"kk": "Модель", "ru": "Модель", "en": "The model"},
+    "pacs.heading": {"kk": "PACS-тағы зерттеулер", "ru": "Исследования в PACS", "en": "Studies in the PACS"},
+    "pacs.date": {"kk": "Күні", "ru": "Дата", "en": "Date"},
+    "pacs.accession": {"kk": "Қабылдау нөмірі", "ru": "Номер направления", "en": "Accession number"},
+    "pacs.description": {"kk": "Сипаттама", "ru": "Описание", "en": "Description"},
+    "pacs.analyse": {"kk": "Талдау", "ru": "Проанализировать", "en": "Analyse"},
+    "pacs.none": {
+        "kk": "PACS-та рентгенограммалар жоқ.",
+        "ru": "В PACS нет рентгенограмм.",
+        "en": "The PACS holds no radiographs.",
+    },
+    "pacs.unavailable": {
+        "kk": "PACS қазір қолжетімсіз.",
+        "ru": "PACS сейчас недоступен.",
+        "en": "The PACS cannot be reached now.",
+    },
     "model.intended_use": {"kk": "Қолданылу мақсаты", "ru": "Назначение", "en": "Intended use"},
     "model.version": {"kk": "нұсқа {version}", "ru": "версия {version}", "en": "version {version}"},
     "model.card_language": {
@@ -287,6 +303,7 @@ def _render(name: str, lang: Language, status: int = 200, **context: Any) -> HTM
     def task_name(task: str) -> str:
         return i18n.task_name(task, lang)
 
+    context.setdefault("pacs", None)  # the PACS list: only where a PACS is configured
     here = PREFIX if name == "clinic.html" else PREFIX + "/login"  # where the language links lead
     html = (
         _templates()
@@ -367,6 +384,23 @@ async def _served_models(client: httpx.AsyncClient, session: Session, lang: Lang
     if response.status_code != 200:
         return response.status_code, []
     return 200, _models_of(response.json().get("models", []))
+
+
+@dataclass(frozen=True)
+class PacsList:
+    """The PACS's newest studies for the page (None: no PACS configured); ``unavailable`` when the search failed."""
+
+    studies: list[dict[str, Any]]
+    unavailable: bool = False
+
+
+async def _pacs_list(request: Request, client: httpx.AsyncClient, session: Session, lang: Language) -> PacsList | None:
+    if request.app.state.settings.dicomweb_config() is None:
+        return None
+    response = await client.get("/pacs/studies", headers=_auth(session, lang))
+    if response.status_code != 200:
+        return PacsList([], unavailable=True)
+    return PacsList(list(response.json().get("studies", [])))
 
 
 @dataclass
@@ -506,9 +540,12 @@ async def clinic_page(request: Request) -> Response:
     request.state.token_name = session.name  # the access log names the token, as for an API call
     async with _client(request) as client:
         status, models = await _served_models(client, session, lang)
+        pacs = await _pacs_list(request, client, session, lang) if status == 200 else None
     if status == 401:  # revoked since sign-in
         return _redirect(f"{PREFIX}/login?lang={lang}")
-    response = _render("clinic.html", lang, session=session, models=models, chosen=None, result=None, error=None)
+    response = _render(
+        "clinic.html", lang, session=session, models=models, chosen=None, result=None, error=None, pacs=pacs
+    )
     if session.lang != lang:
         _set_cookie(request, response, Session(session.csrf, session.expires, lang, session.token, session.name))
     return response
@@ -564,4 +601,58 @@ async def diagnose_page(request: Request) -> Response:
     status = 502 if answer.status_code >= 500 or (answer.status_code == 200 and result.refusal) else 200
     return _render(
         "clinic.html", lang, status, session=session, models=models, chosen=chosen, result=result, error=None
+    )
+
+
+@router.post(PREFIX + "/pacs")
+async def pacs_study_page(request: Request) -> Response:
+    """Score a study picked from the PACS list: forward to ``POST /diagnosis/{task}/studies/{uid}`` with the
+    session's token (the results are stored back into the study) and render the answer as an upload's."""
+    form = await request.form(max_files=0, max_fields=8)
+    session = _current(request)
+    lang = _language(request, session, form.get("lang"))
+    if session is None or not _csrf_ok(session, form):
+        return _render("error.html", lang, 403, message=text("error.csrf", lang))
+    if not session.signed_in:
+        return _redirect(f"{PREFIX}/login?lang={lang}")
+    request.state.token_name = session.name
+    task, study_uid = str(form.get("task") or ""), str(form.get("study_uid") or "")
+    async with _client(request) as client:
+        status, models = await _served_models(client, session, lang)
+        if status == 401:
+            return _redirect(f"{PREFIX}/login?lang={lang}")
+        chosen = next((m for m in models if m.task == task), None)
+        pacs = await _pacs_list(request, client, session, lang)
+        if chosen is None or not study_uid or not set(study_uid) <= _UID_CHARS or len(study_uid) > 64:
+            error = text("upload.no_file", lang)
+            return _render(
+                "clinic.html",
+                lang,
+                400,
+                session=session,
+                models=models,
+                chosen=chosen,
+                result=None,
+                error=error,
+                pacs=pacs,
+            )
+        answer = await client.post(f"/diagnosis/{task}/studies/{study_uid}", headers=_auth(session, lang))
+    if answer.status_code == 401:
+        return _redirect(f"{PREFIX}/login?lang={lang}")
+    try:
+        body = answer.json()
+    except ValueError:
+        body = None
+    result = read_answer(answer.status_code, body)
+    status = 502 if answer.status_code >= 500 or (answer.status_code == 200 and result.refusal) else 200
+    return _render(
+        "clinic.html",
+        lang,
+        status,
+        session=session,
+        models=models,
+        chosen=chosen,
+        result=result,
+        error=None,
+        pacs=pacs,
     )

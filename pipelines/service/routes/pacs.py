@@ -21,11 +21,12 @@ import logging
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path
+from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import JSONResponse
 
 from pipelines.pacs.client import DicomWebConfig, PacsClient
 from pipelines.pacs.errors import NoUsableInstance, PacsError, StudyNotFound, StudyTooLarge
+from pipelines.pacs.listing import recent_studies
 from pipelines.pacs.results import Finding, StoredResult, described, saliency_capture, structured_report
 from pipelines.pacs.retrieve import StudyInstance, retrieve_for_model
 from pipelines.predictionlog.log import AuditOutcome
@@ -229,3 +230,39 @@ def diagnose_pacs_study(
     subject = bundle["entry"][0]["resource"]["subject"]
     bundle["entry"].append(stored_study_entry(diagnosed.outcome.study, subject, stored))
     return JSONResponse(bundle, media_type=fhir_out.FHIR_JSON, headers={"Content-Language": lang})
+
+
+@router.get(
+    "/pacs/studies",
+    responses={
+        404: {"model": OperationOutcomeOut, "description": "no PACS is configured"},
+        502: {"model": OperationOutcomeOut, "description": "the PACS could not be reached, failed, or refused"},
+    },
+)
+def list_pacs_studies(
+    principal: ClinicianPrincipal,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=200, description="how many of the newest studies")] = 50,
+) -> dict[str, list[dict[str, Any]]]:
+    """The PACS's newest CR and DX studies (date, time, accession number, description, modalities and the
+    StudyInstanceUID to score), for a clinician to pick from; no patient name or identifier is asked for."""
+    config = dicomweb_config(settings)
+    with PacsClient(config) as client:
+        try:
+            studies = recent_studies(client, limit=limit)
+        except PacsError as exc:
+            log.warning("PACS study search failed: %s", type(exc).__name__)
+            raise pacs_error(exc) from None
+    return {
+        "studies": [
+            {
+                "study_uid": s.study_uid,
+                "date": s.date,
+                "time": s.time,
+                "accession": s.accession,
+                "description": s.description,
+                "modalities": list(s.modalities),
+            }
+            for s in studies
+        ]
+    }
