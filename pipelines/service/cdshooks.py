@@ -15,15 +15,11 @@ from pipelines.service.fhir_out import DiagnosisOutcome, conclusion_text
 from pipelines.service.i18n import Language
 
 MAX_SUMMARY_CHARS = 139  # the CDS Hooks specification: "<140 characters"
-# A positive finding this sure is flagged critical rather than warning.
-CRITICAL_PROBABILITY = 0.9
 
 
-def indicator(outcome: DiagnosisOutcome, critical_at: float = CRITICAL_PROBABILITY) -> str:
-    """``info`` below the threshold, ``warning`` at or above it, ``critical`` from ``critical_at`` on."""
-    if not outcome.positive:
-        return "info"
-    return "critical" if outcome.probability >= max(critical_at, outcome.threshold) else "warning"
+def indicator(outcome: DiagnosisOutcome) -> str:
+    """The card's indicator of the outcome's risk band: ``info`` (low), ``warning`` (moderate), ``critical`` (high)."""
+    return {"low": "info", "moderate": "warning", "high": "critical"}[outcome.band]
 
 
 def _clip(text: str, limit: int = MAX_SUMMARY_CHARS) -> str:

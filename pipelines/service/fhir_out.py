@@ -25,6 +25,9 @@ MODEL_OUTPUT_SYSTEM = "https://shipa.kz/fhir/CodeSystem/model-output"
 RULE_HIT_SYSTEM = "https://shipa.kz/fhir/CodeSystem/fraud-rule"
 MODEL_NAME_SYSTEM = "https://shipa.kz/fhir/sid/model"
 RISK_PROBABILITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/risk-probability"
+# A positive diagnosis from this probability on is a high risk (a critical CDS card): the probability a
+# radiologist would act on at once, above any sensible threshold.
+HIGH_PROBABILITY = 0.9
 INTERPRETATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 PROVENANCE_AGENT_SYSTEM = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 DATA_OPERATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
@@ -103,6 +106,14 @@ class DiagnosisOutcome:
     study: dict[str, Any] | None = None
     observation_refs: tuple[str, ...] = ()
     warnings: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def band(self) -> str:
+        """``low`` below the threshold, ``moderate`` at or above it, ``high`` from :data:`HIGH_PROBABILITY` (or
+        the threshold, when that is higher): the RiskAssessment's qualitative risk and the CDS card's indicator."""
+        if not self.positive:
+            return "low"
+        return "high" if self.probability >= max(HIGH_PROBABILITY, self.threshold) else "moderate"
 
 
 @dataclass(frozen=True)
@@ -304,6 +315,16 @@ def diagnosis_bundle(outcome: DiagnosisOutcome, lang: Language, recorded: dateti
             {
                 "outcome": outcome_cc,
                 "probabilityDecimal": round(float(outcome.probability), 6),
+                "qualitativeRisk": {
+                    "coding": [
+                        {
+                            "system": RISK_PROBABILITY_SYSTEM,
+                            "code": outcome.band,
+                            "display": outcome.band.capitalize() + " likelihood",
+                        }
+                    ],
+                    "text": i18n.risk_band(outcome.band, lang),
+                },
                 "rationale": conclusion_text(outcome, lang),
             }
         ],

@@ -129,10 +129,12 @@ def test_sign_in_and_score_a_chest_radiograph_with_the_keyboard_only(
     _upload_with_the_keyboard(driver, case.dicom)
     probability = float(driver.find_element(By.ID, "probability").text)
     call = driver.find_element(By.ID, "call").text
+    band = driver.find_element(By.ID, "band").text
     overlay = driver.find_element(By.ID, "overlay")
     shot = _shot(driver, "radiograph-en")
     assert 0.0 <= probability <= 1.0
     assert call.split(" (")[0] in ("Positive", "Negative") and "(threshold 0." in call
+    assert band.split(" ")[0] in ("Low", "Moderate", "High"), band
     assert str(overlay.get_attribute("src")).startswith("data:image/png;base64,")
     width = overlay.get_property("naturalWidth")
     assert isinstance(width, int) and width > 0  # the browser decoded the PNG (the CSP allowed it)

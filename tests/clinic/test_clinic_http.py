@@ -174,6 +174,8 @@ def test_a_chest_radiograph_shows_probability_call_and_overlay_and_is_audited(se
     risk = next(e["resource"] for e in direct["entry"] if e["resource"]["resourceType"] == "RiskAssessment")
     probability = risk["prediction"][0]["probabilityDecimal"]
     assert f'<dd id="probability">{probability:.2f}</dd>' in html
+    band = risk["prediction"][0]["qualitativeRisk"]["coding"][0]["code"]
+    assert f'<dd id="band">{ {"low": "Low", "moderate": "Moderate", "high": "High"}[band] } risk</dd>' in html
     observation = next(e["resource"] for e in direct["entry"] if e["resource"]["resourceType"] == "Observation")
     positive = observation["interpretation"][0]["coding"][0]["code"] == "POS"
     call = re.search(

@@ -121,6 +121,11 @@ def test_cds_hooks_card(probability: float, positive: bool, indicator: str) -> N
         (card,) = cards["cards"]
         assert len(card["summary"]) < 140
         assert card["indicator"] == indicator
+        band = {"info": "low", "warning": "moderate", "critical": "high"}[indicator]
+        assert outcome(probability, positive).band == band
+        bundle = fhir_out.diagnosis_bundle(outcome(probability, positive), lang)  # type: ignore[arg-type]
+        risk = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "RiskAssessment")
+        assert risk["prediction"][0]["qualitativeRisk"]["coding"][0]["code"] == band
         assert card["source"]["label"] == "Shipa shipa-diagnosis-pneumonia v3"
         assert card["detail"]
 

@@ -144,6 +144,7 @@ TEXTS: Final[dict[str, dict[Language, str]]] = {
     "result.heading": {"kk": "Нәтиже", "ru": "Результат", "en": "Result"},
     "result.probability": {"kk": "Ықтималдық", "ru": "Вероятность", "en": "Probability"},
     "result.call": {"kk": "Модель қорытындысы", "ru": "Вывод модели", "en": "The model's call"},
+    "result.band": {"kk": "Қауіп деңгейі", "ru": "Уровень риска", "en": "Risk band"},
     "result.positive": {"kk": "Оң", "ru": "Положительный", "en": "Positive"},
     "result.negative": {"kk": "Теріс", "ru": "Отрицательный", "en": "Negative"},
     "result.threshold": {"kk": "шегі {t}", "ru": "порог {t}", "en": "threshold {t}"},
@@ -410,6 +411,7 @@ class Result:
     status: int
     probability: float | None = None
     positive: bool | None = None
+    band: str = ""
     conclusion: str = ""
     overlay_uri: str | None = None
     overlay_title: str = ""
@@ -446,6 +448,8 @@ def read_answer(status: int, body: Any) -> Result:
             prediction = (resource.get("prediction") or [{}])[0]
             if isinstance(prediction.get("probabilityDecimal"), int | float):
                 result.probability = float(prediction["probabilityDecimal"])
+            # The risk band in the page's language, as the API wrote it (Accept-Language).
+            result.band = str((prediction.get("qualitativeRisk") or {}).get("text", ""))
         elif kind == "Observation" and result.probability is None:
             value = (resource.get("valueQuantity") or {}).get("value")
             result.probability = float(value) if isinstance(value, int | float) else None
