@@ -110,6 +110,17 @@ class CheckpointFile:
         """Whether the file exists."""
         return self.path.is_file()
 
+    def ensure(self) -> None:
+        """Create the file (empty, 0600) if it is missing.
+
+        Called before a log's first commit: the records are committed before their checkpoint line is written, so
+        without it a verify running in between would find records and no file, the sign of a deleted file.
+        """
+        if self.exists():
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+
     def read(self) -> Iterator[Checkpoint]:
         """Every line, in file order, with whether it parses and its signature matches under this key."""
         with self.path.open("rb") as handle:

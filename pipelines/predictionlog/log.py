@@ -454,6 +454,11 @@ class PredictionLog:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _append_once(self, rows: list[dict[str, Any]]) -> list[LogEntry]:
+        if self._checkpoints is not None:
+            try:
+                self._checkpoints.ensure()
+            except OSError as exc:  # reported as _write_checkpoint reports it; the records still go in
+                log.error("audit checkpoint file %s cannot be created: %s", self._checkpoints.path, exc)
         with self._engine.begin() as conn:
             # The head this process wrote last; if another process appended since, the conditional update
             # below matches no row and the retry reads the head afresh.

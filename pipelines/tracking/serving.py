@@ -96,9 +96,15 @@ def _download(info: VersionInfo, cache_dir: Path, tracking_uri: str) -> Path:
         if not (folder / "MLmodel").exists():
             raise TrackingError(f"{info.uri}: the downloaded model has no MLmodel file")
         (folder / COMPLETE_MARKER).write_text(info.version, encoding="utf-8")
-        shutil.rmtree(target, ignore_errors=True)
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(folder, target)
+        try:
+            os.rename(folder, target)  # atomic; fails while another process's complete copy is there
+        except OSError:
+            # Worker processes download at the same start: the first complete copy wins, and is never removed
+            # under a process already loading from it (only an incomplete leftover is replaced).
+            if not (target / COMPLETE_MARKER).exists():
+                shutil.rmtree(target, ignore_errors=True)
+                os.rename(folder, target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target
