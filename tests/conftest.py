@@ -1,4 +1,4 @@
-"""Test-wide set-up: quiet threads, sovereign MLflow defaults, GPU marker, shared data location."""
+"""Test-wide set-up: quiet threads, sovereign MLflow defaults, GPU marker, shared data location, PostgreSQL fixtures."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ os.environ.pop("SHIPA_PIPELINE_RUN_ID", None)
 # by the venv: a fresh clone's suite under ATEN_CPU_CAPABILITY=default reused kernels and headers built by another
 # run and failed to compile them ('at::vec' has not been declared). Each session compiles into its own cache.
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="shipa-torchinductor-"))
+
+# The throwaway PostgreSQL server's fixtures (tests/postgres.py), for every folder: the SQLite tests of the
+# prediction log and token store run on PostgreSQL too through its ``database_url``.
+pytest_plugins = ["postgres"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

@@ -6,7 +6,11 @@ CI runs as root and ``initdb`` refuses root, so as root the server's commands ru
 that user. The server listens on 127.0.0.1 only (its unix socket lives in the temporary folder), trusts local
 connections (nothing else can reach it) and runs with ``fsync=off``: a crash loses a test's data, never a patient's.
 
-Used by ``tests/postgres_suite/conftest.py`` (one server per test session, a fresh database per test)::
+Also a pytest plugin (registered from ``tests/conftest.py``), so every test folder can use its fixtures:
+``postgres_server`` (one per test session, started only when a test asks for it), ``pg_database`` (a fresh
+database on it, for the PostgreSQL-only tests) and ``database_url`` (the same test once on an SQLite file and once
+on a fresh PostgreSQL database; the PostgreSQL run skips, with the reason, where no server binaries exist).
+Outside pytest::
 
     with PostgresServer.start() as server:
         db = server.create_database("audit")
@@ -17,6 +21,7 @@ Used by ``tests/postgres_suite/conftest.py`` (one server per test session, a fre
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import pwd
 import re
@@ -26,10 +31,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 SUPERUSER = "shipa"
 _BINARIES = ("initdb", "pg_ctl", "postgres")
@@ -276,3 +283,58 @@ def running_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
+
+
+# -- pytest fixtures ------------------------------------------------------------------------------------------------
+
+_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server on a free 127.0.0.1 port for the session; skips where no server binaries exist."""
+    try:
+        server = PostgresServer.start()
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_database(postgres_server: PostgresServer) -> Iterator[Database]:
+    """An empty database for this test, dropped after it (with any connection the test left open)."""
+    database = postgres_server.create_database(f"test_{next(_numbers)}")
+    yield database
+    postgres_server.drop_database(database.name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """Makes empty databases of one kind and returns their SQLAlchemy URLs: SQLite files in the test's folder, or
+    databases on the session's server (dropped after the test). The server starts only for the PostgreSQL run, so
+    the SQLite run needs no PostgreSQL anywhere."""
+    server: PostgresServer | None = None
+    if request.param == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+    made: list[str] = []
+
+    def make() -> str:
+        number = next(_numbers)
+        if server is None:
+            return f"sqlite:///{tmp_path / f'test_{number}.db'}"
+        made.append(server.create_database(f"test_{number}").name)
+        return server.url(made[-1])
+
+    yield make
+    if server is not None:
+        for name in made:
+            server.drop_database(name)
+
+
+@pytest.fixture
+def database_url(new_database_url: Callable[[], str]) -> str:
+    """An empty database's SQLAlchemy URL: the test runs once on SQLite and once on PostgreSQL."""
+    return new_database_url()

@@ -1,5 +1,7 @@
 """The HMAC-chained audit log: append, verify after tampering (records, head, checkpoints), concurrency, FHIR
-AuditEvent, queries."""
+AuditEvent, queries. Every test that touches the database runs on an SQLite file and on PostgreSQL
+(``database_url``, tests/postgres.py); tampering goes through a separate SQLAlchemy engine, as someone with the
+sqlite3 shell or psql would, outside the service's code."""
 
 from __future__ import annotations
 
@@ -7,11 +9,9 @@ import asyncio
 import hashlib
 import json
 import multiprocessing
-import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import closing
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
-from sqlalchemy import event, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateTable
 
 from pipelines.predictionlog.checkpoints import CheckpointFile
@@ -38,11 +39,7 @@ from pipelines.predictionlog.log import (
 from .helpers import AUDIT_KEY, FAKE_IIN, T0, make_record
 
 KEY = AUDIT_KEY.encode()
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "audit.db"
+ALTERED_OUTPUT = '{"scores":{"claim-2":0.01}}'  # a bound value: SQLAlchemy's text() reads ":0" as a parameter
 
 
 @pytest.fixture
@@ -51,16 +48,21 @@ def checkpoints(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def log(db_path: Path, checkpoints: Path) -> Iterator[PredictionLog]:
-    audit_log = PredictionLog(f"sqlite:///{db_path}", key=KEY, checkpoints=checkpoints)
+def log(database_url: str, checkpoints: Path) -> Iterator[PredictionLog]:
+    audit_log = PredictionLog(database_url, key=KEY, checkpoints=checkpoints)
     yield audit_log
     audit_log.close()
 
 
-def raw_sql(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
-    """Tamper with the file as someone with the sqlite3 shell would, outside the service's code."""
-    with closing(sqlite3.connect(db_path)) as conn, conn:
-        conn.execute(sql, params)
+def execute_sql(url: str, sql: str, params: dict[str, Any] | list[dict[str, Any]] | None = None) -> None:
+    """Tamper with the database as someone with the sqlite3 shell or psql would: one statement (run once per
+    parameter set when given a list), committed on an engine and connection of its own, outside the service's code."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(sql), params)
+    finally:
+        engine.dispose()
 
 
 def fill(log: PredictionLog, n: int = 5) -> list[Any]:
@@ -80,21 +82,25 @@ def test_append_chains_records_and_verify_passes(log: PredictionLog) -> None:
     assert (result.ok, result.checked, result.first_bad_id, result.head_hash) == (True, 5, None, records[-1].hash)
 
 
-def test_edited_output_is_named(log: PredictionLog, db_path: Path) -> None:
+def test_edited_output_is_named(log: PredictionLog, database_url: str) -> None:
     fill(log)
-    raw_sql(db_path, 'UPDATE audit_events SET output_json = \'{"scores":{"claim-2":0.01}}\' WHERE seq = 3')
+    execute_sql(database_url, "UPDATE audit_events SET output_json = :json WHERE seq = 3", {"json": ALTERED_OUTPUT})
     result = log.verify()
     assert (result.ok, result.first_bad_id, result.checked) == (False, 3, 2)
     assert "altered" in (result.reason or "")
 
 
-def test_edited_and_rehashed_record_breaks_the_next_link(log: PredictionLog, db_path: Path) -> None:
+def test_edited_and_rehashed_record_breaks_the_next_link(log: PredictionLog, database_url: str) -> None:
     fill(log)
     with log.engine.connect() as conn:
         row = dict(conn.execute(events_table.select().where(events_table.c.seq == 3)).mappings().one())
     row["latency_us"] = 1
-    raw_sql(db_path, "UPDATE audit_events SET latency_us = 1, hash = ? WHERE seq = 3", (record_hash(row, KEY),))
-    unanchored = PredictionLog(f"sqlite:///{db_path}", key=KEY)
+    execute_sql(
+        database_url,
+        "UPDATE audit_events SET latency_us = 1, hash = :hash WHERE seq = 3",
+        {"hash": record_hash(row, KEY)},
+    )
+    unanchored = PredictionLog(database_url, key=KEY)
     result = unanchored.verify()
     unanchored.close()
     assert (result.ok, result.first_bad_id) == (False, 4)
@@ -103,25 +109,35 @@ def test_edited_and_rehashed_record_breaks_the_next_link(log: PredictionLog, db_
     assert (anchored.ok, anchored.first_bad_id, anchored.first_bad_checkpoint) == (False, 3, 3)
 
 
-def test_deleted_record_is_named(log: PredictionLog, db_path: Path) -> None:
+def test_deleted_record_is_named(log: PredictionLog, database_url: str) -> None:
     fill(log)
-    raw_sql(db_path, "DELETE FROM audit_events WHERE seq = 2")
+    execute_sql(database_url, "DELETE FROM audit_events WHERE seq = 2")
     result = log.verify()
     assert (result.ok, result.first_bad_id, result.checked) == (False, 2, 1)
-    assert "missing" in (result.reason or "")
+    assert "record 2 is missing (deleted)" in (result.reason or "")
 
 
-def test_deleted_last_records_are_named(log: PredictionLog, db_path: Path) -> None:
+def test_deleted_last_records_are_named(log: PredictionLog, database_url: str) -> None:
     fill(log)
-    raw_sql(db_path, "DELETE FROM audit_events WHERE seq >= 4")
+    execute_sql(database_url, "DELETE FROM audit_events WHERE seq >= 4")
     result = log.verify()
-    assert (result.ok, result.first_bad_id) == (False, 4)
-    assert "deleted from the end" in (result.reason or "")
+    assert (result.ok, result.first_bad_id, result.reason) == (
+        False,
+        4,
+        "records 4 to 5 are missing (deleted from the end)",
+    )
+    execute_sql(database_url, "DELETE FROM audit_events")
+    result = log.verify()
+    assert (result.ok, result.first_bad_id, result.reason) == (
+        False,
+        1,
+        "records 1 to 5 are missing (deleted from the end)",
+    )
 
 
-def test_edited_first_record_is_named(log: PredictionLog, db_path: Path) -> None:
+def test_edited_first_record_is_named(log: PredictionLog, database_url: str) -> None:
     fill(log, 2)
-    raw_sql(db_path, "UPDATE audit_events SET token_name = 'someone-else' WHERE seq = 1")
+    execute_sql(database_url, "UPDATE audit_events SET token_name = 'someone-else' WHERE seq = 1")
     assert log.verify().first_bad_id == 1
 
 
@@ -139,12 +155,12 @@ def test_each_commit_appends_one_signed_checkpoint_of_the_head(log: PredictionLo
     assert (result.ok, result.checked, result.checkpoints, result.anchored) == (True, 3, 3, 3)
 
 
-def test_truncation_with_the_head_rewound_is_detected(log: PredictionLog, db_path: Path, checkpoints: Path) -> None:
+def test_truncation_with_the_head_rewound_is_detected(log: PredictionLog, database_url: str, checkpoints: Path) -> None:
     records = fill(log, 6)
-    # What someone with the sqlite3 shell does to hide the last two requests: cut them and move the head back.
-    raw_sql(db_path, "DELETE FROM audit_events WHERE seq >= 5")
-    raw_sql(db_path, "UPDATE audit_head SET seq = 4, hash = ? WHERE id = 1", (records[3].hash,))
-    unanchored = PredictionLog(f"sqlite:///{db_path}", key=KEY)  # the chain alone: a valid, shorter chain
+    # What someone with the sqlite3 shell or psql does to hide the last two requests: cut them, move the head back.
+    execute_sql(database_url, "DELETE FROM audit_events WHERE seq >= 5")
+    execute_sql(database_url, "UPDATE audit_head SET seq = 4, hash = :hash WHERE id = 1", {"hash": records[3].hash})
+    unanchored = PredictionLog(database_url, key=KEY)  # the chain alone: a valid, shorter chain
     assert unanchored.verify().ok and unanchored.verify().checked == 4
     unanchored.close()
     result = log.verify()
@@ -153,11 +169,14 @@ def test_truncation_with_the_head_rewound_is_detected(log: PredictionLog, db_pat
         f"the chain ends at record 4 but checkpoint line 6 ({checkpoint_lines(checkpoints)[5]['time']}) vouches for "
         "6 records: records 5 to 6 were cut off and the head moved back"
     )
+    # The service appending after the rewind builds on the shorter chain: the cut stays visible.
+    log.append(make_record(9))
+    assert not log.verify().ok
 
 
-def test_an_altered_head_row_is_named(log: PredictionLog, db_path: Path) -> None:
+def test_an_altered_head_row_is_named(log: PredictionLog, database_url: str) -> None:
     fill(log, 3)
-    raw_sql(db_path, "UPDATE audit_head SET hash = ? WHERE id = 1", ("f" * 64,))
+    execute_sql(database_url, "UPDATE audit_head SET hash = :hash WHERE id = 1", {"hash": "f" * 64})
     result = log.verify()
     assert (result.ok, result.first_bad_id, result.reason) == (
         False,
@@ -166,11 +185,11 @@ def test_an_altered_head_row_is_named(log: PredictionLog, db_path: Path) -> None
     )
 
 
-def test_verifying_while_another_process_appends_finds_no_fault(db_path: Path, checkpoints: Path) -> None:
-    """An auditor's verify races the service's appends: records committed after it read the head are no fault."""
-    url = f"sqlite:///{db_path}"
-    writer = PredictionLog(url, key=KEY, checkpoints=checkpoints)
-    reader = PredictionLog(url, key=KEY, checkpoints=checkpoints)
+def test_verifying_while_another_process_appends_finds_no_fault(database_url: str, checkpoints: Path) -> None:
+    """An auditor's verify races the service's appends: records committed after it read the head are no fault
+    (on PostgreSQL under READ COMMITTED, where each statement sees its own snapshot)."""
+    writer = PredictionLog(database_url, key=KEY, checkpoints=checkpoints)
+    reader = PredictionLog(database_url, key=KEY, checkpoints=checkpoints)
     done = threading.Event()
 
     def append() -> None:
@@ -195,22 +214,22 @@ def _sha256(row: dict[str, Any]) -> str:
     return hashlib.sha256(compact_json({name: row[name] for name in _HASHED_FIELDS}).encode()).hexdigest()
 
 
-def _rewrite_chain(db_path: Path, log: PredictionLog, hasher: Any) -> None:
+def _rewrite_chain(url: str, log: PredictionLog, hasher: Callable[[dict[str, Any]], str]) -> None:
     """Alter record 3, then recompute every hash and link with ``hasher`` and move the head to the new last hash."""
     with log.engine.connect() as conn:
         rows = [dict(r) for r in conn.execute(events_table.select().order_by(events_table.c.seq)).mappings()]
     prev = GENESIS_HASH
-    with closing(sqlite3.connect(db_path)) as conn, conn:
-        for row in rows:
-            if row["seq"] == 3:
-                row["output_json"] = '{"scores":{"claim-2":0.01}}'
-            row["prev_hash"] = prev
-            row["hash"] = prev = hasher(row)
-            conn.execute(
-                "UPDATE audit_events SET output_json = ?, prev_hash = ?, hash = ? WHERE seq = ?",
-                (row["output_json"], row["prev_hash"], row["hash"], row["seq"]),
-            )
-        conn.execute("UPDATE audit_head SET hash = ? WHERE id = 1", (prev,))
+    for row in rows:
+        if row["seq"] == 3:
+            row["output_json"] = ALTERED_OUTPUT
+        row["prev_hash"] = prev
+        row["hash"] = prev = hasher(row)
+    execute_sql(
+        url,
+        "UPDATE audit_events SET output_json = :output_json, prev_hash = :prev_hash, hash = :hash WHERE seq = :seq",
+        [{name: row[name] for name in ("output_json", "prev_hash", "hash", "seq")} for row in rows],
+    )
+    execute_sql(url, "UPDATE audit_head SET hash = :hash WHERE id = 1", {"hash": prev})
 
 
 @pytest.mark.parametrize(
@@ -219,19 +238,19 @@ def _rewrite_chain(db_path: Path, log: PredictionLog, hasher: Any) -> None:
     ids=["plain-sha256", "another-key"],
 )
 def test_a_chain_recomputed_without_the_key_fails_at_its_first_record(
-    log: PredictionLog, db_path: Path, hasher: Any
+    log: PredictionLog, database_url: str, hasher: Any
 ) -> None:
     fill(log, 5)
-    _rewrite_chain(db_path, log, hasher)
+    _rewrite_chain(database_url, log, hasher)
     result = log.verify()
     assert (result.ok, result.checked, result.first_bad_id) == (False, 0, 1)
     assert result.reason == "record 1 does not match its hash (altered), or the log was hashed under another audit key"
 
 
-def test_a_chain_recomputed_with_the_key_still_fails_at_the_checkpoints(log: PredictionLog, db_path: Path) -> None:
+def test_a_chain_recomputed_with_the_key_still_fails_at_the_checkpoints(log: PredictionLog, database_url: str) -> None:
     """A leaked key lets the chain be rewritten, but not the checkpoint lines already written outside it."""
     fill(log, 5)
-    _rewrite_chain(db_path, log, lambda row: record_hash(row, KEY))
+    _rewrite_chain(database_url, log, lambda row: record_hash(row, KEY))
     result = log.verify()
     assert (result.ok, result.checked, result.first_bad_id, result.first_bad_checkpoint) == (False, 2, 3, 3)
     assert (result.reason or "").startswith("record 3 is not the record checkpoint line 3 (")
@@ -279,11 +298,9 @@ def test_an_unwritable_checkpoint_file_does_not_fail_the_append(
     audit_log.close()
 
 
-def test_concurrent_appends_from_threads_and_two_engines_keep_one_chain(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'audit.db'}"
-    # Two logs on one file stand for two worker processes: each has its own lock and engine.
-    checkpoints = tmp_path / "audit.audit-checkpoints.jsonl"
-    logs = [PredictionLog(url, key=KEY, checkpoints=checkpoints) for _ in range(2)]
+def test_concurrent_appends_from_threads_and_two_engines_keep_one_chain(database_url: str, checkpoints: Path) -> None:
+    # Two logs on one database stand for two worker processes: each has its own lock and engine (connection pool).
+    logs = [PredictionLog(database_url, key=KEY, checkpoints=checkpoints) for _ in range(2)]
     errors: list[BaseException] = []
 
     def worker(k: int) -> None:
@@ -319,9 +336,11 @@ def _append_many(url: str, checkpoints: Path, barrier: Any, k: int) -> None:
     audit_log.close()
 
 
-def test_processes_appending_together_keep_one_chain_with_consistent_checkpoints(tmp_path: Path) -> None:
+def test_processes_appending_together_keep_one_chain_with_consistent_checkpoints(
+    database_url: str, checkpoints: Path
+) -> None:
     """Service workers (``shipa serve --workers N``) append to one chain and one checkpoint file."""
-    url, checkpoints = f"sqlite:///{tmp_path / 'audit.db'}", tmp_path / "audit.audit-checkpoints.jsonl"
+    url = database_url
     PredictionLog(url, key=KEY, checkpoints=checkpoints).close()
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(4)
@@ -352,11 +371,14 @@ def _open_and_append(url: str, barrier: Any, k: int) -> None:
     audit_log.close()
 
 
-def test_processes_opening_a_new_database_together_all_create_it_and_append(tmp_path: Path) -> None:
-    """Two CLI commands (or service workers) on a database nobody opened yet: both create tables, neither fails."""
+def test_processes_opening_a_new_database_together_all_create_it_and_append(
+    new_database_url: Callable[[], str],
+) -> None:
+    """Two CLI commands (or service workers) on a database nobody opened yet: all create the tables, none fails
+    (PostgreSQL reports the loser of a CREATE TABLE race as a duplicate type or table)."""
     context = multiprocessing.get_context("fork")
-    for attempt in range(4):
-        url = f"sqlite:///{tmp_path / f'audit{attempt}.db'}"
+    for _attempt in range(4):
+        url = new_database_url()
         barrier = context.Barrier(4)
         procs = [context.Process(target=_open_and_append, args=(url, barrier, k)) for k in range(4)]
         for p in procs:

@@ -1,4 +1,5 @@
-"""Tokens: stored only as keyed hashes, one role each, revocable, names never reused."""
+"""Tokens: stored only as keyed hashes, one role each, revocable, names never reused. Every test that touches the
+database runs on an SQLite file and on PostgreSQL (``database_url``, tests/postgres.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from pipelines.predictionlog.db import make_engine
 from pipelines.predictionlog.roles import Role, role_allows
@@ -16,13 +20,24 @@ from .helpers import PEPPER
 
 
 @pytest.fixture
-def db_file(tmp_path: Path) -> Path:
-    return tmp_path / "service.db"
+def store(database_url: str) -> TokenStore:
+    return TokenStore(make_engine(database_url), PEPPER.encode())
 
 
-@pytest.fixture
-def store(db_file: Path) -> TokenStore:
-    return TokenStore(make_engine(f"sqlite:///{db_file}"), PEPPER.encode())
+def stored_text(url: str) -> str:
+    """What an administrator can read of the stored tokens: an SQLite file's bytes (with its write-ahead log), or
+    every row of PostgreSQL's token table as text, read on a connection of its own as with psql."""
+    if url.startswith("sqlite"):
+        path = Path(make_url(url).database or "")
+        wal = path.with_name(path.name + "-wal")
+        return (path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")).decode("latin-1")
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT service_tokens::text FROM service_tokens")).scalars().all()
+    finally:
+        engine.dispose()
+    return "\n".join(rows)
 
 
 def test_add_authenticate_revoke(store: TokenStore) -> None:
@@ -39,19 +54,18 @@ def test_add_authenticate_revoke(store: TokenStore) -> None:
         store.revoke("dr-aliya")
 
 
-def test_tokens_are_stored_hashed_only(store: TokenStore, db_file: Path) -> None:
+def test_tokens_are_stored_hashed_only(store: TokenStore, database_url: str) -> None:
     tokens = [store.add(f"user-{i}", "investigator") for i in range(3)]
-    wal = db_file.with_name(db_file.name + "-wal")
-    raw = db_file.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
-    for token in tokens:
-        assert token.encode() not in raw
-        assert token[len(TOKEN_PREFIX) :].encode() not in raw
-        assert store.hash_token(token).encode() in raw
+    stored = stored_text(database_url)
+    for i, token in enumerate(tokens):
+        assert f"user-{i}" in stored  # what was read holds the rows
+        assert token not in stored and token[len(TOKEN_PREFIX) :] not in stored
+        assert store.hash_token(token) in stored
 
 
-def test_pepper_keys_the_hash(store: TokenStore, db_file: Path) -> None:
+def test_pepper_keys_the_hash(store: TokenStore, database_url: str) -> None:
     token = store.add("a", "auditor")
-    other = TokenStore(make_engine(f"sqlite:///{db_file}"), b"another-pepper-entirely-0123456789")
+    other = TokenStore(make_engine(database_url), b"another-pepper-entirely-0123456789")
     assert other.authenticate(token) is None
     assert store.authenticate(token) is not None
 
@@ -83,11 +97,11 @@ def test_role_rules() -> None:
 
 
 def test_active_tokens_are_cached_for_a_moment_and_revocation_here_is_immediate(
-    db_file: Path, monkeypatch: pytest.MonkeyPatch
+    database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = make_engine(f"sqlite:///{db_file}")
+    engine = make_engine(database_url)
     cached = TokenStore(engine, PEPPER.encode(), cache_s=30.0)
-    elsewhere = TokenStore(make_engine(f"sqlite:///{db_file}"), PEPPER.encode())  # another process: the CLI
+    elsewhere = TokenStore(make_engine(database_url), PEPPER.encode())  # another process: the CLI
     token, other = cached.add("inv-1", "investigator"), cached.add("inv-2", "investigator")
     assert cached.authenticate(token) is not None and cached.authenticate(other) is not None
     # a revocation made elsewhere is seen once the cached entry expires (at most cache_s later)
@@ -101,6 +115,7 @@ def test_active_tokens_are_cached_for_a_moment_and_revocation_here_is_immediate(
     assert cached.authenticate(other) is not None
     cached.revoke("inv-2")
     assert cached.authenticate(other) is None
+    assert [(i.name, i.active) for i in elsewhere.list()] == [("inv-1", False), ("inv-2", False)]
     # without a cache (the default), every check asks the database
     fresh = elsewhere.add("inv-3", "investigator")
     plain = TokenStore(engine, PEPPER.encode())
