@@ -543,13 +543,10 @@ async def clinic_page(request: Request) -> Response:
         return _redirect(f"{PREFIX}/login?lang={lang}")
     request.state.token_name = session.name  # the access log names the token, as for an API call
     async with _client(request) as client:
-        status, models = await _served_models(client, session, lang)
-        pacs = await _pacs_list(request, client, session, lang) if status == 200 else None
-    if status == 401:  # revoked since sign-in
+        page = await _signed_in_page(request, client, session, lang, "")
+    if page is None:  # revoked since sign-in
         return _redirect(f"{PREFIX}/login?lang={lang}")
-    response = _render(
-        "clinic.html", lang, session=session, models=models, chosen=None, result=None, error=None, pacs=pacs
-    )
+    response = page.render()
     if session.lang != lang:
         _set_cookie(request, response, Session(session.csrf, session.expires, lang, session.token, session.name))
     return response
@@ -558,6 +555,59 @@ async def clinic_page(request: Request) -> Response:
 def _upload(form: FormData, name: str) -> UploadFile | None:
     value = form.get(name)
     return value if isinstance(value, UploadFile) and (value.size or value.filename) else None
+
+
+@dataclass(frozen=True)
+class _Page:
+    """What every rendering of the signed-in page needs: who, in which language, the models and the PACS list."""
+
+    session: Session
+    lang: Language
+    models: list[ModelInfo]
+    chosen: ModelInfo | None
+    pacs: PacsList | None
+
+    def render(self, status: int = 200, *, result: Result | None = None, error: str | None = None) -> HTMLResponse:
+        """The page with an answer (``result``) or a form error."""
+        return _render(
+            "clinic.html",
+            self.lang,
+            status,
+            session=self.session,
+            models=self.models,
+            chosen=self.chosen,
+            result=result,
+            error=error,
+            pacs=self.pacs,
+        )
+
+    def answer(self, answer: httpx.Response) -> Response:
+        """The page showing an answer of the API (its 401: back to sign in).
+
+        A refusal (4xx) is an answer the page shows as such (its status is in the page); the page itself is 200,
+        so a browser does not report a failed load. A fault of the service, or an answer the page cannot read,
+        is 502.
+        """
+        if answer.status_code == 401:
+            return _redirect(f"{PREFIX}/login?lang={self.lang}")
+        try:
+            body = answer.json()
+        except ValueError:
+            body = None
+        result = read_answer(answer.status_code, body)
+        status = 502 if answer.status_code >= 500 or (answer.status_code == 200 and result.refusal) else 200
+        return self.render(status, result=result)
+
+
+async def _signed_in_page(
+    request: Request, client: httpx.AsyncClient, session: Session, lang: Language, task: str
+) -> _Page | None:
+    """The page's models and PACS list for ``session`` (None: its token was revoked since sign-in)."""
+    status, models = await _served_models(client, session, lang)
+    if status == 401:
+        return None
+    chosen = next((m for m in models if m.task == task), None)
+    return _Page(session, lang, models, chosen, await _pacs_list(request, client, session, lang))
 
 
 @router.post(PREFIX + "/diagnose")
@@ -580,32 +630,16 @@ async def diagnose_page(request: Request) -> Response:
     task = str(form.get("task") or "")
     dicom, bundle = _upload(form, "file"), _upload(form, "bundle")
     async with _client(request) as client:
-        status, models = await _served_models(client, session, lang)
-        if status == 401:
+        page = await _signed_in_page(request, client, session, lang, task)
+        if page is None:
             return _redirect(f"{PREFIX}/login?lang={lang}")
-        chosen = next((m for m in models if m.task == task), None)
         if dicom is None or not task or not set(task) <= _TASK_CHARS:
-            error = text("upload.no_file", lang)
-            return _render(
-                "clinic.html", lang, 400, session=session, models=models, chosen=chosen, result=None, error=error
-            )
+            return page.render(400, error=text("upload.no_file", lang))
         files = {"file": (dicom.filename or "study.dcm", await dicom.read(), "application/dicom")}
         if bundle is not None:
             files["bundle"] = (bundle.filename or "bundle.json", await bundle.read(), "application/fhir+json")
         answer = await client.post(f"/diagnosis/{task}", files=files, headers=_auth(session, lang))
-    if answer.status_code == 401:
-        return _redirect(f"{PREFIX}/login?lang={lang}")
-    try:
-        body = answer.json()
-    except ValueError:
-        body = None
-    result = read_answer(answer.status_code, body)
-    # A refusal (4xx) is an answer the page shows as such (its status is in the page); the page itself is 200,
-    # so a browser does not report a failed load. A fault of the service, or an answer the page cannot read, is 502.
-    status = 502 if answer.status_code >= 500 or (answer.status_code == 200 and result.refusal) else 200
-    return _render(
-        "clinic.html", lang, status, session=session, models=models, chosen=chosen, result=result, error=None
-    )
+    return page.answer(answer)
 
 
 @router.post(PREFIX + "/pacs")
@@ -622,41 +656,10 @@ async def pacs_study_page(request: Request) -> Response:
     request.state.token_name = session.name
     task, study_uid = str(form.get("task") or ""), str(form.get("study_uid") or "")
     async with _client(request) as client:
-        status, models = await _served_models(client, session, lang)
-        if status == 401:
+        page = await _signed_in_page(request, client, session, lang, task)
+        if page is None:
             return _redirect(f"{PREFIX}/login?lang={lang}")
-        chosen = next((m for m in models if m.task == task), None)
-        pacs = await _pacs_list(request, client, session, lang)
-        if chosen is None or not study_uid or not set(study_uid) <= _UID_CHARS or len(study_uid) > 64:
-            error = text("upload.no_file", lang)
-            return _render(
-                "clinic.html",
-                lang,
-                400,
-                session=session,
-                models=models,
-                chosen=chosen,
-                result=None,
-                error=error,
-                pacs=pacs,
-            )
+        if page.chosen is None or not study_uid or not set(study_uid) <= _UID_CHARS or len(study_uid) > 64:
+            return page.render(400, error=text("upload.no_file", lang))
         answer = await client.post(f"/diagnosis/{task}/studies/{study_uid}", headers=_auth(session, lang))
-    if answer.status_code == 401:
-        return _redirect(f"{PREFIX}/login?lang={lang}")
-    try:
-        body = answer.json()
-    except ValueError:
-        body = None
-    result = read_answer(answer.status_code, body)
-    status = 502 if answer.status_code >= 500 or (answer.status_code == 200 and result.refusal) else 200
-    return _render(
-        "clinic.html",
-        lang,
-        status,
-        session=session,
-        models=models,
-        chosen=chosen,
-        result=result,
-        error=None,
-        pacs=pacs,
-    )
+    return page.answer(answer)
