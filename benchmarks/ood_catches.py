@@ -8,8 +8,8 @@ calibration and image OOD score (``models/diagnosis/eval``), its input domain
 - **other modalities given a chest-radiograph header**: every DICOM image under ``--other`` folders (default: the
   ``pydicom-data`` package's files when installed, and ``../shared/data/breastmnist-export/dicom`` when present)
   whose own header puts it outside the model's input domain by what it shows (SOP class, modality, body part,
-  colour: :data:`OTHER_KIND`), so a real chest radiograph refused only for its size or pixel spacing is not
-  counted as "other".
+  colour: ``catches.OTHER_KIND``), so a real chest radiograph refused only for its size or pixel
+  spacing is not counted as "other".
   Images equal in content to a calibration image (pydicom's bundled files, used to choose the threshold) are left
   out. Each is written under the header of a built-in chest radiograph (:func:`as_chest_radiograph`), passes the
   header gate, is decoded and normalised as the service does (``read_image``), and is scored by the predictor.
@@ -34,12 +34,11 @@ import pandas as pd
 import polars as pl
 
 from pipelines.evaluation.ood import ood_file
+from pipelines.imaging.catches import calibration_index, shows_other_kind
 from pipelines.imaging.dicom import read_dicom
 from pipelines.imaging.domain import INPUT_DOMAIN_FILE, InputDomain
 from pipelines.imaging.other_modality import (
-    ContentIndex,
     as_chest_radiograph,
-    calibration_images,
     read_folder,
 )
 from pipelines.service.diagnosis_case import read_image
@@ -47,14 +46,6 @@ from pipelines.service.errors import FhirHTTPError
 from pipelines.tracking.pyfunc_diagnosis import OUT_OF_DISTRIBUTION, load_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
-# Header attributes that say an image shows something else than a frontal chest radiograph.
-OTHER_KIND = frozenset({"SOPClassUID", "Modality", "BodyPartExamined", "PhotometricInterpretation", "SamplesPerPixel"})
-
-
-def other_kind(domain: InputDomain, ds: object) -> bool:
-    """True when ``ds``'s header is outside ``domain`` by one of :data:`OTHER_KIND`."""
-    violation = domain.check(ds)  # type: ignore[arg-type]
-    return violation is not None and violation.attribute in OTHER_KIND
 
 
 def default_other_folders() -> list[Path]:
@@ -121,13 +112,11 @@ def main() -> int:
 
     template = chest_template(args.raw, domain)
     size = int(np.load(test["image_path"][0], mmap_mode="r").shape[0])
-    seen = ContentIndex()
-    for image in calibration_images():
-        seen.add_if_new(image.pixels)
+    seen = calibration_index()
     caught_all = total_all = 0
     for folder in args.other or default_other_folders():
         counts: Counter[tuple[str, bool]] = Counter()
-        images = read_folder(folder, seen=seen, keep=lambda ds: other_kind(domain, ds))
+        images = read_folder(folder, seen=seen, keep=lambda ds: shows_other_kind(domain, ds))
         for k, image in enumerate(images):
             if k >= args.max_images:
                 break

@@ -17,13 +17,12 @@ import mlflow
 import pandas as pd
 import pytest
 
+from pipelines.imaging.catches import calibration_index, shows_other_kind
 from pipelines.imaging.dicom import read_dicom
 from pipelines.imaging.domain import InputDomain
 from pipelines.imaging.other_modality import (
-    ContentIndex,
     OtherImage,
     as_chest_radiograph,
-    calibration_images,
     read_folder,
 )
 from pipelines.service.diagnosis_case import read_image
@@ -40,7 +39,6 @@ from .test_model_endpoints import (  # noqa: F401 - the module-scoped fixtures, 
     service,
 )
 
-OTHER_KIND = ("SOPClassUID", "Modality", "BodyPartExamined", "PhotometricInterpretation", "SamplesPerPixel")
 BREAST = Path(__file__).resolve().parents[3] / "shared" / "data" / "breastmnist-export" / "dicom"
 PER_FOLDER = 25
 
@@ -48,18 +46,11 @@ PER_FOLDER = 25
 def _other_images(domain: InputDomain) -> list[OtherImage]:
     """Up to 25 images from each reference folder, none equal to a calibration image, none a chest radiograph."""
     data_store = pytest.importorskip("data_store", reason="the pydicom-data package (a dev dependency) is absent")
-    seen = ContentIndex()
-    for image in calibration_images():
-        seen.add_if_new(image.pixels)
-
-    def other_kind(ds: object) -> bool:
-        violation = domain.check(ds)  # type: ignore[arg-type]
-        return violation is not None and violation.attribute in OTHER_KIND
-
+    seen = calibration_index()
     images: list[OtherImage] = []
     for folder in (Path(data_store.__file__).parent / "data", BREAST):
         if folder.is_dir():
-            found = read_folder(folder, seen=seen, keep=other_kind)
+            found = read_folder(folder, seen=seen, keep=lambda ds: shows_other_kind(domain, ds))
             images += [image for _, image in zip(range(PER_FOLDER), found, strict=False)]
     return images
 
